@@ -1,0 +1,66 @@
+"""llmgate: one OpenAI-compatible API in front of many LLM providers.
+
+from llmgate import Gateway
+async with Gateway() as gw:
+    reply = await gw.chat("mock:echo", [{"role": "user", "content": "Hi"}])
+"""
+
+from llmgate.config import ConfigError, Settings, load_settings
+from llmgate.core import (
+    AuthenticationError,
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    ContextLengthExceeded,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    GatewayError,
+    InvalidRequest,
+    Message,
+    ModelNotFound,
+    Overloaded,
+    PermissionDenied,
+    ProviderAuthError,
+    QuotaExceeded,
+    RateLimited,
+    StreamInterrupted,
+    UpstreamError,
+    UpstreamTimeout,
+    Usage,
+)
+from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
+from llmgate.gateway import ChatStream, Gateway, SyncGateway
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "CallInfo",
+    "ChatChunk",
+    "ChatRequest",
+    "ChatResponse",
+    "ChatResult",
+    "ChatStream",
+    "ConfigError",
+    "ContextLengthExceeded",
+    "EmbeddingRequest",
+    "EmbeddingResponse",
+    "EmbeddingResult",
+    "Gateway",
+    "GatewayError",
+    "InvalidRequest",
+    "Message",
+    "ModelNotFound",
+    "Overloaded",
+    "PermissionDenied",
+    "ProviderAuthError",
+    "QuotaExceeded",
+    "RateLimited",
+    "Settings",
+    "StreamInterrupted",
+    "SyncGateway",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "Usage",
+    "load_settings",
+]

@@ -1,0 +1,27 @@
+"""Configuration: YAML + environment, validated into frozen ``Settings``."""
+
+from llmgate.config.loader import ConfigError, config_path_from_environment, load_settings
+from llmgate.config.settings import (
+    DeploymentSettings,
+    MockFailure,
+    MockSettings,
+    ModelGroupSettings,
+    PriceOverride,
+    ProviderSettings,
+    Settings,
+    Timeouts,
+)
+
+__all__ = [
+    "ConfigError",
+    "DeploymentSettings",
+    "MockFailure",
+    "MockSettings",
+    "ModelGroupSettings",
+    "PriceOverride",
+    "ProviderSettings",
+    "Settings",
+    "Timeouts",
+    "config_path_from_environment",
+    "load_settings",
+]

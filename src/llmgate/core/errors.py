@@ -1,0 +1,134 @@
+"""The error tree every layer speaks.
+
+Adapters translate each vendor's errors into these once, on the way in; the server maps them to HTTP
+once, on the way out (``llmgate.server.errors``). ``retryable`` tells routing whether another attempt
+(another key, deployment or group) may succeed.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error llmgate raises on purpose."""
+
+    code: str = "gateway_error"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        provider: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.provider = provider
+        self.retry_after = retry_after
+
+
+class InvalidRequest(GatewayError):
+    """The request is malformed or asks for something no deployment can do (client's fault)."""
+
+    code = "invalid_request"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt does not fit the model's context window (normalised across providers)."""
+
+    code = "context_length_exceeded"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body is over the configured size limit."""
+
+    code = "payload_too_large"
+
+
+class AuthenticationError(GatewayError):
+    """The caller's gateway key is missing or invalid."""
+
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    """The caller is known but not allowed to do this."""
+
+    code = "permission_denied"
+
+
+class ModelNotFound(GatewayError):
+    """No provider or model group answers to this name (or the upstream does not know the model)."""
+
+    code = "model_not_found"
+
+    def __init__(self, message: str, *, suggestions: tuple[str, ...] = (), **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.suggestions = suggestions
+
+
+class NotFound(GatewayError):
+    """A resource other than a model does not exist."""
+
+    code = "not_found"
+
+
+class RateLimited(GatewayError):
+    """Too many requests or tokens: the caller's limit, or the upstream's (then ``provider`` is set)."""
+
+    code = "rate_limit_exceeded"
+    retryable = True
+
+
+class QuotaExceeded(GatewayError):
+    """A budget or billing quota is exhausted; waiting a few seconds will not help."""
+
+    code = "insufficient_quota"
+
+
+class UpstreamError(GatewayError):
+    """The provider failed in a way that is not the caller's fault."""
+
+    code = "upstream_error"
+    retryable = True
+
+
+class ProviderAuthError(UpstreamError):
+    """The provider rejected the gateway's own API key for it (401/403 upstream)."""
+
+    code = "upstream_authentication_error"
+
+
+class Overloaded(UpstreamError):
+    """The provider says it is overloaded (503, Anthropic 529)."""
+
+    code = "upstream_overloaded"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The provider did not answer (or went silent mid-stream) within the timeout."""
+
+    code = "upstream_timeout"
+
+
+class UpstreamConnectionError(UpstreamError):
+    """The connection to the provider failed or was reset."""
+
+    code = "upstream_connection_error"
+
+
+class StreamInterrupted(UpstreamError):
+    """A stream broke after content had started flowing; it cannot be resumed invisibly."""
+
+    code = "stream_interrupted"
+
+
+class UnexpectedResponse(UpstreamError):
+    """The provider answered with something the adapter cannot read (never turned into success)."""
+
+    code = "upstream_unexpected_response"

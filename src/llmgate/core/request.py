@@ -1,0 +1,210 @@
+"""The canonical chat and embedding requests: OpenAI's Chat Completions shape, typed.
+
+Decoding is done by msgspec (C speed, precise error paths). Fields not named here are kept in
+``ChatRequest.extra`` so OpenAI-compatible upstreams receive new OpenAI parameters untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+JSONObject = dict[str, Any]
+
+
+class TextPart(msgspec.Struct, tag="text", tag_field="type", omit_defaults=True):
+    """A text content part."""
+
+    text: str
+
+
+class ImageURL(msgspec.Struct, omit_defaults=True):
+    """An image by URL or ``data:`` URI."""
+
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(msgspec.Struct, tag="image_url", tag_field="type", omit_defaults=True):
+    """An image content part."""
+
+    image_url: ImageURL
+
+
+class InputAudio(msgspec.Struct):
+    """Base64 audio with its format."""
+
+    data: str
+    format: str
+
+
+class AudioPart(msgspec.Struct, tag="input_audio", tag_field="type"):
+    """An audio content part."""
+
+    input_audio: InputAudio
+
+
+class FilePart(msgspec.Struct, tag="file", tag_field="type"):
+    """A file content part (``file_id`` or ``file_data`` + ``filename``)."""
+
+    file: dict[str, str]
+
+
+ContentPart = TextPart | ImagePart | AudioPart | FilePart
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class FunctionCall(msgspec.Struct):
+    """A function name with its JSON-encoded arguments."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(msgspec.Struct):
+    """A complete tool call made by the assistant."""
+
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """One conversation turn."""
+
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    function_call: FunctionCall | None = None
+    refusal: str | None = None
+
+    def text(self) -> str:
+        """The message's text, with parts joined; images and other media are left out."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+
+class FunctionDefinition(msgspec.Struct, omit_defaults=True):
+    """A callable function with its JSON-schema parameters."""
+
+    name: str
+    description: str | None = None
+    parameters: JSONObject | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct):
+    """A tool the model may call."""
+
+    function: FunctionDefinition
+    type: Literal["function"] = "function"
+
+
+class NamedFunction(msgspec.Struct):
+    """``{"name": ...}`` inside a tool choice."""
+
+    name: str
+
+
+class ToolChoiceFunction(msgspec.Struct):
+    """Force one named tool."""
+
+    function: NamedFunction
+    type: Literal["function"] = "function"
+
+
+ToolChoice = Literal["none", "auto", "required"] | ToolChoiceFunction
+
+
+class JSONSchemaFormat(msgspec.Struct, omit_defaults=True):
+    """The ``json_schema`` member of a structured-output response format."""
+
+    name: str
+    schema: JSONObject | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class ResponseFormat(msgspec.Struct, omit_defaults=True):
+    """``text``, ``json_object`` or ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+class StreamOptions(msgspec.Struct, omit_defaults=True):
+    """``include_usage`` asks for a final chunk with the usage."""
+
+    include_usage: bool | None = None
+
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ChatRequest(msgspec.Struct, omit_defaults=True, frozen=True):
+    """A Chat Completions request. ``model`` is the name the caller used (group or provider:model)."""
+
+    model: str
+    messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
+    stop: str | list[str] | None = None
+    max_tokens: Positive | None = None
+    max_completion_tokens: Positive | None = None
+    presence_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    seed: int | None = None
+    user: str | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDefinition] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    metadata: dict[str, str] | None = None
+    extra: JSONObject = {}
+
+    @property
+    def output_limit(self) -> int | None:
+        """The caller's cap on generated tokens, whichever field carried it."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def wants_usage_chunk(self) -> bool:
+        """Whether a streaming caller asked for the final usage chunk."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class EmbeddingRequest(msgspec.Struct, omit_defaults=True, frozen=True):
+    """An embeddings request; ``input`` is normalised to a list of strings or token lists."""
+
+    model: str
+    input: str | Annotated[list[str | int | list[int]], msgspec.Meta(min_length=1)]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Positive | None = None
+    user: str | None = None
+    extra: JSONObject = {}
+
+    def texts(self) -> list[str]:
+        """The input as a list of strings (token-list input is not text and yields [])."""
+        if isinstance(self.input, str):
+            return [self.input]
+        return [item for item in self.input if isinstance(item, str)]
+
+
+CHAT_FIELDS = frozenset(ChatRequest.__struct_fields__) - {"extra"}
+EMBEDDING_FIELDS = frozenset(EmbeddingRequest.__struct_fields__) - {"extra"}

@@ -1,0 +1,148 @@
+"""The canonical chat response, streamed chunk and embedding result, in OpenAI's shape.
+
+Optional members default to ``UNSET`` so they are left out of the wire form unless a provider set them,
+while ``content`` and ``finish_reason`` are always present (``null`` when empty), as OpenAI sends them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from llmgate.core.request import FunctionCall, ToolCall
+from llmgate.core.usage import Usage
+
+FinishReason = str
+"""``stop``, ``length``, ``tool_calls``, ``content_filter`` or ``function_call``; others surface as-is."""
+
+KNOWN_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+
+
+class ResponseMessage(msgspec.Struct):
+    """The assistant's message in a complete response."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    tool_calls: list[ToolCall] | UnsetType | None = UNSET
+    function_call: FunctionCall | UnsetType | None = UNSET
+    refusal: str | UnsetType | None = UNSET
+    reasoning_content: str | UnsetType | None = UNSET
+    annotations: list[Any] | UnsetType | None = UNSET
+
+
+class Choice(msgspec.Struct, kw_only=True):
+    """One choice of a complete response."""
+
+    index: int
+    message: ResponseMessage
+    logprobs: Any = None
+    finish_reason: FinishReason | None = None
+
+
+class ChatResponse(msgspec.Struct, kw_only=True):
+    """A complete chat response, fields in OpenAI's order."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
+
+    @property
+    def text(self) -> str:
+        """The first choice's text (empty when it only called tools)."""
+        return (self.choices[0].message.content or "") if self.choices else ""
+
+
+class FunctionCallDelta(msgspec.Struct, omit_defaults=True):
+    """A piece of a tool call's function: the name arrives once, arguments in fragments."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct, omit_defaults=True):
+    """A piece of one tool call, keyed by ``index`` across chunks."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta | None = None
+
+
+class Delta(msgspec.Struct, omit_defaults=True):
+    """What one chunk adds to a choice."""
+
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    function_call: FunctionCallDelta | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChunkChoice(msgspec.Struct, kw_only=True):
+    """One choice of a streamed chunk."""
+
+    index: int
+    delta: Delta
+    logprobs: Any = None
+    finish_reason: FinishReason | None = None
+
+
+class ChatChunk(msgspec.Struct, kw_only=True):
+    """The one canonical stream event: an OpenAI ``chat.completion.chunk``.
+
+    A chunk with no choices and a ``usage`` is the final usage chunk.
+    """
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | UnsetType | None = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
+
+    @property
+    def has_content(self) -> bool:
+        """Whether this chunk carries generated output (text, reasoning, tool calls or a refusal)."""
+        for choice in self.choices:
+            delta = choice.delta
+            if delta.content or delta.tool_calls or delta.reasoning_content or delta.function_call:
+                return True
+            if delta.refusal:
+                return True
+        return False
+
+
+class Embedding(msgspec.Struct, kw_only=True):
+    """One vector (or its base64 form when the caller asked for it)."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingResponse(msgspec.Struct, kw_only=True):
+    """The result of an embeddings call."""
+
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage | None = None
+
+
+class ModelCard(msgspec.Struct, kw_only=True):
+    """An entry of ``GET /v1/models``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str

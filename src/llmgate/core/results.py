@@ -1,0 +1,63 @@
+"""What the library hands back: the OpenAI-shaped response plus what the gateway knows about the call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmgate.core.response import ChatResponse, Choice, EmbeddingResponse
+from llmgate.core.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """How a call was served."""
+
+    request_id: str
+    provider: str
+    deployment: str
+    upstream_model: str
+    attempts: int = 1
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """A complete chat reply. ``cost`` is USD, or ``None`` when a price is unknown (never a false $0)."""
+
+    response: ChatResponse
+    info: CallInfo
+    cost: float | None
+
+    @property
+    def choices(self) -> list[Choice]:
+        """The response's choices."""
+        return self.response.choices
+
+    @property
+    def usage(self) -> Usage | None:
+        """Tokens used, as the provider reported them."""
+        return self.response.usage
+
+    @property
+    def text(self) -> str:
+        """The first choice's text."""
+        return self.response.text
+
+    @property
+    def cost_known(self) -> bool:
+        """Whether ``cost`` is a real figure."""
+        return self.cost is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    """Vectors plus how they were served and what they cost."""
+
+    response: EmbeddingResponse
+    info: CallInfo
+    cost: float | None
+
+    @property
+    def vectors(self) -> list[list[float]]:
+        """The embeddings as float lists, in input order (base64 ones are left out)."""
+        return [item.embedding for item in self.response.data if isinstance(item.embedding, list)]

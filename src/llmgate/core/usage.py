@@ -1,0 +1,71 @@
+"""Token usage, in OpenAI's shape, with the cached and reasoning counts routing and pricing need."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class PromptTokensDetails(msgspec.Struct, omit_defaults=True):
+    """Breakdown of prompt tokens: those read from the provider's prompt cache, and cache writes."""
+
+    cached_tokens: int = 0
+    audio_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+
+
+class CompletionTokensDetails(msgspec.Struct, omit_defaults=True):
+    """Breakdown of completion tokens: those spent on hidden reasoning."""
+
+    reasoning_tokens: int = 0
+    audio_tokens: int | None = None
+    accepted_prediction_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+
+
+class Usage(msgspec.Struct, omit_defaults=True):
+    """Tokens of one call. ``prompt_tokens`` includes cached ones, ``completion_tokens`` reasoning ones."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the provider's cache (billed at the cached-input price)."""
+        details = self.prompt_tokens_details
+        return details.cached_tokens if details is not None else 0
+
+    @property
+    def cache_creation_tokens(self) -> int:
+        """Prompt tokens written to the provider's cache (billed at the cache-write price)."""
+        details = self.prompt_tokens_details
+        if details is None or details.cache_creation_tokens is None:
+            return 0
+        return details.cache_creation_tokens
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Completion tokens spent on reasoning."""
+        details = self.completion_tokens_details
+        return details.reasoning_tokens if details is not None else 0
+
+
+def make_usage(
+    *, prompt: int, completion: int, cached: int = 0, reasoning: int = 0, cache_creation: int | None = None
+) -> Usage:
+    """Build a ``Usage`` from plain counts, with details only where they carry information."""
+    prompt_details = (
+        PromptTokensDetails(cached_tokens=cached, cache_creation_tokens=cache_creation)
+        if cached or cache_creation
+        else None
+    )
+    completion_details = CompletionTokensDetails(reasoning_tokens=reasoning) if reasoning else None
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=prompt_details,
+        completion_tokens_details=completion_details,
+    )

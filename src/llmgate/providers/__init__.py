@@ -1,0 +1,1 @@
+"""Provider adapters: how to talk to each vendor (wire formats) and how to reach it (HTTP transport)."""

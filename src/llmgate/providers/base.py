@@ -1,0 +1,116 @@
+"""The adapter ports: what routing and the gateway may ask of a provider.
+
+An adapter has a small fixed surface. Chat (with streaming) is required; embeddings and model listing
+are separate optional protocols, so no adapter carries "not supported" stubs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from llmgate.core.errors import GatewayError
+from llmgate.core.request import ChatRequest, EmbeddingRequest
+from llmgate.core.response import ChatChunk, ChatResponse, EmbeddingResponse, ModelCard
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutPolicy:
+    """Seconds: to connect, to the first byte of the answer (streams), between stream events, in all."""
+
+    connect: float = 5.0
+    first_token: float = 30.0
+    idle: float = 30.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One call's destination inside a provider: the upstream model, which key, and the time allowed."""
+
+    model: str
+    api_key: str | None = None
+    timeouts: TimeoutPolicy = field(default_factory=TimeoutPolicy)
+
+
+@runtime_checkable
+class ChatProvider(Protocol):
+    """Anything that can answer a chat request, whole or streamed."""
+
+    name: str
+
+    async def chat(self, request: ChatRequest, target: Target) -> ChatResponse:
+        """One complete response; raises a ``GatewayError`` subclass on failure."""
+        ...
+
+    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[ChatChunk]:
+        """Canonical chunks as they arrive. The final usage chunk (no choices) is always yielded."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the provider holds (connections are owned by the transport)."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """A provider that can embed text."""
+
+    async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResponse:
+        """Vectors for the request's input."""
+        ...
+
+
+@runtime_checkable
+class ModelLister(Protocol):
+    """A provider that can say which models it serves."""
+
+    async def list_models(self, target: Target) -> list[ModelCard]:
+        """The upstream's model list."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """A request an adapter wants sent: method, path below the base URL, headers and body."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+
+
+class StreamTranslator(Protocol):
+    """Turns one upstream stream's events into canonical chunks; one per stream (it may keep state)."""
+
+    def feed(self, data: bytes) -> list[ChatChunk]:
+        """Translate one event's data; raise a ``GatewayError`` for an in-band error event."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """Whether the upstream has signalled the end of the stream (e.g. OpenAI's ``[DONE]``)."""
+        ...
+
+
+class WireFormat(Protocol):
+    """How to talk to one vendor over HTTP: build requests, read answers, streams and errors."""
+
+    stream_format: str  # "sse" or "ndjson"
+
+    def chat_call(self, request: ChatRequest, target: Target, *, stream: bool) -> HttpCall:
+        """The HTTP request for a chat call."""
+        ...
+
+    def parse_chat(self, body: bytes) -> ChatResponse:
+        """A complete response body -> canonical response."""
+        ...
+
+    def stream_translator(self, request: ChatRequest) -> StreamTranslator:
+        """A fresh translator for one streamed response."""
+        ...
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
+        """An error response -> the matching error of the core tree."""
+        ...

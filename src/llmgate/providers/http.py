@@ -1,0 +1,161 @@
+"""A chat provider reached over HTTP: one wire format + the shared transport + one base URL.
+
+This is "how to reach the vendor"; the wire format is "how to talk to it". Transport failures are
+translated here, once, into the core error tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+
+from llmgate.core.errors import (
+    GatewayError,
+    StreamInterrupted,
+    UnexpectedResponse,
+    UpstreamConnectionError,
+    UpstreamTimeout,
+)
+from llmgate.core.request import ChatRequest
+from llmgate.core.response import ChatChunk, ChatResponse
+from llmgate.providers.base import HttpCall, Target, WireFormat
+from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
+from llmgate.providers.transport import Transport
+
+_KEY_LIKE = re.compile(r"\b(sk|hf|AIza|key)[-_][A-Za-z0-9*_\-]{6,}")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove a provider key (and anything shaped like one) from text bound for a client or a log."""
+    if secret:
+        text = text.replace(secret, "<redacted>")
+    return _KEY_LIKE.sub("<redacted>", text)
+
+
+class HttpProvider:
+    """A ``ChatProvider`` that sends a wire format's requests through the shared transport."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        wire: WireFormat,
+        transport: Transport,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.wire = wire
+        self.base_url = base_url.rstrip("/")
+        self._transport = transport
+        self._headers = dict(headers or {})
+
+    async def chat(self, request: ChatRequest, target: Target) -> ChatResponse:
+        """Send one non-streaming call and parse the answer."""
+        call = self.wire.chat_call(request, target, stream=False)
+        status, headers, body = await self.send(call, target)
+        if status >= 400:
+            raise self._error(status, headers, body, target)
+        try:
+            return self.wire.parse_chat(body)
+        except GatewayError:
+            raise
+        except Exception as exc:  # a body the wire format cannot read is never a success
+            raise UnexpectedResponse(f"{self.name}: unreadable response: {exc}", provider=self.name) from exc
+
+    async def send(self, call: HttpCall, target: Target) -> tuple[int, Mapping[str, str], bytes]:
+        """Send a call and read the whole answer, translating transport failures."""
+        timeouts = target.timeouts
+        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
+        try:
+            async with self._transport.session.request(
+                call.method,
+                self.base_url + call.path,
+                data=call.body,
+                headers=self._merge(call),
+                timeout=timeout,
+            ) as response:
+                return response.status, response.headers, await response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"{self.name}: no answer within {timeouts.total:g}s", provider=self.name
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise self._connection_error(exc) from exc
+
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[ChatChunk]:
+        """Send a streaming call and translate its events as they arrive."""
+        call = self.wire.chat_call(request, target, stream=True)
+        timeouts = target.timeouts
+        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
+        session = self._transport.session
+        try:
+            async with asyncio.timeout(timeouts.first_token):
+                response = await session.request(
+                    call.method,
+                    self.base_url + call.path,
+                    data=call.body,
+                    headers=self._merge(call),
+                    timeout=timeout,
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"{self.name}: no response within {timeouts.first_token:g}s", provider=self.name
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise self._connection_error(exc) from exc
+        async with response:
+            if response.status >= 400:
+                raise self._error(response.status, response.headers, await response.read(), target)
+            async for chunk in self._events(response, request, timeouts.idle):
+                yield chunk
+
+    async def _events(
+        self, response: aiohttp.ClientResponse, request: ChatRequest, idle: float
+    ) -> AsyncIterator[ChatChunk]:
+        translator = self.wire.stream_translator(request)
+        sse = self.wire.stream_format == "sse"
+        decoder: SSEDecoder | NDJSONDecoder = SSEDecoder() if sse else NDJSONDecoder()
+        content = response.content
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    data = await content.readany()
+            except TimeoutError as exc:
+                raise UpstreamTimeout(f"{self.name}: stream idle for {idle:g}s", provider=self.name) from exc
+            except aiohttp.ClientError as exc:
+                raise StreamInterrupted(f"{self.name}: stream broke: {exc}", provider=self.name) from exc
+            events = decoder.feed(data) if data else decoder.close()
+            for event in events:
+                payload = event.data if isinstance(event, tuple) else event
+                for chunk in translator.feed(payload):
+                    yield chunk
+            if not data or translator.finished:
+                break
+        if not translator.finished:
+            raise StreamInterrupted(
+                f"{self.name}: the stream ended before it was complete", provider=self.name
+            )
+
+    async def close(self) -> None:
+        """Nothing to release: connections belong to the shared transport."""
+
+    def _merge(self, call: HttpCall) -> Mapping[str, str]:
+        if not self._headers:
+            return call.headers
+        return {**self._headers, **call.headers}
+
+    def _error(self, status: int, headers: Mapping[str, str], body: bytes, target: Target) -> GatewayError:
+        error = self.wire.parse_error(status, headers, body)
+        error.message = redact(error.message, target.api_key)
+        error.args = (error.message,)
+        error.provider = self.name
+        return error
+
+    def _connection_error(self, exc: aiohttp.ClientError) -> UpstreamConnectionError:
+        return UpstreamConnectionError(
+            f"{self.name}: connection failed: {type(exc).__name__}: {exc}", provider=self.name
+        )

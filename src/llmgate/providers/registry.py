@@ -1,0 +1,65 @@
+"""Provider type name -> adapter. The one place in providers/ that knows every concrete adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from llmgate.providers.base import ChatProvider
+from llmgate.providers.mock import MockBehaviour, MockProvider
+from llmgate.providers.openai import OpenAIProvider, OpenAIWire
+from llmgate.providers.transport import Transport
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """What it takes to build one provider (the gateway fills it in from the settings)."""
+
+    name: str
+    type: str
+    base_url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    api_version: str | None = None
+    mock: MockBehaviour | None = None
+
+
+Factory = Callable[[ProviderSpec, Transport], ChatProvider]
+
+# The API root as each vendor's official SDK takes it (SPEC.md section 3).
+DEFAULT_BASE_URLS: Mapping[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "huggingface": "https://router.huggingface.co/v1",
+}
+
+
+def _openai(spec: ProviderSpec, transport: Transport) -> ChatProvider:
+    base_url = spec.base_url or DEFAULT_BASE_URLS[spec.type]
+    return OpenAIProvider(
+        name=spec.name, wire=OpenAIWire(extra_headers=spec.headers), transport=transport, base_url=base_url
+    )
+
+
+def _mock(spec: ProviderSpec, transport: Transport) -> ChatProvider:
+    return MockProvider(name=spec.name, behaviour=spec.mock)
+
+
+FACTORIES: Mapping[str, Factory] = {
+    "openai": _openai,
+    "huggingface": _openai,
+    "mock": _mock,
+}
+
+
+class UnsupportedProvider(Exception):
+    """No adapter exists for this provider type yet."""
+
+
+def build_provider(spec: ProviderSpec, transport: Transport) -> ChatProvider:
+    """The adapter for ``spec.type``."""
+    factory = FACTORIES.get(spec.type)
+    if factory is None:
+        raise UnsupportedProvider(
+            f"provider '{spec.name}': type '{spec.type}' has no adapter in this version "
+            f"(available: {', '.join(sorted(FACTORIES))})"
+        )
+    return factory(spec, transport)

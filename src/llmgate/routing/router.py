@@ -1,0 +1,87 @@
+"""Resolve the model name a caller used to the deployments that may serve the call.
+
+SPEC.md section 2.2: a configured group name wins; ``provider:model`` (split at the first colon) and
+``provider/model`` address a configured provider directly; a catalogue model whose provider is
+configured is served by it. This issue's router tries one deployment; the strategies, retries and
+failover of the routing issue plug in behind ``candidates``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+
+from llmgate.catalogue.pricing import UNKNOWN, Prices
+from llmgate.core.errors import ModelNotFound
+from llmgate.routing.deployments import Deployment, ModelGroup, ProviderAccount
+
+ModelFacts = Callable[[str, ProviderAccount], tuple[Prices, int | None]]
+"""(upstream model, account) -> its prices and context window, from the catalogue."""
+
+CatalogueProvider = Callable[[str], str | None]
+"""model id -> the provider the catalogue lists it under, if any."""
+
+
+def _no_facts(model: str, account: ProviderAccount) -> tuple[Prices, int | None]:
+    return UNKNOWN, None
+
+
+class Router:
+    """Turns a requested model name into an ordered list of deployments to try."""
+
+    def __init__(
+        self,
+        *,
+        groups: Mapping[str, ModelGroup],
+        accounts: Mapping[str, ProviderAccount],
+        facts: ModelFacts = _no_facts,
+        catalogue_provider: CatalogueProvider | None = None,
+    ) -> None:
+        self.groups = dict(groups)
+        self.accounts = dict(accounts)
+        self._facts = facts
+        self._catalogue_provider = catalogue_provider
+        self._direct: dict[str, Deployment] = {}
+
+    def candidates(self, model: str) -> list[Deployment]:
+        """Deployments for ``model``, best first; ``ModelNotFound`` with close matches if none."""
+        group = self.groups.get(model)
+        if group is not None:
+            return list(group.deployments)
+        direct = self._direct.get(model)
+        if direct is None:
+            direct = self._resolve_direct(model)
+            if direct is None:
+                raise self._not_found(model)
+            if len(self._direct) < 10_000:  # bounded: names come from callers
+                self._direct[model] = direct
+        return [direct]
+
+    def _resolve_direct(self, model: str) -> Deployment | None:
+        for separator in (":", "/"):
+            prefix, found, rest = model.partition(separator)
+            if found and rest and prefix in self.accounts:
+                return self._deployment(self.accounts[prefix], rest)
+        if self._catalogue_provider is not None:
+            provider = self._catalogue_provider(model)
+            account = self.accounts.get(provider) if provider else None
+            if account is None and provider:
+                account = next((a for a in self.accounts.values() if a.type == provider), None)
+            if account is not None:
+                return self._deployment(account, model)
+        return None
+
+    def _deployment(self, account: ProviderAccount, model: str) -> Deployment:
+        prices, context = self._facts(model, account)
+        return Deployment(account=account, model=model, prices=prices, context_length=context)
+
+    def _not_found(self, model: str) -> ModelNotFound:
+        known = [*self.groups, *(f"{name}:<model>" for name in self.accounts)]
+        close = tuple(difflib.get_close_matches(model, list(self.groups), n=5, cutoff=0.5))
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        return ModelNotFound(
+            f"The model '{model}' does not exist: it is neither a model group nor 'provider:model' for a "
+            f"configured provider (available: {', '.join(known) or 'none'}).{hint}",
+            param="model",
+            suggestions=close,
+        )

@@ -1,0 +1,113 @@
+"""``/api/models*`` (the seed's catalogue API, SPEC.md section 2.3) and ``/health``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmgate.core.errors import InvalidRequest, ModelNotFound
+from llmgate.server.context import ServerContext
+from llmgate.server.wire import encoder
+
+JSON = "application/json"
+PER_1K = 1000
+
+
+def model_view(info: Any) -> dict[str, Any]:
+    """A catalogue entry as the seed's API shows it (costs in USD per 1K tokens)."""
+    return {
+        "id": info.id,
+        "name": info.name,
+        "provider": info.provider,
+        "supports_chat": info.supports_chat,
+        "capabilities": list(info.capabilities),
+        "context_length": info.context_length,
+        "max_output_tokens": info.max_output_tokens,
+        "input_cost": None if info.input_per_mtok is None else info.input_per_mtok / PER_1K,
+        "output_cost": None if info.output_per_mtok is None else info.output_per_mtok / PER_1K,
+        "cached_input_cost": None
+        if info.cached_input_per_mtok is None
+        else info.cached_input_per_mtok / PER_1K,
+        "deprecated": info.deprecated,
+    }
+
+
+class CatalogueRoutes:
+    """The model catalogue, searchable."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    async def list_models(self, request: Request) -> Response:
+        """``GET /api/models``."""
+        self.ctx.authenticate(request)
+        return _models(self.ctx.gateway.catalogue.models)
+
+    async def search(self, request: Request) -> Response:
+        """``GET /api/models/search?q=&provider=&supports_chat=&capability=&min_context=&max_input_cost=``."""
+        self.ctx.authenticate(request)
+        params = request.query_params
+        found = self.ctx.gateway.catalogue.search(
+            query=params.get("q") or None,
+            provider=params.get("provider") or None,
+            supports_chat=_flag(params.get("supports_chat"), "supports_chat"),
+            capability=params.get("capability") or None,
+            min_context=_number(params.get("min_context"), "min_context", int),
+            max_input_cost_per_1k=_number(params.get("max_input_cost"), "max_input_cost", float),
+        )
+        return _models(found)
+
+    async def get_model(self, request: Request) -> Response:
+        """``GET /api/models/{id}``: 404 with the nearest ids when unknown."""
+        self.ctx.authenticate(request)
+        model_id = request.path_params["model_id"]
+        catalogue = self.ctx.gateway.catalogue
+        info = catalogue.get(model_id)
+        if info is None:
+            close = tuple(catalogue.closest(model_id))
+            hint = f" Nearest: {', '.join(close)}." if close else ""
+            raise ModelNotFound(
+                f"No model '{model_id}' in the catalogue.{hint}", param="id", suggestions=close
+            )
+        return Response(encoder.encode({"model": model_view(info)}), media_type=JSON)
+
+
+class HealthRoutes:
+    """Liveness and status."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    async def health(self, request: Request) -> Response:
+        """``GET /health``."""
+        return Response(encoder.encode(self.ctx.gateway.health()), media_type=JSON)
+
+
+def _models(models: Any) -> Response:
+    views = [model_view(info) for info in models]
+    return Response(encoder.encode({"models": views, "count": len(views)}), media_type=JSON)
+
+
+def _flag(value: str | None, name: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise InvalidRequest(f"'{name}' must be true or false, not '{value}'", param=name)
+
+
+def _number(value: str | None, name: str, kind: type[int] | type[float]) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        number = kind(value)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be a {kind.__name__}, not '{value}'", param=name) from None
+    if number < 0:
+        raise InvalidRequest(f"'{name}' must not be negative", param=name)
+    return number

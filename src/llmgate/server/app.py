@@ -1,0 +1,98 @@
+"""The Starlette application: the route table, the error handlers and the gateway's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from llmgate.config import Settings, config_path_from_environment, load_settings
+from llmgate.core.errors import GatewayError
+from llmgate.gateway import Gateway
+from llmgate.server.api_routes import CatalogueRoutes, HealthRoutes
+from llmgate.server.context import ServerContext
+from llmgate.server.errors import classify, encode_error, error_body, error_headers
+from llmgate.server.openai_routes import ClientGone, OpenAIRoutes
+
+log = logging.getLogger("llmgate.server")
+JSON = "application/json"
+CLIENT_CLOSED = 499  # nginx's convention; nobody is listening any more
+
+
+def create_app(gateway: Gateway | None = None, *, settings: Settings | None = None) -> Starlette:
+    """The HTTP server around a gateway (built from ``settings`` when not given), which it closes on exit."""
+    gw = (
+        gateway if gateway is not None else Gateway(settings if settings is not None else load_settings(None))
+    )
+    ctx = ServerContext.for_gateway(gw)
+    openai, catalogue, health = OpenAIRoutes(ctx), CatalogueRoutes(ctx), HealthRoutes(ctx)
+    routes = [
+        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+        Route("/v1/models", openai.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", openai.get_model, methods=["GET"]),
+        Route("/api/models", catalogue.list_models, methods=["GET"]),
+        Route("/api/models/search", catalogue.search, methods=["GET"]),
+        Route("/api/models/{model_id:path}", catalogue.get_model, methods=["GET"]),
+        Route("/health", health.health, methods=["GET"]),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await gw.close()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            ClientGone: _client_gone,
+            Exception: _unexpected,
+        },
+    )
+    app.state.gateway = gw
+    return app
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    status, _ = classify(exc)
+    return Response(error_body(exc), status_code=status, media_type=JSON, headers=error_headers(exc, status))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return Response(
+        encode_error(message, error_type, None, None),
+        status_code=exc.status_code,
+        media_type=JSON,
+        headers=exc.headers,
+    )
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    return Response(b"", status_code=CLIENT_CLOSED)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = encode_error("The gateway hit an internal error; it has been logged.", "api_error", None, None)
+    return Response(body, status_code=500, media_type=JSON)
+
+
+def app_from_environment() -> Starlette:
+    """The app for worker processes: configured from ``LLMGATE_CONFIG`` and the environment."""
+    return create_app(settings=load_settings(config_path_from_environment()))

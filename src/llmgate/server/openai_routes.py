@@ -1,0 +1,108 @@
+"""``/v1/*``: the OpenAI-compatible endpoints. Each handler parses, calls the Gateway, encodes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_request
+from llmgate.core.results import CallInfo
+from llmgate.server.context import ServerContext
+from llmgate.server.wire import SSE_HEADERS, encoder, read_body, sse_stream
+
+T = TypeVar("T")
+JSON = "application/json"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+class OpenAIRoutes:
+    """The handlers, bound to one server's context."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    async def chat_completions(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``, whole or streamed."""
+        ctx = self.ctx
+        ctx.authenticate(request)
+        chat = parse_chat_request(decode_json(await read_body(request, ctx.max_body)))
+        request_id = ctx.request_id(request)
+        if chat.stream:
+            stream = ctx.gateway.open_stream(chat, request_id=request_id)
+            try:
+                await until_disconnected(request, stream.start())
+            except BaseException:
+                await stream.aclose()
+                raise
+            headers = {**SSE_HEADERS, **call_headers(stream.info)}
+            return StreamingResponse(sse_stream(stream), media_type="text/event-stream", headers=headers)
+        result = await until_disconnected(request, ctx.gateway.complete(chat, request_id=request_id))
+        headers = call_headers(result.info)
+        headers["x-llmgate-cost-usd"] = cost_header(result.cost)
+        return Response(encoder.encode(result.response), media_type=JSON, headers=headers)
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings``."""
+        ctx = self.ctx
+        ctx.authenticate(request)
+        body = parse_embedding_request(decode_json(await read_body(request, ctx.max_body)))
+        work = ctx.gateway.embeddings(body, request_id=ctx.request_id(request))
+        result = await until_disconnected(request, work)
+        headers = call_headers(result.info)
+        headers["x-llmgate-cost-usd"] = cost_header(result.cost)
+        return Response(encoder.encode(result.response), media_type=JSON, headers=headers)
+
+    async def list_models(self, request: Request) -> Response:
+        """``GET /v1/models``."""
+        self.ctx.authenticate(request)
+        cards = self.ctx.gateway.models()
+        return Response(encoder.encode({"object": "list", "data": cards}), media_type=JSON)
+
+    async def get_model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}``."""
+        self.ctx.authenticate(request)
+        card = self.ctx.gateway.model(request.path_params["model_id"])
+        return Response(encoder.encode(card), media_type=JSON)
+
+
+def call_headers(info: CallInfo) -> dict[str, str]:
+    """Which provider and deployment served the call, in how many attempts."""
+    return {
+        "x-request-id": info.request_id,
+        "x-llmgate-provider": info.provider,
+        "x-llmgate-deployment": info.deployment,
+        "x-llmgate-attempts": str(info.attempts),
+    }
+
+
+def cost_header(cost: float | None) -> str:
+    """USD with enough digits for a fraction of a cent; ``unknown`` when a price is missing."""
+    return "unknown" if cost is None else f"{cost:.8f}"
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (no orphaned upstream calls)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    receive = request.receive
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,59 @@
+"""The OpenAI wire at the edge: reading bodies within limits, encoding responses and SSE frames."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+
+import msgspec
+from starlette.requests import Request
+
+from llmgate.core.errors import GatewayError, PayloadTooLarge
+from llmgate.core.response import ChatChunk
+from llmgate.server.errors import classify, encode_error, error_message
+
+log = logging.getLogger("llmgate.server")
+encoder = msgspec.json.Encoder()
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def sse_frame(chunk: ChatChunk) -> bytes:
+    """One ``data:`` frame."""
+    return b"data: " + encoder.encode(chunk) + b"\n\n"
+
+
+def sse_error_frame(error: GatewayError) -> bytes:
+    """The error event that ends a broken stream (never followed by ``[DONE]``)."""
+    _, error_type = classify(error)
+    return b"data: " + encode_error(error_message(error), error_type, error.param, error.code) + b"\n\n"
+
+
+async def sse_stream(chunks: AsyncIterable[ChatChunk]) -> AsyncIterator[bytes]:
+    """OpenAI SSE framing: every chunk, then ``[DONE]``; a failure mid-way ends with an error event."""
+    try:
+        async for chunk in chunks:
+            yield sse_frame(chunk)
+    except GatewayError as exc:
+        yield sse_error_frame(exc)
+        return
+    except Exception as exc:  # a bug must still not look like a clean end of stream
+        log.exception("stream failed")
+        yield sse_error_frame(GatewayError(f"internal error: {type(exc).__name__}"))
+        return
+    yield DONE
