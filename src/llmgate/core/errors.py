@@ -7,6 +7,17 @@ once, on the way out (``llmgate.server.errors``). ``retryable`` tells routing wh
 
 from __future__ import annotations
 
+import re
+
+_KEY_LIKE = re.compile(r"\b(sk|hf|AIza|key|Bearer )[-_]?[A-Za-z0-9*_\-]{8,}")
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Remove a known secret, and anything shaped like an API key, from text bound for a client or log."""
+    if secret:
+        text = text.replace(secret, "<redacted>")
+    return _KEY_LIKE.sub("<redacted>", text)
+
 
 class GatewayError(Exception):
     """Base of every error llmgate raises on purpose."""

@@ -7,7 +7,6 @@ translated here, once, into the core error tree.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -18,21 +17,13 @@ from llmgate.core.errors import (
     UnexpectedResponse,
     UpstreamConnectionError,
     UpstreamTimeout,
+    redact,
 )
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk, ChatResponse
 from llmgate.providers.base import HttpCall, Target, WireFormat
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
-
-_KEY_LIKE = re.compile(r"\b(sk|hf|AIza|key)[-_][A-Za-z0-9*_\-]{6,}")
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove a provider key (and anything shaped like one) from text bound for a client or a log."""
-    if secret:
-        text = text.replace(secret, "<redacted>")
-    return _KEY_LIKE.sub("<redacted>", text)
 
 
 class HttpProvider:

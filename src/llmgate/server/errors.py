@@ -21,6 +21,7 @@ from llmgate.core.errors import (
     RateLimited,
     UpstreamError,
     UpstreamTimeout,
+    redact,
 )
 
 # First match wins, so subclasses come before their bases. The statuses are the ones the OpenAI SDK
@@ -69,14 +70,11 @@ def classify(error: GatewayError) -> tuple[int, str]:
 
 
 def error_message(error: GatewayError) -> str:
-    """The client-facing message; an upstream's failure names the provider."""
-    if (
-        error.provider
-        and isinstance(error, UpstreamError | RateLimited)
-        and not error.message.startswith(error.provider)
-    ):
-        return f"{error.provider}: {error.message}"
-    return error.message
+    """The client-facing message, naming the provider that failed, with anything key-like removed."""
+    message = error.message
+    if error.provider and not message.startswith(error.provider):
+        message = f"{error.provider}: {message}"
+    return redact(message)
 
 
 def error_body(error: GatewayError) -> bytes:

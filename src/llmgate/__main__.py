@@ -1,0 +1,5 @@
+"""``python -m llmgate`` runs the CLI."""
+
+from llmgate.cli.main import main
+
+main()

@@ -1,0 +1,163 @@
+"""YAML + environment -> Settings, with errors naming file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmgate.config import ConfigError, load_settings
+
+SPEC_EXAMPLE = """\
+server: {host: 127.0.0.1, port: 8000, master_key: ${LLMGATE_MASTER_KEY}}
+storage: {database: sqlite:///llmgate.db, redis: null}
+providers:
+  openai:    {type: openai, api_keys: [${OPENAI_API_KEY}, ${OPENAI_API_KEY_2}], rpm: 500, tpm: 200000}
+  anthropic: {type: anthropic, api_keys: [${ANTHROPIC_API_KEY}]}
+  local:     {type: openai, base_url: http://127.0.0.1:8001/v1}
+models:
+  - name: smart
+    deployments:
+      - {provider: openai, model: gpt-4o, weight: 2}
+      - {provider: anthropic, model: claude-3-5-sonnet-latest}
+    fallbacks: [cheap]
+    strategy: hybrid
+  - name: cheap
+    deployments: [{provider: openai, model: gpt-4o-mini}]
+routing: {strategy: hybrid, retries: 3, timeouts: {connect: 5, first_token: 30, idle: 30, total: 600}}
+cache: {mode: exact, backend: memory, ttl: 3600, max_entries: 1000}
+limits: {global: {rpm: 10000}, default_key: {rpm: 60, tpm: 100000}}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "llmgate.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_spec_example_loads_with_env_references(tmp_path: Path) -> None:
+    env = {"OPENAI_API_KEY": "sk-one", "ANTHROPIC_API_KEY": "sk-ant", "LLMGATE_MASTER_KEY": "master"}
+    settings = load_settings(write(tmp_path, SPEC_EXAMPLE), environ=env)
+    openai = settings.providers["openai"]
+    assert [key.get_secret_value() for key in openai.api_keys] == ["sk-one"]  # unset _2 is dropped
+    assert settings.server.master_key is not None
+    assert settings.server.master_key.get_secret_value() == "master"
+    assert settings.models[0].deployments[0].weight == 2
+    assert settings.models[0].fallbacks == ("cheap",)
+    assert settings.limits.global_.rpm == 10000
+    assert "sk-one" not in repr(settings)
+
+
+def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, SPEC_EXAMPLE), environ={"OPENAI_API_KEY": "sk-hidden-1234"})
+    assert "sk-hidden-1234" not in repr(settings)
+    assert "sk-hidden-1234" not in str(settings.providers)
+
+
+def test_validation_error_names_file_line_and_field(tmp_path: Path) -> None:
+    text = SPEC_EXAMPLE.replace(
+        "{provider: openai, model: gpt-4o, weight: 2}", "{provider: openai, weight: -1}"
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert f"{path}:10: models[0].deployments[0].weight" in message
+    assert f"{path}:10: models[0].deployments[0].model: Field required" in message
+
+
+def test_unknown_field_is_rejected_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  host: 127.0.0.1\n  prot: 80\n")
+    with pytest.raises(ConfigError, match=r":3: server\.prot: Extra inputs"):
+        load_settings(path, environ={})
+
+
+def test_unknown_provider_reference(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "providers: {a: {type: mock}}\nmodels:\n  - {name: g, deployments: [{provider: b, model: x}]}\n",
+    )
+    with pytest.raises(ConfigError, match="unknown provider 'b'"):
+        load_settings(path, environ={})
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  host: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"llmgate\.yaml:3: not valid YAML"):
+        load_settings(path, environ={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "absent.yaml", environ={})
+
+
+def test_required_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {master_key: '${SECRET:?set SECRET}'}\n")
+    with pytest.raises(ConfigError, match=r":1: environment variable SECRET is required: set SECRET"):
+        load_settings(path, environ={})
+    assert load_settings(path, environ={"SECRET": "s"}).server.master_key is not None
+
+
+def test_default_value_reference(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {port: '${PORT:-9123}'}\n")
+    assert load_settings(path, environ={}).server.port == 9123
+    assert load_settings(path, environ={"PORT": "9000"}).server.port == 9000
+
+
+def test_nothing_configured_means_mock_only() -> None:
+    settings = load_settings(None, environ={})
+    assert list(settings.providers) == ["mock"]
+    assert settings.providers["mock"].type == "mock"
+
+
+def test_providers_detected_from_standard_variables() -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-o",
+        "ANTHROPIC_API_KEY": "sk-a",
+        "GOOGLE_API_KEY": "g",
+        "COHERE_API_KEY": "c",
+        "AZURE_OPENAI_API_KEY": "az",
+        "AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+        "HF_TOKEN": "hf",
+        "OLLAMA_HOST": "127.0.0.1:11434",
+    }
+    providers = load_settings(None, environ=env).providers
+    assert {name: p.type for name, p in providers.items()} == {
+        "openai": "openai",
+        "anthropic": "anthropic",
+        "gemini": "gemini",
+        "cohere": "cohere",
+        "azure": "azure",
+        "huggingface": "huggingface",
+        "ollama": "ollama",
+        "mock": "mock",
+    }
+    assert providers["ollama"].base_url == "http://127.0.0.1:11434"
+    assert providers["azure"].base_url == "https://r.openai.azure.com"
+
+
+def test_azure_needs_both_variables() -> None:
+    assert "azure" not in load_settings(None, environ={"AZURE_OPENAI_API_KEY": "k"}).providers
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "read"),
+    [
+        ("LLMGATE_STRATEGY", "round_robin", lambda s: s.routing.strategy),
+        ("LLM_PROXY_LOAD_BALANCE", "least_loaded", lambda s: s.routing.strategy),
+        ("LLMGATE_MAX_RETRIES", "5", lambda s: s.routing.retries),
+        ("LLM_PROXY_MAX_RETRIES", "6", lambda s: s.routing.retries),
+        ("LLMGATE_CACHE_SIZE", "77", lambda s: s.cache.max_entries),
+        ("LLM_PROXY_CACHE_TTL", "12", lambda s: s.cache.ttl),
+    ],
+)
+def test_environment_overrides(variable: str, value: str, read: object) -> None:
+    settings = load_settings(None, environ={variable: value})
+    assert str(read(settings)) in (value, f"{value}.0")  # type: ignore[operator]
+
+
+def test_bad_override_is_reported() -> None:
+    with pytest.raises(ConfigError, match=r"routing\.strategy"):
+        load_settings(None, environ={"LLMGATE_STRATEGY": "random-guess"})
