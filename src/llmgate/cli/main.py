@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import sys
 
 import click
@@ -60,6 +61,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         log.warning(
             "%d workers: each keeps its own state (limits are per process until Redis is configured)", workers
         )
+    # uvicorn re-raises a handled SIGTERM after draining; default handling would exit -15, not 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Workers import the app themselves and read LLMGATE_CONFIG, which --config sets (envvar).
     uvicorn.run(
         "llmgate.server.app:app_from_environment" if workers > 1 else create_app(settings=settings),

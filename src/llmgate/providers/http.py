@@ -21,7 +21,7 @@ from llmgate.core.errors import (
 )
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk, ChatResponse
-from llmgate.providers.base import HttpCall, Target, WireFormat
+from llmgate.providers.base import HttpCall, Target, TimeoutPolicy, WireFormat
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
 
@@ -101,28 +101,32 @@ class HttpProvider:
         async with response:
             if response.status >= 400:
                 raise self._error(response.status, response.headers, await response.read(), target)
-            async for chunk in self._events(response, request, timeouts.idle):
+            async for chunk in self._events(response, request, timeouts):
                 yield chunk
 
     async def _events(
-        self, response: aiohttp.ClientResponse, request: ChatRequest, idle: float
+        self, response: aiohttp.ClientResponse, request: ChatRequest, timeouts: TimeoutPolicy
     ) -> AsyncIterator[ChatChunk]:
+        # Until the first chunk, the wait is bounded by first_token; between chunks, by idle.
+        wait, waiting_for = timeouts.first_token, "first token"
         translator = self.wire.stream_translator(request)
         sse = self.wire.stream_format == "sse"
         decoder: SSEDecoder | NDJSONDecoder = SSEDecoder() if sse else NDJSONDecoder()
         content = response.content
         while True:
             try:
-                async with asyncio.timeout(idle):
+                async with asyncio.timeout(wait):
                     data = await content.readany()
             except TimeoutError as exc:
-                raise UpstreamTimeout(f"{self.name}: stream idle for {idle:g}s", provider=self.name) from exc
+                message = f"{self.name}: no {waiting_for} within {wait:g}s"
+                raise UpstreamTimeout(message, provider=self.name) from exc
             except aiohttp.ClientError as exc:
                 raise StreamInterrupted(f"{self.name}: stream broke: {exc}", provider=self.name) from exc
             events = decoder.feed(data) if data else decoder.close()
             for event in events:
                 payload = event.data if isinstance(event, tuple) else event
                 for chunk in translator.feed(payload):
+                    wait, waiting_for = timeouts.idle, "stream event"
                     yield chunk
             if not data or translator.finished:
                 break

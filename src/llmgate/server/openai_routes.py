@@ -97,7 +97,7 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         if not task.done():
             task.cancel()
         watcher.cancel()
-    if task.cancelled():
+    if not task.done() or task.cancelled():  # the client left first; its work is being cancelled
         raise ClientGone
     return task.result()
 

@@ -1,0 +1,527 @@
+"""A real OpenAI-compatible upstream for the end-to-end tests, run as its own process.
+
+    python tests/e2e/upstream.py --port 0 [--require-key sk-...]
+
+It prints ``UPSTREAM READY <port>`` once it listens. Replies are derived from the request (the text is
+``Echo: <last user message>``, one stream chunk per word), so tests can predict them exactly.
+
+Faults are chosen by the (upstream) model name; several can be joined with ``+``:
+
+- ``fail-<status>`` (400, 401, 404, 429 with ``Retry-After: 7``, 500, ...), ``fail-context`` (400
+  ``context_length_exceeded``);
+- ``slow-<ms>``: wait before answering;
+- ``cut-<n>``: stream ``n`` chunks, then drop the connection without ``[DONE]``;
+- ``stall-<n>``: stream ``n`` chunks, then hang;
+- ``drip-<ms>``: pause between stream chunks.
+
+``GET /_log`` lists every request served (body, headers, whether it completed, how many chunks were
+sent, and whether the client went away early); ``DELETE /_log`` clears it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import signal
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+RETRY_AFTER_429 = "7"
+EMBEDDING_DIMENSIONS = 8
+STALL_LIMIT_S = 60.0
+_FAULT = re.compile(r"(fail)-(\d{3}|context)|(slow|cut|stall|drip)-(\d+)")
+
+LOG_KEY: web.AppKey[list[dict[str, Any]]] = web.AppKey("log", list)
+KEY_KEY: web.AppKey[str] = web.AppKey("required_key", str)
+
+
+class ClientGone(Exception):
+    """The client closed the connection while we were answering."""
+
+
+@dataclass
+class Faults:
+    """What the model name asks this upstream to do wrong."""
+
+    fail: str | None = None
+    slow_ms: int = 0
+    cut: int | None = None
+    stall: int | None = None
+    drip_ms: int = 0
+
+    @classmethod
+    def parse(cls, model: str) -> Faults:
+        faults = cls()
+        for part in model.split("+"):
+            match = _FAULT.fullmatch(part)
+            if match is None:
+                continue
+            if match.group(1):
+                faults.fail = match.group(2)
+            else:
+                kind, value = match.group(3), int(match.group(4))
+                if kind == "slow":
+                    faults.slow_ms = value
+                elif kind == "cut":
+                    faults.cut = value
+                elif kind == "stall":
+                    faults.stall = value
+                else:
+                    faults.drip_ms = value
+        return faults
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+def _error(status: int, message: str, kind: str, code: str | None, param: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    headers = {"Retry-After": RETRY_AFTER_429} if status == 429 else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+def fault_response(fail: str, model: str, auth: str) -> web.Response:
+    """The OpenAI-style error a ``fail-*`` model answers with."""
+    if fail == "context":
+        return _error(
+            400,
+            "This model's maximum context length is 8192 tokens. However, your messages resulted in "
+            "9001 tokens. Please reduce the length of the messages.",
+            "invalid_request_error",
+            "context_length_exceeded",
+            "messages",
+        )
+    status = int(fail)
+    if status == 400:
+        return _error(
+            400,
+            "Invalid value for 'temperature': the upstream refuses this request (upstream-400-marker).",
+            "invalid_request_error",
+            "invalid_value",
+            "temperature",
+        )
+    if status == 401:
+        # Like OpenAI, it quotes the key it was given: the gateway must not pass that on.
+        key = auth.removeprefix("Bearer ").strip()
+        return _error(401, f"Incorrect API key provided: {key}.", "invalid_request_error", "invalid_api_key")
+    if status == 404:
+        return _error(
+            404, f"The model `{model}` does not exist.", "invalid_request_error", "model_not_found", "model"
+        )
+    if status == 429:
+        return _error(429, "Rate limit reached for requests (upstream).", "requests", "rate_limit_exceeded")
+    return _error(status, f"The upstream failed with HTTP {status}.", "server_error", None)
+
+
+# --- replies -----------------------------------------------------------------------------------------
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or []
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+def example_value(schema: Any, text: str) -> Any:
+    """A value satisfying a simple JSON schema: strings are the user's text."""
+    if not isinstance(schema, dict):
+        return text
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {name: example_value(sub, text) for name, sub in props.items()}
+    if kind == "array":
+        return [example_value(schema.get("items"), text)]
+    if kind == "integer":
+        return len(text)
+    if kind == "number":
+        return float(len(text))
+    if kind == "boolean":
+        return True
+    return text
+
+
+@dataclass
+class Reply:
+    """What the upstream says: text, tool calls or a legacy function call."""
+
+    text: str | None
+    tool_calls: list[dict[str, Any]]
+    function_call: dict[str, str] | None
+    prompt_tokens: int
+
+    @property
+    def finish_reason(self) -> str:
+        if self.tool_calls:
+            return "tool_calls"
+        return "function_call" if self.function_call else "stop"
+
+    @property
+    def completion_tokens(self) -> int:
+        if self.text is not None:
+            return max(1, len(self.text.split()))
+        calls = [c["function"]["arguments"] for c in self.tool_calls]
+        if self.function_call:
+            calls.append(self.function_call["arguments"])
+        return max(1, sum(len(a) // 4 + 1 for a in calls))
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def _chosen_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice")
+    if not tools:
+        return []
+    if choice == "required":
+        return tools[:1]
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return [t for t in tools if (t.get("function") or {}).get("name") == name]
+    return []
+
+
+def compose_reply(body: dict[str, Any]) -> Reply:
+    """The deterministic answer to a chat request."""
+    user = last_user_text(body)
+    prompt_tokens = sum(len(_text_of(m.get("content")).split()) + 3 for m in body.get("messages") or [])
+    digest = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()
+    tools = _chosen_tools(body)
+    if tools:
+        calls = [
+            {
+                "id": f"call_{digest[i * 8 : (i + 1) * 8]}",
+                "type": "function",
+                "function": {
+                    "name": tool["function"]["name"],
+                    "arguments": json.dumps(example_value(tool["function"].get("parameters"), user)),
+                },
+            }
+            for i, tool in enumerate(tools)
+        ]
+        return Reply(None, calls, None, prompt_tokens)
+    forced = body.get("function_call")
+    if body.get("functions") and isinstance(forced, dict):
+        function = next((f for f in body["functions"] if f.get("name") == forced.get("name")), None)
+        if function is not None:
+            arguments = json.dumps(example_value(function.get("parameters"), user))
+            return Reply(None, [], {"name": function["name"], "arguments": arguments}, prompt_tokens)
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_object":
+        return Reply(json.dumps({"echo": user}), [], None, prompt_tokens)
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return Reply(json.dumps(example_value(schema or {"type": "object"}, user)), [], None, prompt_tokens)
+    return Reply(f"Echo: {user}", [], None, prompt_tokens)
+
+
+def completion_body(body: dict[str, Any], reply: Reply, completion_id: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+    if reply.tool_calls:
+        message["tool_calls"] = reply.tool_calls
+    if reply.function_call:
+        message["function_call"] = reply.function_call
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
+        "usage": reply.usage(),
+        "system_fingerprint": "fp_e2e_upstream",
+    }
+
+
+def stream_deltas(reply: Reply) -> list[dict[str, Any]]:
+    """The deltas of a streamed reply, after the first (role) chunk."""
+    if reply.text is not None:
+        words = reply.text.split(" ")
+        return [{"content": word if i == 0 else " " + word} for i, word in enumerate(words)]
+    deltas: list[dict[str, Any]] = []
+    for index, call in enumerate(reply.tool_calls):
+        head = {"index": index, "id": call["id"], "type": "function"}
+        deltas.append(
+            {"tool_calls": [{**head, "function": {"name": call["function"]["name"], "arguments": ""}}]}
+        )
+        args = call["function"]["arguments"]
+        third = max(1, len(args) // 3)
+        for start in range(0, len(args), third):
+            piece = args[start : start + third]
+            deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    if reply.function_call:
+        deltas.append({"function_call": {"name": reply.function_call["name"], "arguments": ""}})
+        deltas.append({"function_call": {"arguments": reply.function_call["arguments"]}})
+    return deltas
+
+
+# --- handlers ----------------------------------------------------------------------------------------
+
+
+def _record(request: web.Request, body: Any) -> dict[str, Any]:
+    log = request.app[LOG_KEY]
+    entry: dict[str, Any] = {
+        "seq": len(log),
+        "method": request.method,
+        "path": request.path,
+        "headers": dict(request.headers),
+        "body": body,
+        "model": body.get("model") if isinstance(body, dict) else None,
+        "stream": bool(body.get("stream")) if isinstance(body, dict) else False,
+        "status": None,
+        "chunks_sent": 0,
+        "completed": False,
+        "disconnected": False,
+        "cut": False,
+        "started_at": time.time(),
+        "ended_at": None,
+    }
+    log.append(entry)
+    return entry
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _pause(request: web.Request, ms: float) -> None:
+    """Sleep, noticing a client that goes away meanwhile."""
+    deadline = time.monotonic() + ms / 1000
+    while (left := deadline - time.monotonic()) > 0:
+        if _gone(request):
+            raise ClientGone
+        await asyncio.sleep(min(left, 0.02))
+
+
+def _check_key(request: web.Request) -> web.Response | None:
+    required = request.app[KEY_KEY]
+    if not required or request.headers.get("Authorization") == f"Bearer {required}":
+        return None
+    return _error(
+        401, "Missing or wrong API key for the e2e upstream.", "invalid_request_error", "invalid_api_key"
+    )
+
+
+async def _serve(request: web.Request, answer: Any) -> web.StreamResponse:
+    """Read the body, record the request, and run ``answer`` noting how it ended."""
+    raw = await request.read()
+    try:
+        body: Any = json.loads(raw) if raw else {}
+    except ValueError:
+        body = {"_unparsed": raw.decode("utf-8", "replace")}
+    entry = _record(request, body)
+    try:
+        refused = _check_key(request)
+        if refused is not None:
+            response: web.StreamResponse = refused
+        elif not isinstance(body, dict):
+            response = _error(400, "The body must be a JSON object.", "invalid_request_error", None)
+        else:
+            response = await answer(request, body, entry)
+        entry["status"] = response.status
+        if not entry["disconnected"] and not entry["cut"]:
+            entry["completed"] = True
+        return response
+    except (ClientGone, ConnectionError):
+        entry["disconnected"] = True
+        raise web.HTTPServiceUnavailable() from None  # nobody reads it; ends the handler
+    except asyncio.CancelledError:
+        entry["disconnected"] = True
+        raise
+    finally:
+        entry["ended_at"] = time.time()
+
+
+async def _chat(request: web.Request, body: dict[str, Any], entry: dict[str, Any]) -> web.StreamResponse:
+    model = str(body.get("model", ""))
+    faults = Faults.parse(model)
+    if faults.slow_ms:
+        await _pause(request, faults.slow_ms)
+    if faults.fail:
+        return fault_response(faults.fail, model, request.headers.get("Authorization", ""))
+    if not body.get("messages"):
+        return _error(400, "'messages' is required.", "invalid_request_error", None, "messages")
+    reply = compose_reply(body)
+    completion_id = (
+        "chatcmpl-up-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
+    )
+    if not body.get("stream"):
+        return web.json_response(completion_body(body, reply, completion_id))
+    return await _stream(request, body, reply=reply, completion_id=completion_id, faults=faults, entry=entry)
+
+
+async def _stream(
+    request: web.Request,
+    body: dict[str, Any],
+    *,
+    reply: Reply,
+    completion_id: str,
+    faults: Faults,
+    entry: dict[str, Any],
+) -> web.StreamResponse:
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    created = int(time.time())
+
+    def frame(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.get("model"),
+            "system_fingerprint": "fp_e2e_upstream",
+            "choices": choices,
+        }
+        if include_usage:
+            chunk["usage"] = usage
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    frames = [frame([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
+    frames += [frame([{"index": 0, "delta": d, "finish_reason": None}]) for d in stream_deltas(reply)]
+    frames.append(frame([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]))
+    if include_usage:
+        frames.append(frame([], reply.usage()))
+    frames.append(b"data: [DONE]\n\n")
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    for index, data in enumerate(frames):
+        if faults.cut is not None and index >= faults.cut:
+            entry["cut"] = True
+            assert request.transport is not None
+            request.transport.close()  # mid-stream, without [DONE]
+            return response
+        if faults.stall is not None and index >= faults.stall:
+            await _pause(request, STALL_LIMIT_S * 1000)
+        if index and faults.drip_ms:
+            await _pause(request, faults.drip_ms)
+        if _gone(request):
+            raise ClientGone
+        await response.write(data)
+        entry["chunks_sent"] = index + 1
+    await response.write_eof()
+    return response
+
+
+def _vector(text: str, size: int) -> list[float]:
+    seed = hashlib.sha256(text.encode()).digest()
+    return [round((seed[i % len(seed)] - 127.5) / 127.5, 6) for i in range(size)]
+
+
+async def _embeddings(
+    request: web.Request, body: dict[str, Any], entry: dict[str, Any]
+) -> web.StreamResponse:
+    model = str(body.get("model", ""))
+    faults = Faults.parse(model)
+    if faults.slow_ms:
+        await _pause(request, faults.slow_ms)
+    if faults.fail:
+        return fault_response(faults.fail, model, request.headers.get("Authorization", ""))
+    given = body.get("input")
+    inputs = [given] if isinstance(given, str) else list(given or [])
+    if not inputs:
+        return _error(400, "'input' is required.", "invalid_request_error", None, "input")
+    size = int(body.get("dimensions") or EMBEDDING_DIMENSIONS)
+    data = []
+    for index, item in enumerate(inputs):
+        vector = _vector(item if isinstance(item, str) else json.dumps(item), size)
+        encoded: Any = vector
+        if body.get("encoding_format") == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = sum(len(str(item).split()) for item in inputs)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return web.json_response({"object": "list", "data": data, "model": model, "usage": usage})
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, _chat)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, _embeddings)
+
+
+async def models(request: web.Request) -> web.StreamResponse:
+    refused = _check_key(request)
+    if refused is not None:
+        return refused
+    ids = ["gpt-test", "embed-test", "fail-500", "slow-1000"]
+    data = [{"id": i, "object": "model", "created": 1700000000, "owned_by": "e2e-upstream"} for i in ids]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def get_log(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"requests": request.app[LOG_KEY]})
+
+
+async def clear_log(request: web.Request) -> web.StreamResponse:
+    request.app[LOG_KEY].clear()
+    return web.json_response({"cleared": True})
+
+
+def build_app(*, required_key: str | None = None) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[LOG_KEY] = []
+    app[KEY_KEY] = required_key or ""
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/_log", get_log)
+    app.router.add_delete("/_log", clear_log)
+    return app
+
+
+async def run(host: str, port: int, required_key: str | None) -> None:
+    # handler_cancellation: a client that disconnects cancels its handler, which the log records.
+    runner = web.AppRunner(build_app(required_key=required_key), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(f"UPSTREAM READY {bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed when ready)")
+    parser.add_argument("--require-key", default=None, help="answer 401 unless this Bearer key is sent")
+    args = parser.parse_args()
+    asyncio.run(run(args.host, args.port, args.require_key))
+
+
+if __name__ == "__main__":
+    main()
