@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from msgspec import UNSET
 
 from llmgate.core.request import FunctionCall, ToolCall
-from llmgate.core.response import ChatChunk, ChatResponse, Choice, ResponseMessage
+from llmgate.core.response import ChatChunk, ChatResponse, Choice, Delta, ResponseMessage
 from llmgate.core.usage import Usage
 
 
@@ -25,6 +25,7 @@ class _ToolCallParts:
 @dataclass(slots=True)
 class _ChoiceParts:
     content: list[str] = field(default_factory=list)
+    reasoning_content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
     tool_calls: dict[int, _ToolCallParts] = field(default_factory=dict)
@@ -55,24 +56,7 @@ class StreamAccumulator:
             self.usage = chunk.usage
         for choice in chunk.choices:
             parts = self._choices.setdefault(choice.index, _ChoiceParts())
-            delta = choice.delta
-            if delta.content:
-                parts.content.append(delta.content)
-            if delta.reasoning_content:
-                parts.reasoning.append(delta.reasoning_content)
-            if delta.refusal:
-                parts.refusal.append(delta.refusal)
-            for call in delta.tool_calls or ():
-                slot = parts.tool_calls.setdefault(call.index, _ToolCallParts())
-                slot.id = call.id or slot.id
-                if call.function is not None:
-                    slot.name = call.function.name or slot.name
-                    if call.function.arguments:
-                        slot.arguments.append(call.function.arguments)
-            if delta.function_call is not None:
-                parts.function_name = delta.function_call.name or parts.function_name
-                if delta.function_call.arguments:
-                    parts.function_arguments.append(delta.function_call.arguments)
+            _add_delta(parts, choice.delta)
             if choice.finish_reason is not None:
                 parts.finish_reason = choice.finish_reason
 
@@ -103,6 +87,29 @@ class StreamAccumulator:
                 else UNSET
             ),
             refusal="".join(parts.refusal) if parts.refusal else UNSET,
-            reasoning_content="".join(parts.reasoning) if parts.reasoning else UNSET,
+            reasoning_content="".join(parts.reasoning_content) if parts.reasoning_content else UNSET,
+            reasoning="".join(parts.reasoning) if parts.reasoning else UNSET,
         )
         return Choice(index=index, message=message, finish_reason=parts.finish_reason)
+
+
+def _add_delta(parts: _ChoiceParts, delta: Delta) -> None:
+    for source, sink in (
+        (delta.content, parts.content),
+        (delta.reasoning_content, parts.reasoning_content),
+        (delta.reasoning, parts.reasoning),
+        (delta.refusal, parts.refusal),
+    ):
+        if source:
+            sink.append(source)
+    for call in delta.tool_calls or ():
+        slot = parts.tool_calls.setdefault(call.index, _ToolCallParts())
+        slot.id = call.id or slot.id
+        if call.function is not None:
+            slot.name = call.function.name or slot.name
+            if call.function.arguments:
+                slot.arguments.append(call.function.arguments)
+    if delta.function_call is not None:
+        parts.function_name = delta.function_call.name or parts.function_name
+        if delta.function_call.arguments:
+            parts.function_arguments.append(delta.function_call.arguments)

@@ -30,7 +30,9 @@ def decode_json(body: bytes) -> Any:
 
 def parse_chat_request(data: Any) -> ChatRequest:
     """Validate a decoded Chat Completions body. Unknown top-level fields go to ``extra``."""
-    return _convert(data, ChatRequest, CHAT_FIELDS)
+    request = _convert(data, ChatRequest, CHAT_FIELDS)
+    # Validated above, so the raw list is well-formed; keep it for untouched pass-through.
+    return msgspec.structs.replace(request, raw_messages=data["messages"])
 
 
 def parse_embedding_request(data: Any) -> EmbeddingRequest:

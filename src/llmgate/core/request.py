@@ -149,7 +149,12 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class ChatRequest(msgspec.Struct, omit_defaults=True, frozen=True):
-    """A Chat Completions request. ``model`` is the name the caller used (group or provider:model)."""
+    """A Chat Completions request. ``model`` is the name the caller used (group or provider:model).
+
+    ``extra`` holds unknown top-level fields; ``raw_messages`` the caller's messages exactly as sent
+    (after validation), so OpenAI-compatible upstreams also get fields inside messages that llmgate does
+    not model. Code that changes ``messages`` must drop ``raw_messages`` (``with_messages`` does).
+    """
 
     model: str
     messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
@@ -177,6 +182,7 @@ class ChatRequest(msgspec.Struct, omit_defaults=True, frozen=True):
     stream_options: StreamOptions | None = None
     metadata: dict[str, str] | None = None
     extra: JSONObject = {}
+    raw_messages: list[Any] | None = None
 
     @property
     def output_limit(self) -> int | None:
@@ -187,6 +193,10 @@ class ChatRequest(msgspec.Struct, omit_defaults=True, frozen=True):
     def wants_usage_chunk(self) -> bool:
         """Whether a streaming caller asked for the final usage chunk."""
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def with_messages(self, messages: list[Message]) -> ChatRequest:
+        """This request with other messages (and no stale raw copy of the old ones)."""
+        return msgspec.structs.replace(self, messages=messages, raw_messages=None)
 
 
 class EmbeddingRequest(msgspec.Struct, omit_defaults=True, frozen=True):
@@ -206,5 +216,5 @@ class EmbeddingRequest(msgspec.Struct, omit_defaults=True, frozen=True):
         return [item for item in self.input if isinstance(item, str)]
 
 
-CHAT_FIELDS = frozenset(ChatRequest.__struct_fields__) - {"extra"}
+CHAT_FIELDS = frozenset(ChatRequest.__struct_fields__) - {"extra", "raw_messages"}
 EMBEDDING_FIELDS = frozenset(EmbeddingRequest.__struct_fields__) - {"extra"}

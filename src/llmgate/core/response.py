@@ -29,7 +29,16 @@ class ResponseMessage(msgspec.Struct):
     function_call: FunctionCall | UnsetType | None = UNSET
     refusal: str | UnsetType | None = UNSET
     reasoning_content: str | UnsetType | None = UNSET
+    reasoning: str | UnsetType | None = UNSET
     annotations: list[Any] | UnsetType | None = UNSET
+
+    @property
+    def reasoning_text(self) -> str:
+        """The model's visible reasoning, under either name servers use for it."""
+        for value in (self.reasoning_content, self.reasoning):
+            if isinstance(value, str) and value:
+                return value
+        return ""
 
 
 class Choice(msgspec.Struct, kw_only=True):
@@ -84,6 +93,7 @@ class Delta(msgspec.Struct, omit_defaults=True):
     function_call: FunctionCallDelta | None = None
     refusal: str | None = None
     reasoning_content: str | None = None
+    reasoning: str | None = None  # Ollama, Groq and OpenRouter's name for reasoning_content
 
 
 class ChunkChoice(msgspec.Struct, kw_only=True):
@@ -115,9 +125,9 @@ class ChatChunk(msgspec.Struct, kw_only=True):
         """Whether this chunk carries generated output (text, reasoning, tool calls or a refusal)."""
         for choice in self.choices:
             delta = choice.delta
-            if delta.content or delta.tool_calls or delta.reasoning_content or delta.function_call:
+            if delta.content or delta.tool_calls or delta.function_call or delta.refusal:
                 return True
-            if delta.refusal:
+            if delta.reasoning_content or delta.reasoning:
                 return True
         return False
 

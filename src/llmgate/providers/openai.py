@@ -66,7 +66,21 @@ class OpenAIStream:
         try:
             return [_chunk_decoder.decode(data)]
         except msgspec.DecodeError as exc:
+            if _is_prompt_filter_report(data):
+                return []
             raise stream_error(data) from exc
+
+
+def _is_prompt_filter_report(data: bytes) -> bool:
+    """Azure OpenAI opens a stream with a content-filter report that is not a chunk and carries no output
+    (``"object": ""``, ``"choices": []``, ``"prompt_filter_results": [...]``); see
+    https://learn.microsoft.com/azure/foundry/openai/concepts/content-streaming
+    """
+    try:
+        payload = _any_decoder.decode(data)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(payload, dict) and "prompt_filter_results" in payload and not payload.get("choices")
 
 
 def stream_error(data: bytes) -> GatewayError:
@@ -126,7 +140,14 @@ class OpenAIWire:
 
 def chat_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, Any]:
     """The request as OpenAI JSON, unknown fields included, for the given upstream model."""
-    body: dict[str, Any] = msgspec.to_builtins(request)
+    raw_messages = request.raw_messages
+    if raw_messages is not None:  # the caller's messages as sent: fields llmgate does not model survive
+        body: dict[str, Any] = msgspec.to_builtins(
+            msgspec.structs.replace(request, messages=[], raw_messages=None)
+        )
+        body["messages"] = raw_messages
+    else:
+        body = msgspec.to_builtins(request)
     extra = body.pop("extra", None)
     if extra:
         body.update(extra)
@@ -148,9 +169,12 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     millis = headers.get("retry-after-ms")
     if millis:
         try:
-            return max(0.0, float(millis) / 1000)
+            seconds = float(millis) / 1000
         except ValueError:
-            pass
+            seconds = 0.0
+        # Azure sends "retry-after-ms: 0" next to "retry-after: 1"; a zero hint is no hint.
+        if seconds > 0:
+            return seconds
     value = headers.get("retry-after")
     if not value:
         return None
