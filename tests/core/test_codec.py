@@ -80,6 +80,7 @@ def test_max_completion_tokens_wins_over_max_tokens() -> None:
         ({"messages": [{"role": "user", "content": "x"}]}, "model"),
         ({"model": "m"}, "messages"),
         (chat(model=3), "model"),
+        (chat(model=""), "model"),
         (chat(messages=[]), "messages"),
         (chat(messages="hi"), "messages"),
         (chat(messages=[{"role": "wizard", "content": "x"}]), "messages[0].role"),
@@ -123,3 +124,15 @@ def test_embedding_input_forms() -> None:
     assert caught.value.param == "input"
     with pytest.raises(InvalidRequest):
         parse_embedding_request({"model": "e"})
+
+
+def test_deeply_nested_bodies_are_invalid_requests_not_crashes() -> None:
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        decode_json(b"[" * 200_000 + b"]" * 200_000)
+    schema = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    body = (
+        b'{"model": "m", "messages": [{"role": "user", "content": "x"}], '
+        b'"tools": [{"type": "function", "function": {"name": "f", "parameters": ' + schema + b"}}]}"
+    )
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        parse_chat_request(decode_json(body))

@@ -26,6 +26,8 @@ def decode_json(body: bytes) -> Any:
         return _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError:
+        raise InvalidRequest("The request body is nested too deeply.", code="invalid_json") from None
 
 
 def parse_chat_request(data: Any) -> ChatRequest:
@@ -56,6 +58,8 @@ def _convert(data: Any, target: type[T], known: frozenset[str]) -> T:
         return msgspec.convert(fields, target)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc)) from exc
+    except RecursionError:
+        raise InvalidRequest("The request is nested too deeply.", code="invalid_value") from None
 
 
 def _invalid(message: str) -> InvalidRequest:

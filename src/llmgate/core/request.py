@@ -156,7 +156,7 @@ class ChatRequest(msgspec.Struct, omit_defaults=True, frozen=True):
     not model. Code that changes ``messages`` must drop ``raw_messages`` (``with_messages`` does).
     """
 
-    model: str
+    model: Annotated[str, msgspec.Meta(min_length=1)]
     messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
@@ -202,7 +202,7 @@ class ChatRequest(msgspec.Struct, omit_defaults=True, frozen=True):
 class EmbeddingRequest(msgspec.Struct, omit_defaults=True, frozen=True):
     """An embeddings request; ``input`` is normalised to a list of strings or token lists."""
 
-    model: str
+    model: Annotated[str, msgspec.Meta(min_length=1)]
     input: str | Annotated[list[str | int | list[int]], msgspec.Meta(min_length=1)]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Positive | None = None
