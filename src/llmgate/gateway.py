@@ -281,8 +281,9 @@ class Gateway:
 class ChatStream:
     """A streamed reply. Iterate it; afterwards ``usage`` and ``cost`` hold the totals.
 
-    ``start()`` opens the upstream and waits for its first chunk, so a failure before any content
+    ``start()`` opens the upstream and waits for its first chunks, so a failure before any content
     surfaces as an exception (the server turns it into a proper HTTP error, not a broken stream).
+    ``batches()`` gives the chunks as they arrived together, for callers that write them out in bulk.
     """
 
     def __init__(self, request: ChatRequest, deployment: Deployment, request_id: str) -> None:
@@ -292,12 +293,12 @@ class ChatStream:
         self.usage: Usage | None = None
         self.cost: float | None = None
         self._upstream = deployment.account.adapter.stream(request, deployment.target())
-        self._first: ChatChunk | None = None
+        self._first: list[ChatChunk] | None = None
         self._started = False
         self._forward_usage = request.wants_usage_chunk
 
     async def start(self) -> None:
-        """Open the upstream and buffer its first chunk."""
+        """Open the upstream and buffer its first batch of chunks."""
         if not self._started:
             self._started = True
             self._first = await anext(self._upstream, None)
@@ -306,28 +307,38 @@ class ChatStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[ChatChunk]:
+        async for batch in self.batches():
+            for chunk in batch:
+                yield chunk
+
+    async def batches(self) -> AsyncIterator[list[ChatChunk]]:
+        """The chunks, in the batches they arrived in (never empty)."""
         await self.start()
         try:
             if self._first is not None:
                 first, self._first = self._first, None
-                if (chunk := self._account(first)) is not None:
-                    yield chunk
-                async for upstream_chunk in self._upstream:
-                    if (chunk := self._account(upstream_chunk)) is not None:
-                        yield chunk
+                if batch := self._account(first):
+                    yield batch
+                async for upstream_batch in self._upstream:
+                    if batch := self._account(upstream_batch):
+                        yield batch
         finally:
             await self.aclose()
 
-    def _account(self, chunk: ChatChunk) -> ChatChunk | None:
-        usage = chunk.usage
-        if usage:
-            self.usage = usage
-            self.cost = cost_of(usage, self.deployment.prices)
-            if not chunk.choices and not self._forward_usage:
-                return None
-        if not self._forward_usage and usage is not UNSET:
-            chunk.usage = UNSET
-        return chunk
+    def _account(self, batch: list[ChatChunk]) -> list[ChatChunk]:
+        forward = self._forward_usage
+        kept: list[ChatChunk] = []
+        for chunk in batch:
+            usage = chunk.usage
+            if usage:
+                self.usage = usage
+                self.cost = cost_of(usage, self.deployment.prices)
+                if not chunk.choices and not forward:
+                    continue
+            if not forward and usage is not UNSET:
+                chunk.usage = UNSET
+            kept.append(chunk)
+        return kept
 
     async def aclose(self) -> None:
         """Stop the upstream (cancels the HTTP request when the caller goes away)."""

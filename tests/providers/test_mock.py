@@ -40,7 +40,7 @@ def request(text: str = "hello there", **fields: object) -> ChatRequest:
 
 
 async def collect(provider: MockProvider, req: ChatRequest, target: Target = TARGET) -> list[ChatChunk]:
-    return [chunk async for chunk in provider.stream(req, target)]
+    return [chunk async for batch in provider.stream(req, target) for chunk in batch]
 
 
 async def test_replies_are_deterministic_and_labelled() -> None:
@@ -175,8 +175,8 @@ async def test_stream_cut_after_n_chunks() -> None:
     mock = failing("stream_cut", after_chunks=2)
     seen: list[ChatChunk] = []
     with pytest.raises(StreamInterrupted):
-        async for chunk in mock.stream(request("one two three four five"), TARGET):
-            seen.append(chunk)
+        async for batch in mock.stream(request("one two three four five"), TARGET):
+            seen.extend(batch)
     assert len([c for c in seen if c.has_content]) == 2
 
 

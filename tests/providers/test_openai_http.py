@@ -168,9 +168,10 @@ def sse(events: list[str], *, piece: int = 7, then: str = "end") -> Handler:
     return handle
 
 
-async def collect(stream: AsyncIterator[ChatChunk], into: list[ChatChunk]) -> None:
-    async for item in stream:
-        into.append(item)
+async def collect(stream: AsyncIterator[list[ChatChunk]], into: list[ChatChunk]) -> None:
+    async for batch in stream:
+        assert batch, "batches are never empty"
+        into.extend(batch)
 
 
 def assert_key_hidden(error: GatewayError) -> None:
@@ -258,7 +259,9 @@ async def test_unreadable_success_body_is_an_error(transport: Transport) -> None
 
 async def test_stream_in_pieces(transport: Transport) -> None:
     async with serve({("POST", "/v1/chat/completions"): sse(STREAM_EVENTS, piece=7)}) as upstream:
-        chunks = [c async for c in provider(transport, upstream.base_url).stream(chat_request(), TARGET)]
+        chunks = [
+            c async for b in provider(transport, upstream.base_url).stream(chat_request(), TARGET) for c in b
+        ]
     assert len(chunks) == 4
     accumulator = StreamAccumulator()
     for item in chunks:
@@ -278,7 +281,9 @@ async def test_stream_in_pieces(transport: Transport) -> None:
 @pytest.mark.parametrize("piece", [1, 3, 1000])
 async def test_stream_piece_size_does_not_matter(transport: Transport, piece: int) -> None:
     async with serve({("POST", "/v1/chat/completions"): sse(STREAM_EVENTS, piece=piece)}) as upstream:
-        chunks = [c async for c in provider(transport, upstream.base_url).stream(chat_request(), TARGET)]
+        chunks = [
+            c async for b in provider(transport, upstream.base_url).stream(chat_request(), TARGET) for c in b
+        ]
     assert [c.choices[0].delta.content for c in chunks[:2]] == ["Hello", " wörld"]
     assert len(chunks) == 4
 

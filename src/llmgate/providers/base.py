@@ -44,8 +44,11 @@ class ChatProvider(Protocol):
         """One complete response; raises a ``GatewayError`` subclass on failure."""
         ...
 
-    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[ChatChunk]:
-        """Canonical chunks as they arrive. The final usage chunk (no choices) is always yielded."""
+    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[ChatChunk]]:
+        """Canonical chunks as they arrive, in batches: the chunks that arrived together (one network
+        read) come as one list, so the layers above pay their per-item cost once per read, not per token.
+        Batches are never empty. The final usage chunk (no choices) is always included.
+        """
         ...
 
     async def close(self) -> None:

@@ -77,7 +77,7 @@ class HttpProvider:
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from exc
 
-    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[ChatChunk]:
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[ChatChunk]]:
         """Send a streaming call and translate its events as they arrive."""
         call = self.wire.chat_call(request, target, stream=True)
         timeouts = target.timeouts
@@ -101,12 +101,12 @@ class HttpProvider:
         async with response:
             if response.status >= 400:
                 raise self._error(response.status, response.headers, await response.read(), target)
-            async for chunk in self._events(response, request, timeouts):
-                yield chunk
+            async for batch in self._events(response, request, timeouts):
+                yield batch
 
     async def _events(
         self, response: aiohttp.ClientResponse, request: ChatRequest, timeouts: TimeoutPolicy
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncIterator[list[ChatChunk]]:
         # Until the first chunk, the wait is bounded by first_token; between chunks, by idle.
         wait, waiting_for = timeouts.first_token, "first token"
         translator = self.wire.stream_translator(request)
@@ -123,11 +123,12 @@ class HttpProvider:
             except aiohttp.ClientError as exc:
                 raise StreamInterrupted(f"{self.name}: stream broke: {exc}", provider=self.name) from exc
             events = decoder.feed(data) if data else decoder.close()
+            batch: list[ChatChunk] = []
             for event in events:
-                payload = event.data if isinstance(event, tuple) else event
-                for chunk in translator.feed(payload):
-                    wait, waiting_for = timeouts.idle, "stream event"
-                    yield chunk
+                batch += translator.feed(event.data if isinstance(event, tuple) else event)
+            if batch:
+                wait, waiting_for = timeouts.idle, "stream event"
+                yield batch
             if not data or translator.finished:
                 break
         if not translator.finished:

@@ -97,8 +97,8 @@ class MockProvider:
             system_fingerprint=FINGERPRINT,
         )
 
-    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[ChatChunk]:
-        """The same reply, chunk by chunk, paced at ``tokens_per_second``."""
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[ChatChunk]]:
+        """The same reply, chunk by chunk, paced at ``tokens_per_second`` (unpaced: one batch)."""
         failure = self._draw_failure()
         await self._wait_first(target, failure)
         reply = compose_reply(request, target.model)
@@ -114,23 +114,31 @@ class MockProvider:
             )
 
         pause = 1.0 / self.behaviour.tokens_per_second if self.behaviour.tokens_per_second else 0.0
-        yield chunk(Delta(role="assistant", content=""))
+        batch = [chunk(Delta(role="assistant", content=""))]
         for sent, delta in enumerate(_content_deltas(reply)):
             if failure is not None and failure.kind == "stream_cut" and sent >= failure.after_chunks:
+                if batch:
+                    yield batch
                 raise StreamInterrupted(f"{self.name}: {failure.message} (stream cut)", provider=self.name)
             if pause:
+                if batch:
+                    yield batch
+                    batch = []
                 await asyncio.sleep(pause)
-            yield chunk(delta)
-        yield chunk(Delta(), reply.finish_reason)
+            batch.append(chunk(delta))
+        batch.append(chunk(Delta(), reply.finish_reason))
         usage = make_usage(prompt=reply.prompt_tokens, completion=reply.completion_tokens)
-        yield ChatChunk(
-            id=reply.id,
-            created=created,
-            model=target.model,
-            choices=[],
-            usage=usage,
-            system_fingerprint=FINGERPRINT,
-        )
+        yield [
+            *batch,
+            ChatChunk(
+                id=reply.id,
+                created=created,
+                model=target.model,
+                choices=[],
+                usage=usage,
+                system_fingerprint=FINGERPRINT,
+            ),
+        ]
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResponse:
         """Unit vectors derived from each input's hash: equal texts get equal vectors."""

@@ -42,7 +42,9 @@ class OpenAIRoutes:
                 await stream.aclose()
                 raise
             headers = {**SSE_HEADERS, **call_headers(stream.info)}
-            return StreamingResponse(sse_stream(stream), media_type="text/event-stream", headers=headers)
+            return StreamingResponse(
+                sse_stream(stream.batches()), media_type="text/event-stream", headers=headers
+            )
         result = await until_disconnected(request, ctx.gateway.complete(chat, request_id=request_id))
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)

@@ -44,11 +44,14 @@ def sse_error_frame(error: GatewayError) -> bytes:
     return b"data: " + encode_error(error_message(error), error_type, error.param, error.code) + b"\n\n"
 
 
-async def sse_stream(chunks: AsyncIterable[ChatChunk]) -> AsyncIterator[bytes]:
-    """OpenAI SSE framing: every chunk, then ``[DONE]``; a failure mid-way ends with an error event."""
+async def sse_stream(batches: AsyncIterable[list[ChatChunk]]) -> AsyncIterator[bytes]:
+    """OpenAI SSE framing: every chunk, then ``[DONE]``; a failure mid-way ends with an error event.
+
+    Chunks that arrived together are written together: one send per upstream read, not per token.
+    """
     try:
-        async for chunk in chunks:
-            yield sse_frame(chunk)
+        async for batch in batches:
+            yield b"".join([sse_frame(chunk) for chunk in batch])
     except GatewayError as exc:
         yield sse_error_frame(exc)
         return
