@@ -90,18 +90,34 @@ def cost_header(cost: float | None) -> str:
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client disconnects first (no orphaned upstream calls)."""
-    task = asyncio.ensure_future(work)
+    """Await ``work`` in this task, cancelling it if the client disconnects first.
+
+    One watcher task per request (not two tasks and ``asyncio.wait``): when the client goes away the
+    watcher cancels this task, so the upstream call is abandoned and its connection released.
+    """
+    handler = asyncio.current_task()
+    assert handler is not None
+    gone = finished = False
+
+    def on_disconnect(watcher: asyncio.Task[None]) -> None:
+        nonlocal gone
+        if not finished and not watcher.cancelled():  # a callback already queued may run after finally
+            gone = True
+            handler.cancel()
+
     watcher = asyncio.ensure_future(_disconnected(request))
+    watcher.add_done_callback(on_disconnect)
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            handler.uncancel()
+            raise ClientGone from None
+        raise
     finally:
-        if not task.done():
-            task.cancel()
+        finished = True
+        watcher.remove_done_callback(on_disconnect)
         watcher.cancel()
-    if not task.done() or task.cancelled():  # the client left first; its work is being cancelled
-        raise ClientGone
-    return task.result()
 
 
 async def _disconnected(request: Request) -> None:
