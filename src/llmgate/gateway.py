@@ -25,9 +25,9 @@ from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatChunk, ModelCard
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.core.usage import Usage
-from llmgate.providers.base import EmbeddingProvider, ModelLister, TimeoutPolicy
+from llmgate.providers.base import EmbeddingProvider, ModelLister, ProviderSpec, TimeoutPolicy
 from llmgate.providers.mock import MockBehaviour, MockFailurePlan
-from llmgate.providers.registry import ProviderSpec, UnsupportedProvider, build_provider
+from llmgate.providers.registry import UnsupportedProvider, build_provider
 from llmgate.providers.transport import Transport
 from llmgate.routing.deployments import Deployment, ModelGroup, ProviderAccount
 from llmgate.routing.router import Router
@@ -86,6 +86,7 @@ class Gateway:
     async def complete(self, request: ChatRequest, *, request_id: str | None = None) -> ChatResult:
         """Serve a validated request (the server's entry point)."""
         deployment = self.router.candidates(request.model)[0]
+        dropped = _honoured(deployment, request)
         started = perf_counter()
         response = await deployment.account.adapter.chat(request, deployment.target())
         info = CallInfo(
@@ -95,6 +96,7 @@ class Gateway:
             deployment.model,
             1,
             (perf_counter() - started) * 1000,
+            dropped,
         )
         cost = cost_of(response.usage, deployment.prices) if response.usage is not None else None
         return ChatResult(response, info, cost)
@@ -109,7 +111,8 @@ class Gateway:
     def open_stream(self, request: ChatRequest, *, request_id: str | None = None) -> ChatStream:
         """Serve a validated streaming request (the server's entry point)."""
         deployment = self.router.candidates(request.model)[0]
-        return ChatStream(request, deployment, request_id or new_request_id())
+        dropped = _honoured(deployment, request)
+        return ChatStream(request, deployment, request_id or new_request_id(), dropped)
 
     # --- embeddings -------------------------------------------------------------------------------------
 
@@ -205,13 +208,14 @@ class Gateway:
         accounts: dict[str, ProviderAccount] = {}
         default_timeouts = _policy(self.settings.routing.timeouts)
         for name, config in providers.items():
+            behaviour = _mock_behaviour(config)
             spec = ProviderSpec(
                 name=name,
                 type=config.type,
                 base_url=config.base_url,
                 headers=config.headers,
                 api_version=config.api_version,
-                mock=_mock_behaviour(config),
+                options={"mock": behaviour} if behaviour is not None else {},
             )
             try:
                 adapter = build_provider(spec, self._transport)
@@ -286,10 +290,14 @@ class ChatStream:
     ``batches()`` gives the chunks as they arrived together, for callers that write them out in bulk.
     """
 
-    def __init__(self, request: ChatRequest, deployment: Deployment, request_id: str) -> None:
+    def __init__(
+        self, request: ChatRequest, deployment: Deployment, request_id: str, dropped: tuple[str, ...] = ()
+    ) -> None:
         self.request = request
         self.deployment = deployment
-        self.info = CallInfo(request_id, deployment.account.name, deployment.name, deployment.model)
+        self.info = CallInfo(
+            request_id, deployment.account.name, deployment.name, deployment.model, dropped_params=dropped
+        )
         self.usage: Usage | None = None
         self.cost: float | None = None
         self._upstream = deployment.account.adapter.stream(request, deployment.target())
@@ -397,6 +405,17 @@ class SyncGateway:
 
 async def _create(settings: Settings | None) -> Gateway:
     return Gateway(settings)
+
+
+def _honoured(deployment: Deployment, request: ChatRequest) -> tuple[str, ...]:
+    """The parameters the deployment will drop; 400 naming those it cannot honour at all."""
+    report = deployment.account.adapter.check(request)
+    if report.refused:
+        names = ", ".join(report.refused)
+        raise InvalidRequest(
+            f"{deployment.name} cannot honour: {names}", param=report.refused[0], code="unsupported_parameter"
+        )
+    return report.dropped
 
 
 def _policy(timeouts: Timeouts) -> TimeoutPolicy:

@@ -29,6 +29,7 @@ from llmgate.core.errors import (
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk
 from llmgate.providers.base import Target, TimeoutPolicy
+from llmgate.providers.http import key_label
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
 from llmgate.providers.transport import Transport
 
@@ -506,3 +507,19 @@ async def test_list_models_auth_error(transport: Transport) -> None:
         with pytest.raises(ProviderAuthError) as caught:
             await provider(transport, upstream.base_url).list_models(TARGET)
     assert_key_hidden(caught.value)
+
+
+async def test_rate_limit_headers_are_recorded_per_key(transport: Transport) -> None:
+    limits = {
+        "x-ratelimit-limit-requests": "100",
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-reset-requests": "2s",
+    }
+    routes = {("POST", "/v1/chat/completions"): json_response(CHAT_BODY, headers=limits)}
+    async with serve(routes) as upstream:
+        chat = provider(transport, upstream.base_url)
+        await chat.chat(chat_request(), TARGET)
+        assert list(chat.headroom) == [key_label(API_KEY)]
+        reading = chat.headroom[key_label(API_KEY)]
+        assert (reading.requests_limit, reading.requests_remaining, reading.requests_reset) == (100, 3, 2.0)
+        assert API_KEY not in key_label(API_KEY)

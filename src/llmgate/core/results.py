@@ -18,6 +18,7 @@ class CallInfo:
     upstream_model: str
     attempts: int = 1
     latency_ms: float = 0.0
+    dropped_params: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from llmgate.core.errors import GatewayError
+from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatChunk, ChatResponse, EmbeddingResponse, ModelCard
 
@@ -39,6 +40,10 @@ class ChatProvider(Protocol):
     """Anything that can answer a chat request, whole or streamed."""
 
     name: str
+
+    def check(self, request: ChatRequest) -> ParamReport:
+        """Which of the request's parameters this provider would drop or cannot honour."""
+        ...
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResponse:
         """One complete response; raises a ``GatewayError`` subclass on failure."""
@@ -102,6 +107,14 @@ class WireFormat(Protocol):
 
     stream_format: str  # "sse" or "ndjson"
 
+    def check(self, request: ChatRequest) -> ParamReport:
+        """Parameters this vendor would drop (meaning kept) or cannot honour (meaning lost)."""
+        ...
+
+    def headroom(self, headers: Mapping[str, str]) -> Headroom | None:
+        """The rate-limit reading in a response's headers, if any."""
+        ...
+
     def chat_call(self, request: ChatRequest, target: Target, *, stream: bool) -> HttpCall:
         """The HTTP request for a chat call."""
         ...
@@ -117,3 +130,15 @@ class WireFormat(Protocol):
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         """An error response -> the matching error of the core tree."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """What it takes to build one provider (the gateway fills it in from the settings)."""
+
+    name: str
+    type: str
+    base_url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    api_version: str | None = None
+    options: Mapping[str, object] = field(default_factory=dict)

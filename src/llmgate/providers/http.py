@@ -7,6 +7,7 @@ translated here, once, into the core error tree.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -19,11 +20,19 @@ from llmgate.core.errors import (
     UpstreamTimeout,
     redact,
 )
+from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk, ChatResponse
 from llmgate.providers.base import HttpCall, Target, TimeoutPolicy, WireFormat
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
+
+
+def key_label(api_key: str | None) -> str:
+    """A stable, non-reversible name for an API key (for health, headroom and logs)."""
+    if not api_key:
+        return "no-key"
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:8]
 
 
 class HttpProvider:
@@ -43,6 +52,18 @@ class HttpProvider:
         self.base_url = base_url.rstrip("/")
         self._transport = transport
         self._headers = dict(headers or {})
+        self.headroom: dict[str, Headroom] = {}
+        """The latest rate-limit reading per API key (by ``key_label``), for routing."""
+
+    def check(self, request: ChatRequest) -> ParamReport:
+        """What this vendor's wire format drops or refuses of the request."""
+        return self.wire.check(request)
+
+    def observe(self, headers: Mapping[str, str], target: Target) -> None:
+        """Record the rate-limit reading a response carried for the key that made the call."""
+        reading = self.wire.headroom(headers)
+        if reading is not None:
+            self.headroom[key_label(target.api_key)] = reading
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResponse:
         """Send one non-streaming call and parse the answer."""
@@ -69,6 +90,7 @@ class HttpProvider:
                 headers=self._merge(call),
                 timeout=timeout,
             ) as response:
+                self.observe(response.headers, target)
                 return response.status, response.headers, await response.read()
         except TimeoutError as exc:
             raise UpstreamTimeout(
@@ -99,6 +121,7 @@ class HttpProvider:
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from exc
         async with response:
+            self.observe(response.headers, target)
             if response.status >= 400:
                 raise self._error(response.status, response.headers, await response.read(), target)
             async for batch in self._events(response, request, timeouts):

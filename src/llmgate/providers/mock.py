@@ -24,6 +24,7 @@ from llmgate.core.errors import (
     UpstreamConnectionError,
     UpstreamTimeout,
 )
+from llmgate.core.headroom import NOTHING_UNSUPPORTED, ParamReport
 from llmgate.core.request import ChatRequest, EmbeddingRequest, FunctionCall, ToolCall
 from llmgate.core.response import (
     ChatChunk,
@@ -76,6 +77,10 @@ class MockProvider:
         self.name = name
         self.behaviour = behaviour or MockBehaviour()
         self._random = random.Random(self.behaviour.seed)
+
+    def check(self, request: ChatRequest) -> ParamReport:
+        """The mock takes every parameter."""
+        return NOTHING_UNSUPPORTED
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResponse:
         """A complete simulated reply."""

@@ -26,10 +26,12 @@ from llmgate.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from llmgate.core.headroom import NOTHING_UNSUPPORTED, Headroom, ParamReport
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatChunk, ChatResponse, EmbeddingResponse, ModelCard
 from llmgate.providers.base import HttpCall, Target
 from llmgate.providers.http import HttpProvider
+from llmgate.providers.ratelimit import openai_headroom
 
 _encoder = msgspec.json.Encoder()
 _response_decoder = msgspec.json.Decoder(ChatResponse)
@@ -101,6 +103,14 @@ class OpenAIWire:
 
     def __init__(self, *, extra_headers: Mapping[str, str] | None = None) -> None:
         self._extra_headers = dict(extra_headers or {})
+
+    def check(self, request: ChatRequest) -> ParamReport:
+        """OpenAI-compatible servers get every parameter as sent."""
+        return NOTHING_UNSUPPORTED
+
+    def headroom(self, headers: Mapping[str, str]) -> Headroom | None:
+        """``x-ratelimit-*`` readings."""
+        return openai_headroom(headers)
 
     def headers(self, target: Target) -> dict[str, str]:
         """Authentication and content type; OpenAI-compatible servers take a Bearer token."""

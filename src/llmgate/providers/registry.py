@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
-from llmgate.providers.base import ChatProvider
+from llmgate.providers.base import ChatProvider, ProviderSpec
 from llmgate.providers.mock import MockBehaviour, MockProvider
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
 from llmgate.providers.transport import Transport
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderSpec:
-    """What it takes to build one provider (the gateway fills it in from the settings)."""
-
-    name: str
-    type: str
-    base_url: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    api_version: str | None = None
-    mock: MockBehaviour | None = None
-
 
 Factory = Callable[[ProviderSpec, Transport], ChatProvider]
 
@@ -40,7 +26,8 @@ def _openai(spec: ProviderSpec, transport: Transport) -> ChatProvider:
 
 
 def _mock(spec: ProviderSpec, transport: Transport) -> ChatProvider:
-    return MockProvider(name=spec.name, behaviour=spec.mock)
+    behaviour = spec.options.get("mock")
+    return MockProvider(name=spec.name, behaviour=behaviour if isinstance(behaviour, MockBehaviour) else None)
 
 
 FACTORIES: Mapping[str, Factory] = {

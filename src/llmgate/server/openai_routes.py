@@ -76,12 +76,15 @@ class OpenAIRoutes:
 
 def call_headers(info: CallInfo) -> dict[str, str]:
     """Which provider and deployment served the call, in how many attempts."""
-    return {
+    headers = {
         "x-request-id": info.request_id,
         "x-llmgate-provider": info.provider,
         "x-llmgate-deployment": info.deployment,
         "x-llmgate-attempts": str(info.attempts),
     }
+    if info.dropped_params:
+        headers["x-llmgate-dropped-params"] = ",".join(info.dropped_params)
+    return headers
 
 
 def cost_header(cost: float | None) -> str:
