@@ -25,7 +25,13 @@ from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatChunk, ModelCard
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.core.usage import Usage
-from llmgate.providers.base import EmbeddingProvider, ModelLister, ProviderSpec, TimeoutPolicy
+from llmgate.providers.base import (
+    AdapterConfigError,
+    EmbeddingProvider,
+    ModelLister,
+    ProviderSpec,
+    TimeoutPolicy,
+)
 from llmgate.providers.mock import MockBehaviour, MockFailurePlan
 from llmgate.providers.registry import UnsupportedProvider, build_provider
 from llmgate.providers.transport import Transport
@@ -219,6 +225,8 @@ class Gateway:
             )
             try:
                 adapter = build_provider(spec, self._transport)
+            except AdapterConfigError as exc:
+                raise ConfigError(f"{self.settings.source}: {exc}") from None
             except UnsupportedProvider as exc:
                 if config.detected_from_env:
                     log.warning("%s; skipped", exc)

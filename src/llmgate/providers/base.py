@@ -142,3 +142,7 @@ class ProviderSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     api_version: str | None = None
     options: Mapping[str, object] = field(default_factory=dict)
+
+
+class AdapterConfigError(ValueError):
+    """A provider's settings do not make sense for its adapter (e.g. Azure without a base URL)."""

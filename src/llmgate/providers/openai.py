@@ -112,6 +112,10 @@ class OpenAIWire:
         """``x-ratelimit-*`` readings."""
         return openai_headroom(headers)
 
+    def path(self, target: Target, operation: str) -> str:
+        """Where an operation lives below the base URL (``/chat/completions``, ``/embeddings``, ...)."""
+        return f"/{operation}"
+
     def headers(self, target: Target) -> dict[str, str]:
         """Authentication and content type; OpenAI-compatible servers take a Bearer token."""
         headers = {"Content-Type": "application/json", **self._extra_headers}
@@ -123,7 +127,7 @@ class OpenAIWire:
         """POST /chat/completions with the upstream model name; streams always ask for usage."""
         return HttpCall(
             "POST",
-            "/chat/completions",
+            self.path(target, "chat/completions"),
             self.headers(target),
             _encoder.encode(chat_body(request, target.model, stream=stream)),
         )
@@ -247,7 +251,7 @@ class OpenAIProvider(HttpProvider):
         body.update(body.pop("extra", None) or {})
         body["model"] = target.model
         wire = self._openai_wire
-        call = HttpCall("POST", "/embeddings", wire.headers(target), _encoder.encode(body))
+        call = HttpCall("POST", wire.path(target, "embeddings"), wire.headers(target), _encoder.encode(body))
         status, headers, raw = await self.send(call, target)
         if status >= 400:
             raise self._error(status, headers, raw, target)
@@ -258,7 +262,8 @@ class OpenAIProvider(HttpProvider):
 
     async def list_models(self, target: Target) -> list[ModelCard]:
         """GET /models."""
-        call = HttpCall("GET", "/models", self._openai_wire.headers(target))
+        wire = self._openai_wire
+        call = HttpCall("GET", wire.path(target, "models"), wire.headers(target))
         status, headers, raw = await self.send(call, target)
         if status >= 400:
             raise self._error(status, headers, raw, target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from llmgate.providers import azure
 from llmgate.providers.base import ChatProvider, ProviderSpec
 from llmgate.providers.mock import MockBehaviour, MockProvider
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
@@ -32,6 +33,7 @@ def _mock(spec: ProviderSpec, transport: Transport) -> ChatProvider:
 
 FACTORIES: Mapping[str, Factory] = {
     "openai": _openai,
+    "azure": azure.build,
     "huggingface": _openai,
     "mock": _mock,
 }
