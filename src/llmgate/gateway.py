@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from time import perf_counter
@@ -41,11 +42,6 @@ from llmgate.routing.router import Router
 log = logging.getLogger("llmgate")
 
 
-def new_request_id() -> str:
-    """A short random id for one request."""
-    return "req_" + os.urandom(12).hex()
-
-
 class Gateway:
     """One gateway: providers, routing and accounting. Use as an async context manager."""
 
@@ -53,6 +49,7 @@ class Gateway:
         self.settings = settings if settings is not None else load_settings(None)
         self.catalogue = catalogue if catalogue is not None else Catalogue.load()
         self._transport = Transport()
+        self._ids = random.Random(os.urandom(16))  # seeded once from the OS; no syscall per request
         self.accounts = self._build_accounts(self.settings.providers)
         self.router = Router(
             groups=self._build_groups(),
@@ -60,6 +57,10 @@ class Gateway:
             facts=self._model_facts,
             catalogue_provider=self._catalogue_provider,
         )
+
+    def new_request_id(self) -> str:
+        """A short random id for one request (unique in practice, not a secret)."""
+        return f"req_{self._ids.getrandbits(96):024x}"
 
     @classmethod
     def from_config(cls, path: str | Path | None, *, environ: Mapping[str, str] | None = None) -> Gateway:
@@ -96,7 +97,7 @@ class Gateway:
         started = perf_counter()
         response = await deployment.account.adapter.chat(request, deployment.target())
         info = CallInfo(
-            request_id or new_request_id(),
+            request_id or self.new_request_id(),
             deployment.account.name,
             deployment.name,
             deployment.model,
@@ -118,7 +119,7 @@ class Gateway:
         """Serve a validated streaming request (the server's entry point)."""
         deployment = self.router.candidates(request.model)[0]
         dropped = _honoured(deployment, request)
-        return ChatStream(request, deployment, request_id or new_request_id(), dropped)
+        return ChatStream(request, deployment, request_id or self.new_request_id(), dropped)
 
     # --- embeddings -------------------------------------------------------------------------------------
 
@@ -144,7 +145,7 @@ class Gateway:
         started = perf_counter()
         response = await adapter.embed(request, deployment.target())
         info = CallInfo(
-            request_id or new_request_id(),
+            request_id or self.new_request_id(),
             deployment.account.name,
             deployment.name,
             deployment.model,

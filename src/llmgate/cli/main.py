@@ -11,7 +11,7 @@ import click
 import uvicorn
 
 from llmgate.config import ConfigError, Settings, load_settings
-from llmgate.server.app import create_app
+from llmgate.server.app import create_app, tune_process
 
 log = logging.getLogger("llmgate")
 
@@ -64,8 +64,11 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     # uvicorn re-raises a handled SIGTERM after draining; default handling would exit -15, not 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Workers import the app themselves and read LLMGATE_CONFIG, which --config sets (envvar).
+    app = None if workers > 1 else create_app(settings=settings)
+    if app is not None:
+        tune_process()
     uvicorn.run(
-        "llmgate.server.app:app_from_environment" if workers > 1 else create_app(settings=settings),
+        "llmgate.server.app:app_from_environment" if app is None else app,
         factory=workers > 1,
         workers=workers,
         host=host,
@@ -76,6 +79,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         log_level=log_level,
         timeout_graceful_shutdown=int(grace) if grace else None,
         server_header=False,
+        proxy_headers=False,
     )
 
 

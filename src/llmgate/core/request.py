@@ -13,39 +13,39 @@ import msgspec
 JSONObject = dict[str, Any]
 
 
-class TextPart(msgspec.Struct, tag="text", tag_field="type", omit_defaults=True):
+class TextPart(msgspec.Struct, gc=False, tag="text", tag_field="type", omit_defaults=True):
     """A text content part."""
 
     text: str
 
 
-class ImageURL(msgspec.Struct, omit_defaults=True):
+class ImageURL(msgspec.Struct, gc=False, omit_defaults=True):
     """An image by URL or ``data:`` URI."""
 
     url: str
     detail: str | None = None
 
 
-class ImagePart(msgspec.Struct, tag="image_url", tag_field="type", omit_defaults=True):
+class ImagePart(msgspec.Struct, gc=False, tag="image_url", tag_field="type", omit_defaults=True):
     """An image content part."""
 
     image_url: ImageURL
 
 
-class InputAudio(msgspec.Struct):
+class InputAudio(msgspec.Struct, gc=False):
     """Base64 audio with its format."""
 
     data: str
     format: str
 
 
-class AudioPart(msgspec.Struct, tag="input_audio", tag_field="type"):
+class AudioPart(msgspec.Struct, gc=False, tag="input_audio", tag_field="type"):
     """An audio content part."""
 
     input_audio: InputAudio
 
 
-class FilePart(msgspec.Struct, tag="file", tag_field="type"):
+class FilePart(msgspec.Struct, gc=False, tag="file", tag_field="type"):
     """A file content part (``file_id`` or ``file_data`` + ``filename``)."""
 
     file: dict[str, str]
@@ -55,14 +55,14 @@ ContentPart = TextPart | ImagePart | AudioPart | FilePart
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
-class FunctionCall(msgspec.Struct):
+class FunctionCall(msgspec.Struct, gc=False):
     """A function name with its JSON-encoded arguments."""
 
     name: str
     arguments: str
 
 
-class ToolCall(msgspec.Struct):
+class ToolCall(msgspec.Struct, gc=False):
     """A complete tool call made by the assistant."""
 
     id: str
@@ -70,7 +70,7 @@ class ToolCall(msgspec.Struct):
     type: Literal["function"] = "function"
 
 
-class Message(msgspec.Struct, omit_defaults=True):
+class Message(msgspec.Struct, gc=False, omit_defaults=True):
     """One conversation turn."""
 
     role: Role
@@ -90,7 +90,7 @@ class Message(msgspec.Struct, omit_defaults=True):
         return "".join(part.text for part in self.content if isinstance(part, TextPart))
 
 
-class FunctionDefinition(msgspec.Struct, omit_defaults=True):
+class FunctionDefinition(msgspec.Struct, gc=False, omit_defaults=True):
     """A callable function with its JSON-schema parameters."""
 
     name: str
@@ -99,20 +99,20 @@ class FunctionDefinition(msgspec.Struct, omit_defaults=True):
     strict: bool | None = None
 
 
-class Tool(msgspec.Struct):
+class Tool(msgspec.Struct, gc=False):
     """A tool the model may call."""
 
     function: FunctionDefinition
     type: Literal["function"] = "function"
 
 
-class NamedFunction(msgspec.Struct):
+class NamedFunction(msgspec.Struct, gc=False):
     """``{"name": ...}`` inside a tool choice."""
 
     name: str
 
 
-class ToolChoiceFunction(msgspec.Struct):
+class ToolChoiceFunction(msgspec.Struct, gc=False):
     """Force one named tool."""
 
     function: NamedFunction
@@ -122,7 +122,7 @@ class ToolChoiceFunction(msgspec.Struct):
 ToolChoice = Literal["none", "auto", "required"] | ToolChoiceFunction
 
 
-class JSONSchemaFormat(msgspec.Struct, omit_defaults=True):
+class JSONSchemaFormat(msgspec.Struct, gc=False, omit_defaults=True):
     """The ``json_schema`` member of a structured-output response format."""
 
     name: str
@@ -131,14 +131,14 @@ class JSONSchemaFormat(msgspec.Struct, omit_defaults=True):
     strict: bool | None = None
 
 
-class ResponseFormat(msgspec.Struct, omit_defaults=True):
+class ResponseFormat(msgspec.Struct, gc=False, omit_defaults=True):
     """``text``, ``json_object`` or ``json_schema``."""
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
 
 
-class StreamOptions(msgspec.Struct, omit_defaults=True):
+class StreamOptions(msgspec.Struct, gc=False, omit_defaults=True):
     """``include_usage`` asks for a final chunk with the usage."""
 
     include_usage: bool | None = None
@@ -148,7 +148,7 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
-class ChatRequest(msgspec.Struct, omit_defaults=True, frozen=True):
+class ChatRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
     """A Chat Completions request. ``model`` is the name the caller used (group or provider:model).
 
     ``extra`` holds unknown top-level fields; ``raw_messages`` the caller's messages exactly as sent
@@ -199,7 +199,7 @@ class ChatRequest(msgspec.Struct, omit_defaults=True, frozen=True):
         return msgspec.structs.replace(self, messages=messages, raw_messages=None)
 
 
-class EmbeddingRequest(msgspec.Struct, omit_defaults=True, frozen=True):
+class EmbeddingRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
     """An embeddings request; ``input`` is normalised to a list of strings or token lists."""
 
     model: Annotated[str, msgspec.Meta(min_length=1)]

@@ -20,7 +20,7 @@ FinishReason = str
 KNOWN_FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 
 
-class ResponseMessage(msgspec.Struct):
+class ResponseMessage(msgspec.Struct, gc=False):
     """The assistant's message in a complete response."""
 
     role: Literal["assistant"] = "assistant"
@@ -41,7 +41,7 @@ class ResponseMessage(msgspec.Struct):
         return ""
 
 
-class Choice(msgspec.Struct, kw_only=True):
+class Choice(msgspec.Struct, gc=False, kw_only=True):
     """One choice of a complete response."""
 
     index: int
@@ -50,7 +50,7 @@ class Choice(msgspec.Struct, kw_only=True):
     finish_reason: FinishReason | None = None
 
 
-class ChatResponse(msgspec.Struct, kw_only=True):
+class ChatResponse(msgspec.Struct, gc=False, kw_only=True):
     """A complete chat response, fields in OpenAI's order."""
 
     id: str
@@ -68,14 +68,14 @@ class ChatResponse(msgspec.Struct, kw_only=True):
         return (self.choices[0].message.content or "") if self.choices else ""
 
 
-class FunctionCallDelta(msgspec.Struct, omit_defaults=True):
+class FunctionCallDelta(msgspec.Struct, gc=False, omit_defaults=True):
     """A piece of a tool call's function: the name arrives once, arguments in fragments."""
 
     name: str | None = None
     arguments: str | None = None
 
 
-class ToolCallDelta(msgspec.Struct, omit_defaults=True):
+class ToolCallDelta(msgspec.Struct, gc=False, omit_defaults=True):
     """A piece of one tool call, keyed by ``index`` across chunks."""
 
     index: int
@@ -84,7 +84,7 @@ class ToolCallDelta(msgspec.Struct, omit_defaults=True):
     function: FunctionCallDelta | None = None
 
 
-class Delta(msgspec.Struct, omit_defaults=True):
+class Delta(msgspec.Struct, gc=False, omit_defaults=True):
     """What one chunk adds to a choice."""
 
     role: str | None = None
@@ -96,7 +96,7 @@ class Delta(msgspec.Struct, omit_defaults=True):
     reasoning: str | None = None  # Ollama, Groq and OpenRouter's name for reasoning_content
 
 
-class ChunkChoice(msgspec.Struct, kw_only=True):
+class ChunkChoice(msgspec.Struct, gc=False, kw_only=True):
     """One choice of a streamed chunk."""
 
     index: int
@@ -105,7 +105,7 @@ class ChunkChoice(msgspec.Struct, kw_only=True):
     finish_reason: FinishReason | None = None
 
 
-class ChatChunk(msgspec.Struct, kw_only=True):
+class ChatChunk(msgspec.Struct, gc=False, kw_only=True):
     """The one canonical stream event: an OpenAI ``chat.completion.chunk``.
 
     A chunk with no choices and a ``usage`` is the final usage chunk.
@@ -132,7 +132,7 @@ class ChatChunk(msgspec.Struct, kw_only=True):
         return False
 
 
-class Embedding(msgspec.Struct, kw_only=True):
+class Embedding(msgspec.Struct, gc=False, kw_only=True):
     """One vector (or its base64 form when the caller asked for it)."""
 
     object: Literal["embedding"] = "embedding"
@@ -140,7 +140,7 @@ class Embedding(msgspec.Struct, kw_only=True):
     embedding: list[float] | str
 
 
-class EmbeddingResponse(msgspec.Struct, kw_only=True):
+class EmbeddingResponse(msgspec.Struct, gc=False, kw_only=True):
     """The result of an embeddings call."""
 
     object: Literal["list"] = "list"
@@ -149,7 +149,7 @@ class EmbeddingResponse(msgspec.Struct, kw_only=True):
     usage: Usage | None = None
 
 
-class ModelCard(msgspec.Struct, kw_only=True):
+class ModelCard(msgspec.Struct, gc=False, kw_only=True):
     """An entry of ``GET /v1/models``."""
 
     id: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 
-class PromptTokensDetails(msgspec.Struct, omit_defaults=True):
+class PromptTokensDetails(msgspec.Struct, gc=False, omit_defaults=True):
     """Breakdown of prompt tokens: those read from the provider's prompt cache, and cache writes."""
 
     cached_tokens: int = 0
@@ -13,7 +13,7 @@ class PromptTokensDetails(msgspec.Struct, omit_defaults=True):
     cache_creation_tokens: int | None = None
 
 
-class CompletionTokensDetails(msgspec.Struct, omit_defaults=True):
+class CompletionTokensDetails(msgspec.Struct, gc=False, omit_defaults=True):
     """Breakdown of completion tokens: those spent on hidden reasoning."""
 
     reasoning_tokens: int = 0
@@ -22,7 +22,7 @@ class CompletionTokensDetails(msgspec.Struct, omit_defaults=True):
     rejected_prediction_tokens: int | None = None
 
 
-class Usage(msgspec.Struct, omit_defaults=True):
+class Usage(msgspec.Struct, gc=False, omit_defaults=True):
     """Tokens of one call. ``prompt_tokens`` includes cached ones, ``completion_tokens`` reasoning ones."""
 
     prompt_tokens: int = 0

@@ -52,6 +52,7 @@ class HttpProvider:
         self.base_url = base_url.rstrip("/")
         self._transport = transport
         self._headers = dict(headers or {})
+        self._timeouts: dict[TimeoutPolicy, aiohttp.ClientTimeout] = {}
         self.headroom: dict[str, Headroom] = {}
         """The latest rate-limit reading per API key (by ``key_label``), for routing."""
 
@@ -81,7 +82,7 @@ class HttpProvider:
     async def send(self, call: HttpCall, target: Target) -> tuple[int, Mapping[str, str], bytes]:
         """Send a call and read the whole answer, translating transport failures."""
         timeouts = target.timeouts
-        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
+        timeout = self._client_timeout(timeouts)
         try:
             async with self._transport.session.request(
                 call.method,
@@ -103,7 +104,7 @@ class HttpProvider:
         """Send a streaming call and translate its events as they arrive."""
         call = self.wire.chat_call(request, target, stream=True)
         timeouts = target.timeouts
-        timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
+        timeout = self._client_timeout(timeouts)
         session = self._transport.session
         try:
             async with asyncio.timeout(timeouts.first_token):
@@ -133,22 +134,25 @@ class HttpProvider:
         # Until the first chunk, the wait is bounded by first_token; between chunks, by idle.
         wait, waiting_for = timeouts.first_token, "first token"
         translator = self.wire.stream_translator(request)
-        sse = self.wire.stream_format == "sse"
-        decoder: SSEDecoder | NDJSONDecoder = SSEDecoder() if sse else NDJSONDecoder()
+        sse = SSEDecoder() if self.wire.stream_format == "sse" else None
+        ndjson = NDJSONDecoder()
         content = response.content
         while True:
             try:
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(wait):  # per read: a timeout must not span the yield below
                     data = await content.readany()
             except TimeoutError as exc:
                 message = f"{self.name}: no {waiting_for} within {wait:g}s"
                 raise UpstreamTimeout(message, provider=self.name) from exc
             except aiohttp.ClientError as exc:
                 raise StreamInterrupted(f"{self.name}: stream broke: {exc}", provider=self.name) from exc
-            events = decoder.feed(data) if data else decoder.close()
+            if sse is not None:
+                payloads = sse.feed_data(data) if data else [event.data for event in sse.close()]
+            else:
+                payloads = ndjson.feed(data) if data else ndjson.close()
             batch: list[ChatChunk] = []
-            for event in events:
-                batch += translator.feed(event.data if isinstance(event, tuple) else event)
+            for payload in payloads:
+                batch += translator.feed(payload)
             if batch:
                 wait, waiting_for = timeouts.idle, "stream event"
                 yield batch
@@ -161,6 +165,14 @@ class HttpProvider:
 
     async def close(self) -> None:
         """Nothing to release: connections belong to the shared transport."""
+
+    def _client_timeout(self, timeouts: TimeoutPolicy) -> aiohttp.ClientTimeout:
+        # Built once per policy: policies are few and frozen, and this runs on every call.
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
+            self._timeouts[timeouts] = timeout
+        return timeout
 
     def _merge(self, call: HttpCall) -> Mapping[str, str]:
         if not self._headers:

@@ -48,7 +48,7 @@ _CONTEXT_WORDS = re.compile(
 )
 
 
-class _ModelList(msgspec.Struct):
+class _ModelList(msgspec.Struct, gc=False):
     data: list[ModelCard]
 
 

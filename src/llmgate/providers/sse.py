@@ -37,6 +37,21 @@ class SSEDecoder:
         self._buffer = blocks.pop()
         return [event for block in blocks if (event := _parse_block(block)) is not None]
 
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """The data of the events completed by this chunk (event names dropped).
+
+        The hot path: servers that send ``data: ...`` lines with \n endings skip the general parser.
+        """
+        buffer = self._buffer + chunk
+        if b"\r" not in buffer:
+            blocks = buffer.split(b"\n\n")
+            self._buffer = blocks.pop()
+            if all(block.startswith(b"data: ") and b"\n" not in block for block in blocks):
+                return [block[6:] for block in blocks]
+            return [event.data for block in blocks if (event := _parse_block(block)) is not None]
+        self._buffer = b""
+        return [event.data for event in self.feed(buffer)]
+
     def close(self) -> list[SSEEvent]:
         """Whatever complete event the stream ended with, without the final blank line."""
         block, self._buffer = self._buffer.rstrip(b"\r\n"), b""

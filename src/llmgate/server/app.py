@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,11 +18,13 @@ from llmgate.core.errors import GatewayError
 from llmgate.gateway import Gateway
 from llmgate.server.api_routes import CatalogueRoutes, HealthRoutes
 from llmgate.server.context import ServerContext
+from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_body, error_headers
-from llmgate.server.openai_routes import ClientGone, OpenAIRoutes
+from llmgate.server.openai_routes import OpenAIRoutes
 
 log = logging.getLogger("llmgate.server")
 JSON = "application/json"
+GC_THRESHOLDS = (20_000, 50, 1000)
 CLIENT_CLOSED = 499  # nginx's convention; nobody is listening any more
 
 
@@ -95,4 +98,18 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def app_from_environment() -> Starlette:
     """The app for worker processes: configured from ``LLMGATE_CONFIG`` and the environment."""
-    return create_app(settings=load_settings(config_path_from_environment()))
+    app = create_app(settings=load_settings(config_path_from_environment()))
+    tune_process()
+    return app
+
+
+def tune_process() -> None:
+    """Settings for a process that does nothing but serve (called by ``llmgate serve``, not by the app).
+
+    Everything alive after start-up lives as long as the process, so it is frozen out of the cyclic
+    garbage collector's scans, and collections of the youngest generation run less often: per-request
+    garbage is freed by reference counting; the profile showed the collector at ~15% of CPU otherwise.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

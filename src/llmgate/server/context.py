@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from llmgate.gateway import Gateway, new_request_id
+from llmgate.gateway import Gateway
 from llmgate.server.auth import check_key
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -32,10 +32,9 @@ class ServerContext:
         """Raise unless the caller may use the gateway."""
         check_key(request, self.master_key)
 
-    @staticmethod
-    def request_id(request: Request) -> str:
+    def request_id(self, request: Request) -> str:
         """The caller's ``x-request-id`` when it is a sane token, else a new one."""
         given = request.headers.get("x-request-id")
         if given and _SAFE_ID.match(given):
             return given
-        return new_request_id()
+        return self.gateway.new_request_id()

@@ -47,14 +47,14 @@ TABLE: tuple[tuple[type[GatewayError], int, str], ...] = (
 DEFAULT_RETRY_AFTER = 1
 
 
-class _Body(msgspec.Struct):
+class _Body(msgspec.Struct, gc=False):
     message: str
     type: str
     param: str | None
     code: str | None
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     error: _Body
 
 

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
-
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_request
 from llmgate.core.results import CallInfo
 from llmgate.server.context import ServerContext
+from llmgate.server.disconnect import EventStreamResponse, until_disconnected
 from llmgate.server.wire import SSE_HEADERS, encoder, read_body, sse_stream
 
-T = TypeVar("T")
 JSON = "application/json"
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer was ready."""
 
 
 class OpenAIRoutes:
@@ -37,15 +29,13 @@ class OpenAIRoutes:
         if chat.stream:
             stream = ctx.gateway.open_stream(chat, request_id=request_id)
             try:
-                await until_disconnected(request, stream.start())
+                await until_disconnected(request.receive, stream.start())
             except BaseException:
                 await stream.aclose()
                 raise
             headers = {**SSE_HEADERS, **call_headers(stream.info)}
-            return StreamingResponse(
-                sse_stream(stream.batches()), media_type="text/event-stream", headers=headers
-            )
-        result = await until_disconnected(request, ctx.gateway.complete(chat, request_id=request_id))
+            return EventStreamResponse(sse_stream(stream.batches()), headers)
+        result = await until_disconnected(request.receive, ctx.gateway.complete(chat, request_id=request_id))
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
         return Response(encoder.encode(result.response), media_type=JSON, headers=headers)
@@ -56,7 +46,7 @@ class OpenAIRoutes:
         ctx.authenticate(request)
         body = parse_embedding_request(decode_json(await read_body(request, ctx.max_body)))
         work = ctx.gateway.embeddings(body, request_id=ctx.request_id(request))
-        result = await until_disconnected(request, work)
+        result = await until_disconnected(request.receive, work)
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
         return Response(encoder.encode(result.response), media_type=JSON, headers=headers)
@@ -90,40 +80,3 @@ def call_headers(info: CallInfo) -> dict[str, str]:
 def cost_header(cost: float | None) -> str:
     """USD with enough digits for a fraction of a cent; ``unknown`` when a price is missing."""
     return "unknown" if cost is None else f"{cost:.8f}"
-
-
-async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work`` in this task, cancelling it if the client disconnects first.
-
-    One watcher task per request (not two tasks and ``asyncio.wait``): when the client goes away the
-    watcher cancels this task, so the upstream call is abandoned and its connection released.
-    """
-    handler = asyncio.current_task()
-    assert handler is not None
-    gone = finished = False
-
-    def on_disconnect(watcher: asyncio.Task[None]) -> None:
-        nonlocal gone
-        if not finished and not watcher.cancelled():  # a callback already queued may run after finally
-            gone = True
-            handler.cancel()
-
-    watcher = asyncio.ensure_future(_disconnected(request))
-    watcher.add_done_callback(on_disconnect)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if gone:
-            handler.uncancel()
-            raise ClientGone from None
-        raise
-    finally:
-        finished = True
-        watcher.remove_done_callback(on_disconnect)
-        watcher.cancel()
-
-
-async def _disconnected(request: Request) -> None:
-    receive = request.receive
-    while (await receive())["type"] != "http.disconnect":
-        pass

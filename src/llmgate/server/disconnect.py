@@ -1,0 +1,108 @@
+"""Noticing that the client went away, so its upstream work is cancelled instead of orphaned.
+
+One watcher task per request reads the ASGI ``receive`` channel; on ``http.disconnect`` it cancels the
+task serving the request. The serving task then sees ``CancelledError`` wherever it is (waiting for
+the upstream, or writing a stream), and ``ClientGone`` tells it apart from a server shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was complete."""
+
+
+class DisconnectWatch:
+    """While active, cancels the current task when the client disconnects."""
+
+    __slots__ = ("_finished", "_gone", "_task", "_watcher")
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._gone = self._finished = False
+        self._watcher = asyncio.ensure_future(_disconnected(receive))
+        self._watcher.add_done_callback(self._on_disconnect)
+
+    def _on_disconnect(self, watcher: asyncio.Task[None]) -> None:
+        if not self._finished and not watcher.cancelled():  # a queued callback may run after stop()
+            self._gone = True
+            self._task.cancel()
+
+    def gone(self) -> bool:
+        """Whether a ``CancelledError`` just caught came from the client leaving (and absorb it)."""
+        if self._gone:
+            self._task.uncancel()
+            return True
+        return False
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._finished = True
+        self._watcher.remove_done_callback(self._on_disconnect)
+        self._watcher.cancel()
+
+
+async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work`` in this task; ``ClientGone`` if the client disconnects first (work cancelled)."""
+    watch = DisconnectWatch(receive)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watch.gone():
+            raise ClientGone from None
+        raise
+    finally:
+        watch.stop()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class EventStreamResponse(Response):
+    """A ``text/event-stream`` response written straight to the ASGI ``send``.
+
+    Starlette's ``StreamingResponse`` runs each stream in an anyio task group with a second task that
+    listens for disconnects; the benchmark measured that at ~30% of a stream's CPU. This response uses
+    the same one-watcher scheme as the non-streaming path instead.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, stream: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.stream = stream
+        self.raw_headers = [(b"content-type", b"text/event-stream")] + [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the head, then every piece of the body as it comes; stop quietly if the client leaves."""
+        start: Message = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        watch = DisconnectWatch(receive)
+        try:
+            await send(start)
+            async for piece in self.stream:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not watch.gone():
+                raise
+        except OSError:  # ASGI 2.4 servers report a vanished client by failing the send
+            pass
+        finally:
+            watch.stop()
+            await self.stream.aclose()  # type: ignore[attr-defined]
