@@ -34,12 +34,13 @@ from llmgate.providers.base import (
     TimeoutPolicy,
 )
 from llmgate.providers.mock import MockBehaviour, MockFailurePlan
-from llmgate.providers.registry import UnsupportedProvider, build_provider
+from llmgate.providers.registry import build_provider
 from llmgate.providers.transport import Transport
 from llmgate.routing.deployments import Deployment, ModelGroup, ProviderAccount
 from llmgate.routing.router import Router
 
 log = logging.getLogger("llmgate")
+DEFAULT_MAX_TOKENS = 4096
 
 
 class Gateway:
@@ -222,21 +223,27 @@ class Gateway:
                 base_url=config.base_url,
                 headers=config.headers,
                 api_version=config.api_version,
-                options={"mock": behaviour} if behaviour is not None else {},
+                options=self._adapter_options(config, behaviour),
             )
             try:
                 adapter = build_provider(spec, self._transport)
             except AdapterConfigError as exc:
                 raise ConfigError(f"{self.settings.source}: {exc}") from None
-            except UnsupportedProvider as exc:
-                if config.detected_from_env:
-                    log.warning("%s; skipped", exc)
-                    continue
-                raise ConfigError(f"{self.settings.source}: {exc}") from None
             keys = tuple(key.get_secret_value() for key in config.api_keys)
             timeouts = _policy(config.timeouts) if config.timeouts else default_timeouts
             accounts[name] = ProviderAccount(name, config.type, adapter, keys, timeouts)
         return accounts
+
+    def _adapter_options(self, config: ProviderSettings, mock: MockBehaviour | None) -> dict[str, object]:
+        options: dict[str, object] = {**config.options, "default_max_tokens": self._default_max_tokens}
+        if mock is not None:
+            options["mock"] = mock
+        return options
+
+    def _default_max_tokens(self, model: str) -> int:
+        """The catalogue's output limit for a model (for APIs that require max_tokens), else 4096."""
+        info = self.catalogue.lookup(model)
+        return info.max_output_tokens if info is not None and info.max_output_tokens else DEFAULT_MAX_TOKENS
 
     def _build_groups(self) -> dict[str, ModelGroup]:
         groups: dict[str, ModelGroup] = {}

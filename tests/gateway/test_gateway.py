@@ -118,10 +118,30 @@ async def test_models_lists_groups_then_catalogue_models(tmp_path: Path) -> None
             gw.model("nothing")
 
 
-def test_unimplemented_provider_type_in_config_is_a_config_error(tmp_path: Path) -> None:
-    settings = settings_from(tmp_path, "providers: {claude: {type: anthropic, api_keys: [k]}}\n")
-    with pytest.raises(ConfigError, match="no adapter"):
-        Gateway(settings)
+def test_every_provider_type_has_an_adapter(tmp_path: Path) -> None:
+    text = """
+providers:
+  a: {type: anthropic, api_keys: [k]}
+  g: {type: gemini, api_keys: [k]}
+  c: {type: cohere, api_keys: [k]}
+  o: {type: ollama}
+  z: {type: azure, api_keys: [k], base_url: 'https://r.openai.azure.com'}
+  h: {type: huggingface, api_keys: [k]}
+"""
+    gw = Gateway(settings_from(tmp_path, text))
+    assert {name: account.type for name, account in gw.accounts.items()} == {
+        "a": "anthropic",
+        "g": "gemini",
+        "c": "cohere",
+        "o": "ollama",
+        "z": "azure",
+        "h": "huggingface",
+    }
+
+
+def test_azure_without_base_url_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="azure needs base_url"):
+        Gateway(settings_from(tmp_path, "providers: {z: {type: azure, api_keys: [k]}}\n"))
 
 
 def test_two_gateways_do_not_share_state(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ class ProviderSettings(_Frozen):
     tpm: int | None = Field(None, gt=0)
     timeouts: Timeouts | None = None
     mock: MockSettings | None = None
+    options: dict[str, bool | int | float | str] = {}
+    """Adapter-specific switches, e.g. ``{structured_outputs: true}`` for anthropic."""
     detected_from_env: bool = False
 
     @field_validator("api_keys", mode="before")

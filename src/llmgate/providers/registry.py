@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from llmgate.providers import azure
+from llmgate.providers import anthropic, azure, cohere, gemini, ollama
 from llmgate.providers.base import ChatProvider, ProviderSpec
 from llmgate.providers.mock import MockBehaviour, MockProvider
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
@@ -26,6 +26,13 @@ def _openai(spec: ProviderSpec, transport: Transport) -> ChatProvider:
     )
 
 
+def _anthropic(spec: ProviderSpec, transport: Transport) -> ChatProvider:
+    default_max_tokens = spec.options.get("default_max_tokens")
+    return anthropic.build(
+        spec, transport, default_max_tokens=default_max_tokens if callable(default_max_tokens) else None
+    )
+
+
 def _mock(spec: ProviderSpec, transport: Transport) -> ChatProvider:
     behaviour = spec.options.get("mock")
     return MockProvider(name=spec.name, behaviour=behaviour if isinstance(behaviour, MockBehaviour) else None)
@@ -34,21 +41,15 @@ def _mock(spec: ProviderSpec, transport: Transport) -> ChatProvider:
 FACTORIES: Mapping[str, Factory] = {
     "openai": _openai,
     "azure": azure.build,
+    "anthropic": _anthropic,
+    "gemini": gemini.build,
+    "cohere": cohere.build,
+    "ollama": ollama.build,
     "huggingface": _openai,
     "mock": _mock,
 }
 
 
-class UnsupportedProvider(Exception):
-    """No adapter exists for this provider type yet."""
-
-
 def build_provider(spec: ProviderSpec, transport: Transport) -> ChatProvider:
-    """The adapter for ``spec.type``."""
-    factory = FACTORIES.get(spec.type)
-    if factory is None:
-        raise UnsupportedProvider(
-            f"provider '{spec.name}': type '{spec.type}' has no adapter in this version "
-            f"(available: {', '.join(sorted(FACTORIES))})"
-        )
-    return factory(spec, transport)
+    """The adapter for ``spec.type`` (one of ``FACTORIES``; the settings admit no other type)."""
+    return FACTORIES[spec.type](spec, transport)
