@@ -288,3 +288,27 @@ def test_ndjson_any_fragmentation_yields_the_same_lines() -> None:
             decoder = NDJSONDecoder()
             lines = [line for piece in pieces for line in decoder.feed(piece)]
             assert [*lines, *decoder.close()] == documents, raw
+
+
+FEED_DATA_CASES = [
+    b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n',
+    b"event: message_start\ndata: {\"type\": \"x\"}\n\n: ping\n\ndata: y\n\n",
+    b"data: one\ndata: two\n\ndata: three\n\n",
+    b'data: {"text": "data: not a field"}\n\nid: 7\ndata: z\n\n',
+    b"data: a\r\n\r\ndata: b\r\rdata: c\n\n",
+    b"data:nospace\n\n\n\ndata: after extra blank lines\n\n",
+]
+
+
+@pytest.mark.parametrize("raw", FEED_DATA_CASES)
+def test_feed_data_fast_path_agrees_with_the_full_parser(raw: bytes) -> None:
+    rng = random.Random(11)
+    expected = [event.data for event in SSEDecoder().feed(raw)]
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(1, len(raw)), k=min(4, len(raw) - 1)))
+        decoder = SSEDecoder()
+        got: list[bytes] = []
+        for start, end in pairwise([0, *cuts, len(raw)]):
+            got += decoder.feed_data(raw[start:end])
+        got += [event.data for event in decoder.close()]
+        assert got == expected

@@ -45,9 +45,12 @@ class SSEDecoder:
         buffer = self._buffer + chunk
         if b"\r" not in buffer:
             blocks = buffer.split(b"\n\n")
-            self._buffer = blocks.pop()
-            if all(block.startswith(b"data: ") and b"\n" not in block for block in blocks):
-                return [block[6:] for block in blocks]
+            rest = self._buffer = blocks.pop()
+            data = [block[6:] for block in blocks if block[:6] == b"data: "]
+            # Every complete block is one "data: " line exactly when each started so and the only
+            # newlines are the blank-line separators.
+            if len(data) == len(blocks) and buffer.count(b"\n") - rest.count(b"\n") == 2 * len(blocks):
+                return data
             return [event.data for block in blocks if (event := _parse_block(block)) is not None]
         self._buffer = b""
         return [event.data for event in self.feed(buffer)]

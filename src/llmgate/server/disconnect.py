@@ -46,6 +46,15 @@ class DisconnectWatch:
             return True
         return False
 
+    async def guard(self, work: Awaitable[T]) -> T:
+        """Await ``work``; ``ClientGone`` if the client disconnects first (the work is cancelled)."""
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if self.gone():
+                raise ClientGone from None
+            raise
+
     def stop(self) -> None:
         """Stop watching."""
         self._finished = True
@@ -57,11 +66,7 @@ async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work`` in this task; ``ClientGone`` if the client disconnects first (work cancelled)."""
     watch = DisconnectWatch(receive)
     try:
-        return await work
-    except asyncio.CancelledError:
-        if watch.gone():
-            raise ClientGone from None
-        raise
+        return await watch.guard(work)
     finally:
         watch.stop()
 
@@ -81,7 +86,9 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, stream: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, stream: AsyncIterator[bytes], headers: dict[str, str], watch: DisconnectWatch) -> None:
+        """``watch`` is the request's disconnect watch, which this response takes over and stops."""
+        self.watch = watch
         self.status_code = 200
         self.background = None
         self.stream = stream
@@ -92,7 +99,7 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the head, then every piece of the body as it comes; stop quietly if the client leaves."""
         start: Message = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-        watch = DisconnectWatch(receive)
+        watch = self.watch
         try:
             await send(start)
             async for piece in self.stream:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_request
 from llmgate.core.results import CallInfo
 from llmgate.server.context import ServerContext
-from llmgate.server.disconnect import EventStreamResponse, until_disconnected
+from llmgate.server.disconnect import DisconnectWatch, EventStreamResponse, until_disconnected
 from llmgate.server.wire import SSE_HEADERS, encoder, read_body, sse_stream
 
 JSON = "application/json"
@@ -28,13 +28,15 @@ class OpenAIRoutes:
         request_id = ctx.request_id(request)
         if chat.stream:
             stream = ctx.gateway.open_stream(chat, request_id=request_id)
+            watch = DisconnectWatch(request.receive)  # one watch for the request, handed to the response
             try:
-                await until_disconnected(request.receive, stream.start())
+                await watch.guard(stream.start())
             except BaseException:
+                watch.stop()
                 await stream.aclose()
                 raise
             headers = {**SSE_HEADERS, **call_headers(stream.info)}
-            return EventStreamResponse(sse_stream(stream.batches()), headers)
+            return EventStreamResponse(sse_stream(stream.batches()), headers, watch)
         result = await until_disconnected(request.receive, ctx.gateway.complete(chat, request_id=request_id))
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
