@@ -6,6 +6,8 @@ while ``content`` and ``finish_reason`` are always present (``null`` when empty)
 
 from __future__ import annotations
 
+import base64
+import struct
 from typing import Any, Literal
 
 import msgspec
@@ -138,6 +140,13 @@ class Embedding(msgspec.Struct, gc=False, kw_only=True):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str
+
+
+def encode_vector(vector: list[float], encoding_format: str | None) -> list[float] | str:
+    """A vector as the caller asked for it: floats, or OpenAI's base64 of little-endian float32 bytes."""
+    if encoding_format != "base64":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 class EmbeddingResponse(msgspec.Struct, gc=False, kw_only=True):

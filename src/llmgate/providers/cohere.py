@@ -10,9 +10,7 @@ embeddings: https://docs.cohere.com/reference/embed, errors: https://docs.cohere
 
 from __future__ import annotations
 
-import base64
 import re
-import struct
 from collections.abc import AsyncIterator, Mapping
 from time import time
 from typing import Any
@@ -56,6 +54,7 @@ from llmgate.core.response import (
     FunctionCallDelta,
     ResponseMessage,
     ToolCallDelta,
+    encode_vector,
 )
 from llmgate.core.usage import Usage, make_usage
 from llmgate.providers.base import HttpCall, ProviderSpec, Target
@@ -536,7 +535,7 @@ class CohereProvider(HttpProvider):
         tokens = int(billed.input_tokens) if billed is not None else 0
         return EmbeddingResponse(
             data=[
-                Embedding(index=index, embedding=_encode_vector(vector, request.encoding_format))
+                Embedding(index=index, embedding=encode_vector(vector, request.encoding_format))
                 for index, vector in enumerate(vectors)
             ],
             model=target.model,
@@ -565,13 +564,6 @@ def embed_body(request: EmbeddingRequest, model: str) -> dict[str, Any]:
     if "truncate" in request.extra:
         body["truncate"] = request.extra["truncate"]
     return body
-
-
-def _encode_vector(vector: list[float], encoding_format: str | None) -> list[float] | str:
-    """OpenAI's base64 form is little-endian float32 bytes."""
-    if encoding_format != "base64":
-        return vector
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def build(spec: ProviderSpec, transport: Transport) -> CohereProvider:

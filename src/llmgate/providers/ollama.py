@@ -9,9 +9,7 @@ https://docs.ollama.com/api (errors: https://docs.ollama.com/api/errors).
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import struct
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -45,6 +43,7 @@ from llmgate.core.response import (
     ModelCard,
     ResponseMessage,
     ToolCallDelta,
+    encode_vector,
 )
 from llmgate.core.usage import Usage, make_usage
 from llmgate.providers.base import HttpCall, ProviderSpec, Target
@@ -468,7 +467,7 @@ class OllamaProvider(HttpProvider):
         tokens = answer.prompt_eval_count
         return EmbeddingResponse(
             data=[
-                Embedding(index=index, embedding=_encode_vector(vector, request.encoding_format))
+                Embedding(index=index, embedding=encode_vector(vector, request.encoding_format))
                 for index, vector in enumerate(answer.embeddings)
             ],
             model=answer.model or target.model,
@@ -511,13 +510,6 @@ def embed_body(request: EmbeddingRequest, model: str) -> dict[str, Any]:
         (key, value) for key, value in request.extra.items() if key in {"keep_alive", "truncate", "options"}
     )
     return body
-
-
-def _encode_vector(vector: list[float], encoding_format: str | None) -> list[float] | str:
-    """OpenAI's base64 form is little-endian float32 bytes."""
-    if encoding_format != "base64":
-        return vector
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def build(spec: ProviderSpec, transport: Transport) -> OllamaProvider:

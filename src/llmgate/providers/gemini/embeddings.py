@@ -7,14 +7,11 @@ it is not Google's count.
 
 from __future__ import annotations
 
-import base64
-import struct
-
 import msgspec
 
 from llmgate.core.errors import InvalidRequest, UnexpectedResponse
 from llmgate.core.request import EmbeddingRequest
-from llmgate.core.response import Embedding, EmbeddingResponse
+from llmgate.core.response import Embedding, EmbeddingResponse, encode_vector
 from llmgate.core.tokens import estimate_text_tokens
 from llmgate.core.usage import make_usage
 from llmgate.providers.gemini.schema import JSONObject
@@ -94,14 +91,8 @@ def to_response(
 ) -> EmbeddingResponse:
     """The OpenAI-shaped result, base64 (little-endian float32, as OpenAI encodes it) when asked."""
     data = [
-        Embedding(index=index, embedding=_encode(vector, request.encoding_format))
+        Embedding(index=index, embedding=encode_vector(vector, request.encoding_format))
         for index, vector in enumerate(vectors)
     ]
     tokens = sum(estimate_text_tokens(text) for text in texts)
     return EmbeddingResponse(data=data, model=model, usage=make_usage(prompt=tokens, completion=0))
-
-
-def _encode(vector: list[float], encoding: str | None) -> list[float] | str:
-    if encoding != "base64":
-        return vector
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
