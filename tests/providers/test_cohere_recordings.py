@@ -26,7 +26,7 @@ from llmgate.core.headroom import NOTHING_UNSUPPORTED
 from llmgate.core.response import ChatChunk, ChatResponse
 from llmgate.providers.base import HttpCall, Target
 from llmgate.providers.cohere import CohereProvider, CohereWire
-from llmgate.providers.openai import retry_after_seconds
+from llmgate.providers.ratelimit import retry_after_seconds
 from llmgate.providers.sse import SSEDecoder
 from llmgate.providers.transport import Transport
 

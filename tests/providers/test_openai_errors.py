@@ -22,7 +22,8 @@ from llmgate.core.errors import (
     UpstreamTimeout,
     redact,
 )
-from llmgate.providers.openai import OpenAIStream, OpenAIWire, error_from_body, retry_after_seconds
+from llmgate.providers.openai import OpenAIStream, OpenAIWire, error_from_body
+from llmgate.providers.ratelimit import retry_after_seconds
 
 
 def _parse(status: int, body: bytes, headers: dict[str, str] | None = None) -> GatewayError:

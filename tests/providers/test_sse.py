@@ -292,7 +292,7 @@ def test_ndjson_any_fragmentation_yields_the_same_lines() -> None:
 
 FEED_DATA_CASES = [
     b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n',
-    b"event: message_start\ndata: {\"type\": \"x\"}\n\n: ping\n\ndata: y\n\n",
+    b'event: message_start\ndata: {"type": "x"}\n\n: ping\n\ndata: y\n\n',
     b"data: one\ndata: two\n\ndata: three\n\n",
     b'data: {"text": "data: not a field"}\n\nid: 7\ndata: z\n\n',
     b"data: a\r\n\r\ndata: b\r\rdata: c\n\n",

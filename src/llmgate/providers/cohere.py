@@ -59,7 +59,7 @@ from llmgate.core.response import (
 from llmgate.core.usage import Usage, make_usage
 from llmgate.providers.base import HttpCall, ProviderSpec, Target
 from llmgate.providers.http import HttpProvider
-from llmgate.providers.openai import retry_after_seconds
+from llmgate.providers.ratelimit import retry_after_seconds
 from llmgate.providers.transport import Transport
 
 DEFAULT_BASE_URL = "https://api.cohere.com"

@@ -48,7 +48,8 @@ from llmgate.core.response import (
 from llmgate.core.usage import Usage, make_usage
 from llmgate.providers.base import HttpCall, ProviderSpec, Target
 from llmgate.providers.http import HttpProvider
-from llmgate.providers.openai import error_from_body, retry_after_seconds
+from llmgate.providers.openai import error_from_body
+from llmgate.providers.ratelimit import retry_after_seconds
 from llmgate.providers.transport import Transport
 
 DEFAULT_BASE_URL = "http://localhost:11434"

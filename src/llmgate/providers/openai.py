@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
-from time import time
 from typing import Any
 
 import msgspec
@@ -31,7 +29,7 @@ from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatChunk, ChatResponse, EmbeddingResponse, ModelCard
 from llmgate.providers.base import HttpCall, Target
 from llmgate.providers.http import HttpProvider
-from llmgate.providers.ratelimit import openai_headroom
+from llmgate.providers.ratelimit import openai_headroom, retry_after_seconds
 
 _encoder = msgspec.json.Encoder()
 _response_decoder = msgspec.json.Decoder(ChatResponse)
@@ -176,30 +174,6 @@ def chat_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, An
         body.pop("stream", None)
         body.pop("stream_options", None)
     return body
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if present and readable."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            seconds = float(millis) / 1000
-        except ValueError:
-            seconds = 0.0
-        # Azure sends "retry-after-ms: 0" next to "retry-after: 1"; a zero hint is no hint.
-        if seconds > 0:
-            return seconds
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
-    except (TypeError, ValueError):
-        return None
 
 
 def error_from_body(payload: Any, *, status: int, retry_after: float | None = None) -> GatewayError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 
 from llmgate.core.headroom import Headroom
 
@@ -73,3 +74,27 @@ def _epoch_ms_from_now(value: str | None, now: float | None) -> float | None:
         return None
     current = time.time() if now is None else now
     return max(0.0, stamp / 1000 - current)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if present and readable."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            seconds = float(millis) / 1000
+        except ValueError:
+            seconds = 0.0
+        # Azure sends "retry-after-ms: 0" next to "retry-after: 1"; a zero hint is no hint.
+        if seconds > 0:
+            return seconds
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

@@ -23,7 +23,8 @@ from llmgate.core.errors import (
     UpstreamTimeout,
 )
 from llmgate.providers.anthropic.shapes import ErrorDetail, ErrorEnvelope
-from llmgate.providers.openai import error_from_body, retry_after_seconds
+from llmgate.providers.openai import error_from_body
+from llmgate.providers.ratelimit import retry_after_seconds
 
 _envelope_decoder = msgspec.json.Decoder(ErrorEnvelope)
 _any_decoder = msgspec.json.Decoder()

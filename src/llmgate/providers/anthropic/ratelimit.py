@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from llmgate.core.headroom import Headroom
-from llmgate.providers.openai import retry_after_seconds
+from llmgate.providers.ratelimit import retry_after_seconds
 
 _PREFIX = "anthropic-ratelimit-"
 

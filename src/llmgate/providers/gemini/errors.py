@@ -26,7 +26,7 @@ from llmgate.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from llmgate.providers.openai import retry_after_seconds
+from llmgate.providers.ratelimit import retry_after_seconds
 
 # Gemini has no error code for an over-long prompt, only this sentence: "The input token count (1283524)
 # exceeds the maximum number of tokens allowed (1048576)."

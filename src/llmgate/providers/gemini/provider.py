@@ -18,7 +18,7 @@ from llmgate.providers.gemini.errors import parse_error
 from llmgate.providers.gemini.request import chat_body, check_request
 from llmgate.providers.gemini.response import GeminiStream, parse_response
 from llmgate.providers.http import HttpProvider
-from llmgate.providers.openai import retry_after_seconds
+from llmgate.providers.ratelimit import retry_after_seconds
 from llmgate.providers.transport import Transport
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
