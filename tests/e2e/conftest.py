@@ -233,15 +233,19 @@ def _start_upstream(tmp: Path) -> Upstream:
     return Upstream(proc, int(line.split()[-1]), log_path)
 
 
-def start_gateway(tmp: Path, config: dict[str, Any]) -> GatewayProcess:
-    """Start ``llmgate serve`` with ``config`` on a free port and wait until /health answers."""
+def start_gateway(tmp: Path, config: dict[str, Any], *, launcher: list[str] | None = None) -> GatewayProcess:
+    """Start ``llmgate serve`` with ``config`` on a free port and wait until /health answers.
+
+    ``launcher`` replaces the ``llmgate`` command (it must take the same arguments).
+    """
     name = uuid.uuid4().hex[:8]
     config_path = tmp / f"gateway-{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp / f"gateway-{name}.log"
     for _attempt in range(3):  # the port could be taken between picking and binding it
         port = free_port()
-        command = [*llmgate_command(), "serve", "--config", str(config_path), "--host", "127.0.0.1"]
+        program = launcher or llmgate_command()
+        command = [*program, "serve", "--config", str(config_path), "--host", "127.0.0.1"]
         with log_path.open("w") as out:
             proc = subprocess.Popen(
                 [*command, "--port", str(port), "--log-level", "warning"],

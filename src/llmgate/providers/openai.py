@@ -51,24 +51,38 @@ class _ModelList(msgspec.Struct, gc=False):
 
 
 class OpenAIStream:
-    """Translates one OpenAI SSE stream: each ``data:`` is already a canonical chunk."""
+    """Translates one OpenAI SSE stream: each ``data:`` is already a canonical chunk.
 
-    __slots__ = ("finished",)
+    Some compatible servers (Mistral, Groq, OpenRouter, Together) put ``usage`` on their last content
+    chunk instead of a separate one; that usage is moved to its own final chunk with no choices, as
+    OpenAI sends it, so every client sees one shape.
+    """
+
+    __slots__ = ("_usage_chunk", "finished")
 
     def __init__(self) -> None:
         self.finished = False
+        self._usage_chunk: ChatChunk | None = None
 
     def feed(self, data: bytes) -> list[ChatChunk]:
         """One event's data -> its chunk; ``[DONE]`` ends the stream; an error event raises."""
         if data == b"[DONE]":
             self.finished = True
-            return []
+            pending, self._usage_chunk = self._usage_chunk, None
+            return [pending] if pending is not None else []
         try:
-            return [_chunk_decoder.decode(data)]
+            chunk = _chunk_decoder.decode(data)
         except msgspec.DecodeError as exc:
             if _is_prompt_filter_report(data):
                 return []
             raise stream_error(data) from exc
+        usage = chunk.usage
+        if usage and chunk.choices:
+            chunk.usage = None
+            self._usage_chunk = msgspec.structs.replace(chunk, choices=[], usage=usage)
+        elif usage:
+            self._usage_chunk = None  # the server sent its own usage chunk
+        return [chunk]
 
 
 def _is_prompt_filter_report(data: bytes) -> bool:
@@ -184,7 +198,7 @@ def error_from_body(payload: Any, *, status: int, retry_after: float | None = No
             return ContextLengthExceeded(message, param=param or "messages")
         return InvalidRequest(message, param=param, code=code or "invalid_request")
     if status in (401, 403):
-        return ProviderAuthError(message, code=code or None)
+        return ProviderAuthError(message)  # the upstream's code (e.g. invalid_api_key) is not the caller's
     if status == 404:
         return ModelNotFound(message, code="model_not_found")
     if status == 408:
