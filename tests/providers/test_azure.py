@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
-from llmgate.providers.azure import DEFAULT_API_VERSION, AzureWire, is_foundry
-from llmgate.providers.base import Target
+from llmgate.providers.azure import DEFAULT_API_VERSION, AzureWire, build, is_foundry
+from llmgate.providers.base import ProviderSpec, Target
 from llmgate.providers.openai import OpenAIProvider
 from llmgate.providers.transport import Transport
 
@@ -100,3 +100,15 @@ async def test_embeddings_go_to_the_azure_path() -> None:
         await runner.cleanup()
     assert result.data[0].embedding == [0.5]
     assert seen == [(f"/openai/deployments/emb/embeddings?api-version={DEFAULT_API_VERSION}", KEY)]
+
+
+def test_foundry_can_be_declared_for_custom_hosts() -> None:
+    transport = Transport()
+    proxied = build(
+        ProviderSpec("az", "azure", "https://llm.corp.example", options={"foundry": True}), transport
+    )
+    plain = build(ProviderSpec("az", "azure", "https://llm.corp.example"), transport)
+    request = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    target = Target("grok", KEY)
+    assert proxied.wire.chat_call(request, target, stream=False).path.startswith("/models/chat/completions")
+    assert plain.wire.chat_call(request, target, stream=False).path.startswith("/openai/deployments/grok/")

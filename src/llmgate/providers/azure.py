@@ -68,7 +68,11 @@ def build(spec: ProviderSpec, transport: Transport) -> OpenAIProvider:
         raise AdapterConfigError(
             f"provider '{spec.name}': azure needs base_url (e.g. https://RESOURCE.openai.azure.com)"
         )
+    # Foundry is recognised by its host; options.foundry says so for custom domains, gateways and proxies.
+    foundry = spec.options.get("foundry")
     wire = AzureWire(
-        foundry=is_foundry(spec.base_url), api_version=spec.api_version, extra_headers=spec.headers
+        foundry=foundry if isinstance(foundry, bool) else is_foundry(spec.base_url),
+        api_version=spec.api_version,
+        extra_headers=spec.headers,
     )
     return OpenAIProvider(name=spec.name, wire=wire, transport=transport, base_url=spec.base_url)
