@@ -330,6 +330,12 @@ class ChatStream:
     def __aiter__(self) -> AsyncIterator[ChatChunk]:
         return self._chunks()
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def _chunks(self) -> AsyncIterator[ChatChunk]:
         async for batch in self.batches():
             for chunk in batch:
@@ -393,16 +399,20 @@ class SyncGateway:
 
     def stream(self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> Iterator[ChatChunk]:
         """Chunks as they arrive."""
-        iterator = aiter(self._gateway.stream(model, messages, **params))
+        stream = self._gateway.stream(model, messages, **params)
+        iterator = aiter(stream)
 
         async def step() -> ChatChunk:
             return await anext(iterator)
 
-        while True:
-            try:
-                yield self._runner.run(step())
-            except StopAsyncIteration:
-                return
+        try:
+            while True:
+                try:
+                    yield self._runner.run(step())
+                except StopAsyncIteration:
+                    return
+        finally:  # a caller that stops early must not leave the upstream generating (and billing)
+            self._runner.run(stream.aclose())
 
     def embed(self, model: str, input: str | Sequence[str], **params: Any) -> EmbeddingResult:
         """Vectors for ``input``."""

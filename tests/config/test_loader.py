@@ -161,3 +161,10 @@ def test_environment_overrides(variable: str, value: str, read: object) -> None:
 def test_bad_override_is_reported() -> None:
     with pytest.raises(ConfigError, match=r"routing\.strategy"):
         load_settings(None, environ={"LLMGATE_STRATEGY": "random-guess"})
+
+
+@pytest.mark.parametrize("value", ["!ENV FOO", "2024-02-30"])
+def test_unreadable_values_name_their_line(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"server:\n  host: 127.0.0.1\n  port: {value}\n")
+    with pytest.raises(ConfigError, match=r"llmgate\.yaml:3: cannot read this value"):
+        load_settings(path, environ={})

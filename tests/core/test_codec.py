@@ -136,3 +136,12 @@ def test_deeply_nested_bodies_are_invalid_requests_not_crashes() -> None:
     )
     with pytest.raises(InvalidRequest, match="nested too deeply"):
         parse_chat_request(decode_json(body))
+
+
+def test_requests_are_bounded() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(chat(model="mock:" + "x" * 10_000))
+    assert caught.value.param == "model"
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(chat(messages=[{"role": "user", "content": "x"}] * 10_001))
+    assert caught.value.param == "messages"

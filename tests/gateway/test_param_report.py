@@ -56,3 +56,30 @@ def test_server_lists_dropped_params_in_a_header() -> None:
         refused = client.post("/v1/chat/completions", json={"model": "picky:echo", "messages": HELLO, "n": 3})
         assert refused.status_code == 400
         assert refused.json()["error"]["param"] == "n"
+
+
+class Untidy(MockProvider):
+    """Reports caller-chosen field names as dropped, some not fit for a header."""
+
+    def check(self, request: ChatRequest) -> ParamReport:
+        return ParamReport(tuple(sorted(request.extra)), ())
+
+
+def test_unsafe_dropped_names_are_left_out_of_the_header() -> None:
+    gw = Gateway()
+    gw.router = Router(
+        groups={}, accounts={"untidy": ProviderAccount("untidy", "mock", Untidy(name="untidy"))}
+    )
+    with TestClient(create_app(gw)) as client:
+        for stream in (False, True):
+            body = {
+                "model": "untidy:echo",
+                "messages": HELLO,
+                "stream": stream,
+                "\u2603": 1,
+                "a\u0001b": 2,
+                "ok_name": 3,
+            }
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200
+            assert response.headers["x-llmgate-dropped-params"] == "ok_name"

@@ -17,6 +17,7 @@ from llmgate.core.errors import (
     Overloaded,
     ProviderAuthError,
     RateLimited,
+    StreamInterrupted,
     UnexpectedResponse,
     UpstreamError,
     UpstreamTimeout,
@@ -302,8 +303,15 @@ def test_unreadable_stream_event_raises() -> None:
 
 def test_done_ends_the_stream() -> None:
     stream = OpenAIStream()
+    chunk = b'{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": []}'
+    assert len(stream.feed(chunk)) == 1
     assert stream.feed(b"[DONE]") == []
     assert stream.finished
+
+
+def test_done_before_any_chunk_is_an_interrupted_stream() -> None:
+    with pytest.raises(StreamInterrupted):
+        OpenAIStream().feed(b"[DONE]")
 
 
 def test_azure_prompt_filter_report_is_skipped() -> None:

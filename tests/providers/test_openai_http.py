@@ -523,3 +523,43 @@ async def test_rate_limit_headers_are_recorded_per_key(transport: Transport) -> 
         reading = chat.headroom[key_label(API_KEY)]
         assert (reading.requests_limit, reading.requests_remaining, reading.requests_reset) == (100, 3, 2.0)
         assert API_KEY not in key_label(API_KEY)
+
+
+async def test_redirects_are_not_followed(transport: Transport) -> None:
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPTemporaryRedirect(location="/v1/elsewhere")
+
+    routes = {
+        ("POST", "/v1/chat/completions"): redirect,
+        ("POST", "/v1/elsewhere"): json_response(CHAT_BODY),
+    }
+    async with serve(routes) as upstream:
+        chat = provider(transport, upstream.base_url)
+        with pytest.raises(UpstreamError, match="redirect") as caught:
+            await chat.chat(chat_request(), TARGET)
+        assert caught.value.provider == "upstream"
+        with pytest.raises(UpstreamError, match="redirect"):
+            await collect(chat.stream(chat_request(), TARGET), [])
+    assert [sent["path"] for sent in upstream.received] == ["/v1/chat/completions"] * 2
+
+
+async def test_in_band_errors_name_the_provider_and_hide_the_key(transport: Transport) -> None:
+    error = {"error": {"message": f"key {API_KEY} is revoked", "type": "server_error"}}
+    events = [chunk("Hi"), f"data: {json.dumps(error)}\n\n"]
+    routes = {("POST", "/v1/chat/completions"): sse(events)}
+    async with serve(routes) as upstream:
+        with pytest.raises(GatewayError) as caught:
+            await collect(provider(transport, upstream.base_url).stream(chat_request(), TARGET), [])
+    assert caught.value.provider == "upstream"
+    assert_key_hidden(caught.value)
+    async with serve({("POST", "/v1/chat/completions"): json_response(error)}) as upstream:
+        with pytest.raises(GatewayError) as caught:
+            await provider(transport, upstream.base_url).chat(chat_request(), TARGET)
+    assert caught.value.provider == "upstream"
+    assert_key_hidden(caught.value)
+
+
+async def test_done_without_any_chunk_is_not_an_answer(transport: Transport) -> None:
+    async with serve({("POST", "/v1/chat/completions"): sse(["data: [DONE]\n\n"])}) as upstream:
+        with pytest.raises(StreamInterrupted, match="without sending any chunk"):
+            await collect(provider(transport, upstream.base_url).stream(chat_request(), TARGET), [])

@@ -72,3 +72,19 @@ def test_openrouter_epoch_reset() -> None:
 def test_no_headers_no_reading() -> None:
     assert openai_headroom({"content-type": "application/json"}) is None
     assert openai_headroom({"x-ratelimit-remaining-requests": "**REDACTED**"}) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "1e400"}, None),
+        ({"retry-after-ms": "1e999", "retry-after": "3"}, 3.0),
+        ({"retry-after": "99999999"}, 86_400.0),
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, 86_400.0),
+    ],
+)
+def test_retry_after_is_finite_and_clamped(headers: dict[str, str], seconds: float | None) -> None:
+    from llmgate.providers.ratelimit import retry_after_seconds
+
+    assert retry_after_seconds(headers) == seconds

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 import uvicorn
@@ -63,7 +65,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         )
     # uvicorn re-raises a handled SIGTERM after draining; default handling would exit -15, not 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # Workers import the app themselves and read LLMGATE_CONFIG, which --config sets (envvar).
+    if workers > 1 and config_path is not None:
+        # Worker processes build their own app from LLMGATE_CONFIG: hand them the same file.
+        os.environ["LLMGATE_CONFIG"] = str(Path(config_path).resolve())
     app = None if workers > 1 else create_app(settings=settings)
     if app is not None:
         tune_process()

@@ -102,7 +102,10 @@ def _construct(node: yaml.Node, refs: list[re.Match[str]], env: Mapping[str, str
         }
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, refs, env, source) for item in node.value]
-    value = yaml.SafeLoader("").construct_object(node)
+    try:
+        value = yaml.SafeLoader("").construct_object(node)
+    except (yaml.YAMLError, ValueError) as exc:  # e.g. an unknown tag, or a date like 2024-02-30
+        raise ConfigError(f"{source}:{node.start_mark.line + 1}: cannot read this value: {exc}") from None
     if isinstance(value, str) and _PLACEHOLDER in value:
         where = f"{source}:{node.start_mark.line + 1}"
         return _PLACEHOLDER_RE.sub(lambda m: _resolve(refs[int(m.group(1))], env, where), value)

@@ -12,6 +12,10 @@ import msgspec
 
 JSONObject = dict[str, Any]
 
+# Bounds on what one request may carry (SPEC.md section 15), besides the body-size limit.
+MAX_MODEL_NAME = 256
+MAX_MESSAGES = 10_000
+
 
 class TextPart(msgspec.Struct, gc=False, tag="text", tag_field="type", omit_defaults=True):
     """A text content part."""
@@ -156,8 +160,8 @@ class ChatRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
     not model. Code that changes ``messages`` must drop ``raw_messages`` (``with_messages`` does).
     """
 
-    model: Annotated[str, msgspec.Meta(min_length=1)]
-    messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_NAME)]
+    messages: Annotated[list[Message], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
@@ -202,7 +206,7 @@ class ChatRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
 class EmbeddingRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
     """An embeddings request; ``input`` is normalised to a list of strings or token lists."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_NAME)]
     input: str | Annotated[list[str | int | list[int]], msgspec.Meta(min_length=1)]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Positive | None = None

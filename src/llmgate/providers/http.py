@@ -17,6 +17,7 @@ from llmgate.core.errors import (
     StreamInterrupted,
     UnexpectedResponse,
     UpstreamConnectionError,
+    UpstreamError,
     UpstreamTimeout,
     redact,
 )
@@ -70,12 +71,12 @@ class HttpProvider:
         """Send one non-streaming call and parse the answer."""
         call = self.wire.chat_call(request, target, stream=False)
         status, headers, body = await self.send(call, target)
-        if status >= 400:
+        if status >= 300:
             raise self._error(status, headers, body, target)
         try:
             return self.wire.parse_chat(body)
-        except GatewayError:
-            raise
+        except GatewayError as exc:  # e.g. an error object sent with status 200
+            raise self._owned(exc, target) from None
         except Exception as exc:  # a body the wire format cannot read is never a success
             raise UnexpectedResponse(f"{self.name}: unreadable response: {exc}", provider=self.name) from exc
 
@@ -90,6 +91,7 @@ class HttpProvider:
                 data=call.body,
                 headers=self._merge(call),
                 timeout=timeout,
+                allow_redirects=False,  # a redirect would carry the key and the prompt elsewhere
             ) as response:
                 self.observe(response.headers, target)
                 return response.status, response.headers, await response.read()
@@ -114,6 +116,7 @@ class HttpProvider:
                     data=call.body,
                     headers=self._merge(call),
                     timeout=timeout,
+                    allow_redirects=False,
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout(
@@ -123,14 +126,15 @@ class HttpProvider:
             raise self._connection_error(exc) from exc
         async with response:
             self.observe(response.headers, target)
-            if response.status >= 400:
+            if response.status >= 300:
                 raise self._error(response.status, response.headers, await response.read(), target)
-            async for batch in self._events(response, request, timeouts):
+            async for batch in self._events(response, request, target):
                 yield batch
 
     async def _events(
-        self, response: aiohttp.ClientResponse, request: ChatRequest, timeouts: TimeoutPolicy
+        self, response: aiohttp.ClientResponse, request: ChatRequest, target: Target
     ) -> AsyncIterator[list[ChatChunk]]:
+        timeouts = target.timeouts
         # Until the first chunk, the wait is bounded by first_token; between chunks, by idle.
         wait, waiting_for = timeouts.first_token, "first token"
         translator = self.wire.stream_translator(request)
@@ -151,8 +155,11 @@ class HttpProvider:
             else:
                 payloads = ndjson.feed(data) if data else ndjson.close()
             batch: list[ChatChunk] = []
-            for payload in payloads:
-                batch += translator.feed(payload)
+            try:
+                for payload in payloads:
+                    batch += translator.feed(payload)
+            except GatewayError as exc:  # an error event inside the stream
+                raise self._owned(exc, target) from None
             if batch:
                 wait, waiting_for = timeouts.idle, "stream event"
                 yield batch
@@ -180,7 +187,18 @@ class HttpProvider:
         return {**self._headers, **call.headers}
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes, target: Target) -> GatewayError:
-        error = self.wire.parse_error(status, headers, body)
+        if status < 400:
+            return self._owned(
+                UpstreamError(
+                    f"upstream answered HTTP {status} (a redirect: llmgate does not follow them; "
+                    "set base_url to the final address)"
+                ),
+                target,
+            )
+        return self._owned(self.wire.parse_error(status, headers, body), target)
+
+    def _owned(self, error: GatewayError, target: Target) -> GatewayError:
+        """The error, naming this provider and with its key (and anything key-like) removed."""
         error.message = redact(error.message, target.api_key)
         error.args = (error.message,)
         error.provider = self.name

@@ -20,6 +20,7 @@ from llmgate.core.errors import (
     Overloaded,
     ProviderAuthError,
     RateLimited,
+    StreamInterrupted,
     UnexpectedResponse,
     UpstreamError,
     UpstreamTimeout,
@@ -58,15 +59,18 @@ class OpenAIStream:
     OpenAI sends it, so every client sees one shape.
     """
 
-    __slots__ = ("_usage_chunk", "finished")
+    __slots__ = ("_seen", "_usage_chunk", "finished")
 
     def __init__(self) -> None:
         self.finished = False
+        self._seen = False
         self._usage_chunk: ChatChunk | None = None
 
     def feed(self, data: bytes) -> list[ChatChunk]:
         """One event's data -> its chunk; ``[DONE]`` ends the stream; an error event raises."""
         if data == b"[DONE]":
+            if not self._seen:  # [DONE] with no chunk at all is not an answer
+                raise StreamInterrupted("the upstream ended the stream without sending any chunk")
             self.finished = True
             pending, self._usage_chunk = self._usage_chunk, None
             return [pending] if pending is not None else []
@@ -76,6 +80,7 @@ class OpenAIStream:
             if _is_prompt_filter_report(data):
                 return []
             raise stream_error(data) from exc
+        self._seen = True
         usage = chunk.usage
         if usage and chunk.choices:
             chunk.usage = None

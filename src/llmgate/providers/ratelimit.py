@@ -8,6 +8,7 @@ Mistral ``x-ratelimit-{limit,remaining}-{req,tokens}-minute``; OpenRouter ``x-ra
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from llmgate.core.headroom import Headroom
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MINUTE = 60.0
+MAX_RETRY_AFTER = 86_400.0
 
 
 def duration_seconds(value: str | None) -> float | None:
@@ -77,24 +79,32 @@ def _epoch_ms_from_now(value: str | None, now: float | None) -> float | None:
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if present and readable."""
+    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), if present and readable.
+
+    Values are clamped to a day: a hostile or broken upstream must not make the gateway wait forever
+    or fail on ``inf``.
+    """
     millis = headers.get("retry-after-ms")
     if millis:
-        try:
-            seconds = float(millis) / 1000
-        except ValueError:
-            seconds = 0.0
+        seconds = _finite(millis)
         # Azure sends "retry-after-ms: 0" next to "retry-after: 1"; a zero hint is no hint.
-        if seconds > 0:
-            return seconds
+        if seconds is not None and seconds > 0:
+            return min(seconds / 1000, MAX_RETRY_AFTER)
     value = headers.get("retry-after")
     if not value:
         return None
+    seconds = _finite(value)
+    if seconds is None:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def _finite(value: str) -> float | None:
     try:
-        return max(0.0, float(value))
+        number = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None

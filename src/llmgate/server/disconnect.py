@@ -8,7 +8,7 @@ the upstream, or writing a stream), and ``ClientGone`` tells it apart from a ser
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from starlette.responses import Response
@@ -86,9 +86,17 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, stream: AsyncIterator[bytes], headers: dict[str, str], watch: DisconnectWatch) -> None:
-        """``watch`` is the request's disconnect watch, which this response takes over and stops."""
+    def __init__(
+        self,
+        stream: AsyncIterator[bytes],
+        headers: dict[str, str],
+        watch: DisconnectWatch,
+        close_upstream: Callable[[], Awaitable[None]],
+    ) -> None:
+        """``watch`` is the request's disconnect watch, which this response takes over and stops;
+        ``close_upstream`` releases the upstream call, whichever way the response ends."""
         self.watch = watch
+        self.close_upstream = close_upstream
         self.status_code = 200
         self.background = None
         self.stream = stream
@@ -113,3 +121,4 @@ class EventStreamResponse(Response):
         finally:
             watch.stop()
             await self.stream.aclose()  # type: ignore[attr-defined]
+            await self.close_upstream()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,6 +14,7 @@ from llmgate.server.disconnect import DisconnectWatch, EventStreamResponse, unti
 from llmgate.server.wire import SSE_HEADERS, encoder, read_body, sse_stream
 
 JSON = "application/json"
+_HEADER_SAFE = re.compile(r"^[A-Za-z0-9_.\[\]-]{1,64}$")
 
 
 class OpenAIRoutes:
@@ -31,12 +34,12 @@ class OpenAIRoutes:
             watch = DisconnectWatch(request.receive)  # one watch for the request, handed to the response
             try:
                 await watch.guard(stream.start())
+                headers = {**SSE_HEADERS, **call_headers(stream.info)}
+                return EventStreamResponse(sse_stream(stream.batches()), headers, watch, stream.aclose)
             except BaseException:
                 watch.stop()
                 await stream.aclose()
                 raise
-            headers = {**SSE_HEADERS, **call_headers(stream.info)}
-            return EventStreamResponse(sse_stream(stream.batches()), headers, watch)
         result = await until_disconnected(request.receive, ctx.gateway.complete(chat, request_id=request_id))
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
@@ -75,7 +78,10 @@ def call_headers(info: CallInfo) -> dict[str, str]:
         "x-llmgate-attempts": str(info.attempts),
     }
     if info.dropped_params:
-        headers["x-llmgate-dropped-params"] = ",".join(info.dropped_params)
+        # Names can come from the caller (unknown fields): only header-safe ones are listed.
+        names = [name for name in info.dropped_params if _HEADER_SAFE.match(name)]
+        if names:
+            headers["x-llmgate-dropped-params"] = ",".join(names)
     return headers
 
 

@@ -6,10 +6,11 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from llmgate.core.errors import GatewayError, PayloadTooLarge
 from llmgate.core.response import ChatChunk
+from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_message
 
 log = logging.getLogger("llmgate.server")
@@ -25,11 +26,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+            parts.append(part)
+    except ClientDisconnect:  # the client left while sending: nobody to answer, nothing went wrong
+        raise ClientGone from None
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
