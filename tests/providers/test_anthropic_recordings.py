@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from recordings import RECORDINGS_DIR
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request
@@ -42,7 +42,6 @@ from llmgate.providers.http import HttpProvider
 from llmgate.providers.sse import SSEDecoder
 from llmgate.providers.transport import Transport
 
-RECORDINGS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "provider-recordings"
 API_KEY = "sk-ant-test-recordings-0000"
 NOW = 1_700_000_000.0
 

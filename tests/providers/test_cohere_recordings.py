@@ -10,14 +10,12 @@ and a test asserts the list is exactly what the data says.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
-from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from recordings import RECORDINGS_DIR, fragmentations
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
@@ -30,7 +28,6 @@ from llmgate.providers.ratelimit import retry_after_seconds
 from llmgate.providers.sse import SSEDecoder
 from llmgate.providers.transport import Transport
 
-RECORDINGS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "provider-recordings"
 API_KEY = "co-test-recordings-0000"
 
 # Recordings the suite cannot use at all: Cohere's legacy v1 API, a different wire format.
@@ -341,23 +338,6 @@ def _fold_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _fragmentations(raw: bytes) -> dict[str, list[bytes]]:
-    def split(points: list[int]) -> list[bytes]:
-        edges = [0, *sorted(set(points)), len(raw)]
-        return [raw[start:end] for start, end in pairwise(edges)]
-
-    seeded = {}
-    for seed in (1, 2, 3):
-        rng = random.Random(seed)
-        seeded[f"random-{seed}"] = split([rng.randrange(1, len(raw)) for _ in range(rng.randint(1, 200))])
-    return {
-        "whole": [raw],
-        "bytes": [raw[i : i + 1] for i in range(len(raw))],
-        "lines": raw.splitlines(keepends=True),
-        **seeded,
-    }
-
-
 def _translate(pieces: list[bytes]) -> tuple[list[ChatChunk], bool]:
     decoder = SSEDecoder()
     translator = CohereWire().stream_translator(
@@ -379,7 +359,7 @@ def _accumulate(chunks: list[ChatChunk]) -> ChatResponse:
 
 def _check_stream(recording: Recording) -> None:
     text = recording.response["body_text"]
-    results = {name: _translate(pieces) for name, pieces in _fragmentations(text.encode()).items()}
+    results = {name: _translate(pieces) for name, pieces in fragmentations(text.encode()).items()}
     chunks, finished = results.pop("whole")
     assert finished
     for name, result in results.items():

@@ -20,11 +20,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from recordings import RECORDINGS_DIR
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
@@ -35,8 +35,6 @@ from llmgate.providers.base import HttpCall, Target
 from llmgate.providers.gemini import GeminiProvider, GeminiWire
 from llmgate.providers.sse import SSEDecoder
 from llmgate.providers.transport import Transport
-
-RECORDINGS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "provider-recordings"
 
 if not RECORDINGS_DIR.is_dir():
     pytest.skip(

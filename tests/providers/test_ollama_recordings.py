@@ -10,15 +10,13 @@ Ollama's OpenAI-compatible ``/v1`` endpoint and belong to the OpenAI adapter's s
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from recordings import RECORDINGS_DIR, fragmentations
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
@@ -29,8 +27,6 @@ from llmgate.providers.base import HttpCall, Target
 from llmgate.providers.ollama import OllamaProvider, OllamaWire
 from llmgate.providers.sse import NDJSONDecoder
 from llmgate.providers.transport import Transport
-
-RECORDINGS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "provider-recordings"
 
 UNUSABLE: dict[str, str] = {
     "ollama__generate__langchaingo.json": (
@@ -278,23 +274,6 @@ def _fold(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return {**last, "created_at": lines[0]["created_at"], "message": message}
 
 
-def _fragmentations(raw: bytes) -> dict[str, list[bytes]]:
-    def split(points: list[int]) -> list[bytes]:
-        edges = [0, *sorted(set(points)), len(raw)]
-        return [raw[start:end] for start, end in pairwise(edges)]
-
-    seeded = {}
-    for seed in (1, 2, 3):
-        rng = random.Random(seed)
-        seeded[f"random-{seed}"] = split([rng.randrange(1, len(raw)) for _ in range(rng.randint(1, 200))])
-    return {
-        "whole": [raw],
-        "bytes": [raw[i : i + 1] for i in range(len(raw))],
-        "lines": raw.splitlines(keepends=True),
-        **seeded,
-    }
-
-
 def _translate(pieces: list[bytes]) -> tuple[list[ChatChunk], bool]:
     decoder = NDJSONDecoder()
     translator = OllamaWire().stream_translator(
@@ -316,7 +295,7 @@ def _accumulate(chunks: list[ChatChunk]) -> ChatResponse:
 
 def _check_stream(recording: Recording) -> None:
     text = recording.response["body_text"]
-    results = {name: _translate(pieces) for name, pieces in _fragmentations(text.encode()).items()}
+    results = {name: _translate(pieces) for name, pieces in fragmentations(text.encode()).items()}
     chunks, finished = results.pop("whole")
     assert finished
     for name, result in results.items():

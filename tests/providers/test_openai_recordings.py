@@ -10,14 +10,12 @@ below with the reason, and a test asserts that nothing else is skipped.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
-from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from recordings import RECORDINGS_DIR, fragmentations
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
@@ -36,8 +34,6 @@ from llmgate.providers.base import HttpCall, Target
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
 from llmgate.providers.sse import SSEDecoder
 from llmgate.providers.transport import Transport
-
-RECORDINGS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "provider-recordings"
 
 OPENAI_COMPATIBLE = frozenset(
     {
@@ -504,23 +500,6 @@ def _recorded_events(text: str) -> tuple[list[dict[str, Any]], bool]:
     return events, done
 
 
-def _fragmentations(raw: bytes) -> dict[str, list[bytes]]:
-    def split(points: list[int]) -> list[bytes]:
-        edges = [0, *sorted(set(points)), len(raw)]
-        return [raw[start:end] for start, end in pairwise(edges)]
-
-    seeded = {}
-    for seed in (1, 2, 3):
-        rng = random.Random(seed)
-        seeded[f"random-{seed}"] = split([rng.randrange(1, len(raw)) for _ in range(rng.randint(1, 200))])
-    return {
-        "whole": [raw],
-        "bytes": [raw[i : i + 1] for i in range(len(raw))],
-        "lines": raw.splitlines(keepends=True),
-        **seeded,
-    }
-
-
 def _translate(pieces: list[bytes]) -> tuple[list[ChatChunk], bool]:
     decoder = SSEDecoder()
     translator = OpenAIWire().stream_translator(
@@ -546,7 +525,7 @@ def _check_stream(recording: Recording) -> None:
             assert "prompt_filter_results" in event
             assert event["choices"] == []
 
-    results = {name: _translate(pieces) for name, pieces in _fragmentations(text.encode()).items()}
+    results = {name: _translate(pieces) for name, pieces in fragmentations(text.encode()).items()}
     chunks, finished = results.pop("whole")
     assert finished
     for name, result in results.items():
