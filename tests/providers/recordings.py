@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 RECORDINGS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "provider-recordings"
 
@@ -26,3 +29,37 @@ def fragmentations(raw: bytes) -> dict[str, list[bytes]]:
         "lines": raw.splitlines(keepends=True),
         **seeded,
     }
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One recorded exchange."""
+
+    name: str
+    scenario: str
+    request: dict[str, Any]
+    response: dict[str, Any]
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The recorded request body."""
+        return dict(self.request["body"])
+
+    @property
+    def path(self) -> str:
+        """The recorded path and query."""
+        return str(self.request["url_path"])
+
+    @property
+    def status(self) -> int:
+        """The recorded response status."""
+        return int(self.response["status"])
+
+
+def load(pattern: str) -> list[Recording]:
+    """Every recording whose file name matches ``pattern``, sorted by name."""
+    recordings = []
+    for path in sorted(RECORDINGS_DIR.glob(pattern)):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        recordings.append(Recording(path.name, data["scenario"], data["request"], data["response"]))
+    return recordings

@@ -15,16 +15,14 @@ lists are exactly what the data says.
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from itertools import pairwise
 from typing import Any
 
 import msgspec
 import pytest
-from recordings import RECORDINGS_DIR
+from recordings import RECORDINGS_DIR, fragmentations
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request
@@ -479,21 +477,7 @@ def _assembled_message(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _fragmentations(raw: bytes) -> dict[str, list[bytes]]:
-    def split(points: list[int]) -> list[bytes]:
-        edges = [0, *sorted(set(points)), len(raw)]
-        return [raw[start:end] for start, end in pairwise(edges)]
-
-    seeded = {}
-    for seed in (1, 2, 3):
-        rng = random.Random(seed)
-        seeded[f"random-{seed}"] = split([rng.randrange(1, len(raw)) for _ in range(rng.randint(1, 200))])
-    return {
-        "whole": [raw],
-        "bytes": [raw[i : i + 1] for i in range(len(raw))],
-        "lines": raw.splitlines(keepends=True),
-        "crlf": [raw.replace(b"\n", b"\r\n")],
-        **seeded,
-    }
+    return {**fragmentations(raw), "crlf": [raw.replace(b"\n", b"\r\n")]}
 
 
 def _translate(pieces: list[bytes]) -> tuple[list[ChatChunk], bool]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from recordings import RECORDINGS_DIR, fragmentations
+from recordings import RECORDINGS_DIR, Recording, fragmentations, load
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
@@ -67,28 +67,6 @@ EXPECTED_FINISH = {
 }
 
 
-@dataclass(frozen=True)
-class Recording:
-    """One recorded exchange."""
-
-    name: str
-    scenario: str
-    request: dict[str, Any]
-    response: dict[str, Any]
-
-    @property
-    def body(self) -> dict[str, Any]:
-        return dict(self.request["body"])
-
-    @property
-    def path(self) -> str:
-        return str(self.request["url_path"])
-
-    @property
-    def status(self) -> int:
-        return int(self.response["status"])
-
-
 if not RECORDINGS_DIR.is_dir():
     pytest.skip(
         f"the shared provider recordings are not at {RECORDINGS_DIR} (expected next to the repository)",
@@ -96,15 +74,7 @@ if not RECORDINGS_DIR.is_dir():
     )
 
 
-def _load() -> list[Recording]:
-    recordings = []
-    for path in sorted(RECORDINGS_DIR.glob("cohere_*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        recordings.append(Recording(path.name, data["scenario"], data["request"], data["response"]))
-    return recordings
-
-
-RECORDINGS = _load()
+RECORDINGS = load("cohere_*.json")
 
 
 def _params(*, usable_only: bool = False) -> list[Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from recordings import RECORDINGS_DIR, fragmentations
+from recordings import RECORDINGS_DIR, Recording, fragmentations, load
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
@@ -46,24 +46,6 @@ KNOWN_REQUEST_GAPS: dict[str, frozenset[str]] = {
 EXPECTED_FINISH = {"stop": "stop", "length": "length"}
 
 
-@dataclass(frozen=True)
-class Recording:
-    """One recorded exchange."""
-
-    name: str
-    scenario: str
-    request: dict[str, Any]
-    response: dict[str, Any]
-
-    @property
-    def body(self) -> dict[str, Any]:
-        return dict(self.request["body"])
-
-    @property
-    def path(self) -> str:
-        return str(self.request["url_path"])
-
-
 if not RECORDINGS_DIR.is_dir():
     pytest.skip(
         f"the shared provider recordings are not at {RECORDINGS_DIR} (expected next to the repository)",
@@ -71,15 +53,7 @@ if not RECORDINGS_DIR.is_dir():
     )
 
 
-def _load() -> list[Recording]:
-    recordings = []
-    for path in sorted(RECORDINGS_DIR.glob("ollama__*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        recordings.append(Recording(path.name, data["scenario"], data["request"], data["response"]))
-    return recordings
-
-
-RECORDINGS = _load()
+RECORDINGS = load("ollama__*.json")
 
 
 def _params(*, usable_only: bool = False) -> list[Any]:
