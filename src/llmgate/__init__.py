@@ -29,7 +29,9 @@ from llmgate.core import (
     Usage,
 )
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
-from llmgate.gateway import ChatStream, Gateway, SyncGateway
+from llmgate.gateway import Gateway
+from llmgate.streaming import ChatStream
+from llmgate.sync import SyncGateway
 
 __version__ = "0.1.0"
 

@@ -5,39 +5,46 @@ This is the only module that names concrete classes; everything else depends on 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Self
 
-from msgspec import UNSET
-
 from llmgate.catalogue import UNKNOWN, Catalogue, ModelInfo, Prices, cost_of
 from llmgate.config import ConfigError, ProviderSettings, Settings, load_settings
-from llmgate.config.settings import Timeouts
+from llmgate.config.settings import DeploymentSettings, ModelGroupSettings, Timeouts
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
-from llmgate.core.errors import InvalidRequest
+from llmgate.core.errors import InvalidRequest, NotFound
 from llmgate.core.request import ChatRequest, EmbeddingRequest
-from llmgate.core.response import ChatChunk, ModelCard
+from llmgate.core.response import ChatResponse, ModelCard
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
-from llmgate.core.usage import Usage
 from llmgate.providers.base import (
     AdapterConfigError,
+    ChatProvider,
     EmbeddingProvider,
     ModelLister,
     ProviderSpec,
+    Target,
     TimeoutPolicy,
 )
 from llmgate.providers.mock import MockBehaviour, MockFailurePlan
 from llmgate.providers.registry import build_provider
 from llmgate.providers.transport import Transport
-from llmgate.routing.deployments import Deployment, ModelGroup, ProviderAccount
+from llmgate.routing.backoff import Backoff
+from llmgate.routing.breaker import BreakerPolicy, BreakerState
+from llmgate.routing.deployments import Deployment, Hedge, ModelGroup, ProviderAccount
+from llmgate.routing.failover import Failover, RetryPolicy
+from llmgate.routing.health import HealthBoard
+from llmgate.routing.plan import Option
 from llmgate.routing.router import Router
+from llmgate.routing.strategies import make_strategy
+from llmgate.routing.strategies.base import Strategy
+from llmgate.streaming import ChatStream
 
 log = logging.getLogger("llmgate")
 DEFAULT_MAX_TOKENS = 4096
@@ -51,12 +58,32 @@ class Gateway:
         self.catalogue = catalogue if catalogue is not None else Catalogue.load()
         self._transport = Transport()
         self._ids = random.Random(os.urandom(16))  # seeded once from the OS; no syscall per request
+        self._extra_adapters: list[ChatProvider] = []
         self.accounts = self._build_accounts(self.settings.providers)
         self.router = Router(
             groups=self._build_groups(),
             accounts=self.accounts,
             facts=self._model_facts,
             catalogue_provider=self._catalogue_provider,
+        )
+        routing = self.settings.routing
+        breaker = routing.breaker
+        self.board = HealthBoard(
+            BreakerPolicy(
+                failure_threshold=breaker.failures,
+                error_rate_threshold=breaker.error_rate,
+                min_requests=breaker.min_requests,
+                cooldown=breaker.cooldown,
+                max_cooldown=breaker.max_cooldown,
+            )
+        )
+        self._strategies: dict[str, Strategy] = {}
+        self.failover = Failover(
+            board=self.board,
+            strategy_of=self._strategy_of,
+            resolve=self.router.group,
+            policy=RetryPolicy(routing.retries, routing.max_attempts, routing.max_queue_wait, Backoff()),
+            rng=random.Random(os.urandom(16)),
         )
 
     def new_request_id(self) -> str:
@@ -80,6 +107,8 @@ class Gateway:
         """Release every connection the gateway holds."""
         for account in self.accounts.values():
             await account.adapter.close()
+        for adapter in self._extra_adapters:
+            await adapter.close()
         await self._transport.close()
 
     # --- chat -------------------------------------------------------------------------------------------
@@ -91,20 +120,35 @@ class Gateway:
         request = self._chat_request(model, messages, params, stream=False)
         return await self.complete(request)
 
-    async def complete(self, request: ChatRequest, *, request_id: str | None = None) -> ChatResult:
-        """Serve a validated request (the server's entry point)."""
-        deployment = self.router.candidates(request.model)[0]
-        dropped = _honoured(deployment, request)
-        started = perf_counter()
-        response = await deployment.account.adapter.chat(request, deployment.target())
+    async def complete(
+        self,
+        request: ChatRequest,
+        *,
+        request_id: str | None = None,
+        time_limit: float | None = None,
+        fallbacks: tuple[str, ...] = (),
+    ) -> ChatResult:
+        """Serve a validated request (the server's entry point), with retries and failover.
+
+        ``time_limit`` (seconds) bounds all attempts together; ``fallbacks`` are groups to try first
+        when the requested group fails (the ``x-llmgate-fallbacks`` header).
+        """
+        plan = self.failover.plan(request, self.router.group(request.model), self._fallbacks(fallbacks))
+        served = await self.failover.run(
+            plan, partial(_chat_once, request), deadline=self._deadline(time_limit)
+        )
+        served.finish(ok=True)
+        option = served.option
+        deployment = option.deployment
+        response = served.value
         info = CallInfo(
             request_id or self.new_request_id(),
             deployment.account.name,
             deployment.name,
             deployment.model,
-            1,
-            (perf_counter() - started) * 1000,
-            dropped,
+            served.attempts,
+            (self.board.clock() - served.started) * 1000,
+            option.dropped,
         )
         cost = cost_of(response.usage, deployment.prices) if response.usage is not None else None
         return ChatResult(response, info, cost)
@@ -116,11 +160,44 @@ class Gateway:
         request = self._chat_request(model, messages, params, stream=True)
         return self.open_stream(request)
 
-    def open_stream(self, request: ChatRequest, *, request_id: str | None = None) -> ChatStream:
-        """Serve a validated streaming request (the server's entry point)."""
-        deployment = self.router.candidates(request.model)[0]
-        dropped = _honoured(deployment, request)
-        return ChatStream(request, deployment, request_id or self.new_request_id(), dropped)
+    def open_stream(
+        self,
+        request: ChatRequest,
+        *,
+        request_id: str | None = None,
+        time_limit: float | None = None,
+        fallbacks: tuple[str, ...] = (),
+    ) -> ChatStream:
+        """Serve a validated streaming request (the server's entry point); routing runs in ``start()``."""
+        plan = self.failover.plan(request, self.router.group(request.model), self._fallbacks(fallbacks))
+        return ChatStream(
+            request,
+            plan,
+            self.failover,
+            request_id or self.new_request_id(),
+            deadline=self._deadline(time_limit),
+        )
+
+    def _fallbacks(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in names if name not in self.router.groups]
+        if unknown:
+            raise InvalidRequest(
+                f"unknown model group in fallbacks: {', '.join(unknown)[:200]} "
+                f"(groups: {', '.join(self.router.groups) or 'none'})",
+                param="x-llmgate-fallbacks",
+            )
+        return names
+
+    def _deadline(self, time_limit: float | None) -> float:
+        total = self.settings.routing.timeouts.total if time_limit is None else time_limit
+        return self.board.clock() + total
+
+    def _strategy_of(self, group: ModelGroup) -> Strategy:
+        name = group.strategy or self.settings.routing.strategy
+        strategy = self._strategies.get(name)
+        if strategy is None:
+            strategy = self._strategies[name] = make_strategy(name)
+        return strategy
 
     # --- embeddings -------------------------------------------------------------------------------------
 
@@ -188,13 +265,69 @@ class Gateway:
         """The catalogue's entry for an id (``provider/id`` accepted)."""
         return self.catalogue.get(model_id)
 
-    def health(self) -> dict[str, Any]:
-        """Liveness and what is configured."""
+    async def health(self) -> dict[str, Any]:
+        """Overall status and the state of every provider and deployment (from live traffic)."""
+        rows = self.provider_health()
+        states = {row["state"] for row in rows}
+        status = "ok" if states <= {"healthy"} else "degraded"
         return {
-            "status": "ok",
+            "status": status,
             "providers": {name: account.type for name, account in self.accounts.items()},
             "model_groups": list(self.router.groups),
+            "deployments": rows,
         }
+
+    def provider_health(self) -> list[dict[str, Any]]:
+        """Per deployment: state, error rate, latency p50/p95, last error (no secrets)."""
+        configured = [
+            (d.name, d.account.name) for group in self.router.groups.values() for d in group.deployments
+        ]
+        return self.board.report(configured)
+
+    def provider_metrics(self, name: str) -> dict[str, Any]:
+        """Live figures of a provider (all its deployments) or of one deployment, by name."""
+        rows = [row for row in self.provider_health() if name in (row["provider"], row["deployment"])]
+        if not rows and name not in self.accounts:
+            raise NotFound(f"no provider or deployment named '{name}'", param="name")
+        requests = sum(row["requests"] for row in rows)
+        errors = sum(round(row["error_rate"] * row["requests"]) for row in rows)
+        return {
+            "name": name,
+            "requests": requests,
+            "errors": errors,
+            "error_rate": errors / requests if requests else 0.0,
+            "in_flight": sum(row["in_flight"] for row in rows),
+            "total_requests": sum(row["total_requests"] for row in rows),
+            "total_errors": sum(row["total_errors"] for row in rows),
+            "deployments": rows,
+        }
+
+    def is_available(self, name: str) -> bool:
+        """Whether a provider, deployment or model group has a deployment that could take a call now."""
+        now = self.board.clock()
+        if name in self.router.groups or name in self.accounts:
+            deployments = [
+                d
+                for group in self.router.groups.values()
+                for d in group.deployments
+                if name in (group.name, d.account.name)
+            ]
+            if not deployments and name in self.accounts:
+                return self._account_ready(self.accounts[name], now)
+        else:
+            deployments = [d for g in self.router.groups.values() for d in g.deployments if d.name == name]
+            if not deployments:
+                raise NotFound(f"no provider, deployment or model group named '{name}'", param="name")
+        return any(self._ready(d, now) for d in deployments)
+
+    def _ready(self, deployment: Deployment, now: float) -> bool:
+        if self.board.of(deployment.name, deployment.account.name).breaker.state(now) is BreakerState.OPEN:
+            return False
+        return any(self.board.usable(deployment.name, key.label, now) for key in deployment.keys)
+
+    def _account_ready(self, account: ProviderAccount, now: float) -> bool:
+        probe = Deployment(account, "")
+        return any(self.board.key(key.label).usable(now) for key in probe.keys)
 
     # --- building ---------------------------------------------------------------------------------------
 
@@ -216,23 +349,27 @@ class Gateway:
         accounts: dict[str, ProviderAccount] = {}
         default_timeouts = _policy(self.settings.routing.timeouts)
         for name, config in providers.items():
-            behaviour = _mock_behaviour(config)
-            spec = ProviderSpec(
-                name=name,
-                type=config.type,
-                base_url=config.base_url,
-                headers=config.headers,
-                api_version=config.api_version,
-                options=self._adapter_options(config, behaviour),
-            )
-            try:
-                adapter = build_provider(spec, self._transport)
-            except AdapterConfigError as exc:
-                raise ConfigError(f"{self.settings.source}: {exc}") from None
+            adapter = self._adapter(name, config, base_url=config.base_url)
             keys = tuple(key.get_secret_value() for key in config.api_keys)
             timeouts = _policy(config.timeouts) if config.timeouts else default_timeouts
-            accounts[name] = ProviderAccount(name, config.type, adapter, keys, timeouts)
+            accounts[name] = ProviderAccount(
+                name, config.type, adapter, keys, timeouts, config.rpm, config.tpm
+            )
         return accounts
+
+    def _adapter(self, name: str, config: ProviderSettings, *, base_url: str | None) -> ChatProvider:
+        spec = ProviderSpec(
+            name=name,
+            type=config.type,
+            base_url=base_url,
+            headers=config.headers,
+            api_version=config.api_version,
+            options=self._adapter_options(config, _mock_behaviour(config)),
+        )
+        try:
+            return build_provider(spec, self._transport)
+        except AdapterConfigError as exc:
+            raise ConfigError(f"{self.settings.source}: {exc}") from None
 
     def _adapter_options(self, config: ProviderSettings, mock: MockBehaviour | None) -> dict[str, object]:
         options: dict[str, object] = {**config.options, "default_max_tokens": self._default_max_tokens}
@@ -248,34 +385,47 @@ class Gateway:
     def _build_groups(self) -> dict[str, ModelGroup]:
         groups: dict[str, ModelGroup] = {}
         for group in self.settings.models:
-            deployments = []
-            for d in group.deployments:
-                account = self.accounts.get(d.provider)
-                if account is None:
-                    raise ConfigError(
-                        f"{self.settings.source}: model group '{group.name}': provider "
-                        f"'{d.provider}' is not available"
-                    )
-                prices, context = self._model_facts(d.model, account)
-                if d.price is not None:
-                    prices = prices.overridden(
-                        input=d.price.input_per_mtok,
-                        output=d.price.output_per_mtok,
-                        cached_input=d.price.cached_input_per_mtok,
-                    )
-                deployments.append(
-                    Deployment(
-                        account,
-                        d.model,
-                        prices,
-                        context,
-                        d.weight,
-                        d.priority,
-                        _policy(d.timeouts) if d.timeouts else None,
-                    )
-                )
-            groups[group.name] = ModelGroup(group.name, tuple(deployments), group.fallbacks, group.strategy)
+            deployments = tuple(self._build_deployment(group, d) for d in group.deployments)
+            hedge = Hedge(group.hedge.after_ms / 1000, group.hedge.max_share) if group.hedge else None
+            groups[group.name] = ModelGroup(
+                group.name, deployments, group.fallbacks, group.strategy, group.context_fallbacks, hedge
+            )
         return groups
+
+    def _build_deployment(self, group: ModelGroupSettings, d: DeploymentSettings) -> Deployment:
+        account = self.accounts.get(d.provider)
+        if account is None:
+            raise ConfigError(
+                f"{self.settings.source}: model group '{group.name}': "
+                f"provider '{d.provider}' is not available"
+            )
+        prices, context = self._model_facts(d.model, account)
+        if d.price is not None:
+            prices = prices.overridden(
+                input=d.price.input_per_mtok,
+                output=d.price.output_per_mtok,
+                cached_input=d.price.cached_input_per_mtok,
+            )
+        adapter, suffix = None, ""
+        if d.base_url is not None and d.base_url != self.settings.providers[d.provider].base_url:
+            adapter = self._adapter(d.provider, self.settings.providers[d.provider], base_url=d.base_url)
+            self._extra_adapters.append(adapter)
+            suffix = "@" + d.base_url.split("://", 1)[-1]
+        keys = tuple(k.get_secret_value() for k in d.api_keys) if d.api_keys is not None else None
+        return Deployment(
+            account,
+            d.model,
+            prices,
+            context,
+            d.weight,
+            d.priority,
+            _policy(d.timeouts) if d.timeouts else None,
+            adapter_override=adapter,
+            api_keys=keys,
+            rpm=d.rpm,
+            tpm=d.tpm,
+            name=f"{account.name}/{d.model}{suffix}",
+        )
 
     def _model_facts(self, model: str, account: ProviderAccount) -> tuple[Prices, int | None]:
         info = self.catalogue.lookup(model, self._catalogue_name(account))
@@ -298,150 +448,9 @@ class Gateway:
         return info.provider if info is not None else None
 
 
-class ChatStream:
-    """A streamed reply. Iterate it; afterwards ``usage`` and ``cost`` hold the totals.
-
-    ``start()`` opens the upstream and waits for its first chunks, so a failure before any content
-    surfaces as an exception (the server turns it into a proper HTTP error, not a broken stream).
-    ``batches()`` gives the chunks as they arrived together, for callers that write them out in bulk.
-    """
-
-    def __init__(
-        self, request: ChatRequest, deployment: Deployment, request_id: str, dropped: tuple[str, ...] = ()
-    ) -> None:
-        self.request = request
-        self.deployment = deployment
-        self.info = CallInfo(
-            request_id, deployment.account.name, deployment.name, deployment.model, dropped_params=dropped
-        )
-        self.usage: Usage | None = None
-        self.cost: float | None = None
-        self._upstream = deployment.account.adapter.stream(request, deployment.target())
-        self._first: list[ChatChunk] | None = None
-        self._started = False
-        self._forward_usage = request.wants_usage_chunk
-
-    async def start(self) -> None:
-        """Open the upstream and buffer its first batch of chunks."""
-        if not self._started:
-            self._started = True
-            self._first = await anext(self._upstream, None)
-
-    def __aiter__(self) -> AsyncIterator[ChatChunk]:
-        return self._chunks()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def _chunks(self) -> AsyncIterator[ChatChunk]:
-        async for batch in self.batches():
-            for chunk in batch:
-                yield chunk
-
-    async def batches(self) -> AsyncIterator[list[ChatChunk]]:
-        """The chunks, in the batches they arrived in (never empty)."""
-        await self.start()
-        try:
-            if self._first is not None:
-                first, self._first = self._first, None
-                if batch := self._account(first):
-                    yield batch
-                async for upstream_batch in self._upstream:
-                    if batch := self._account(upstream_batch):
-                        yield batch
-        finally:
-            await self.aclose()
-
-    def _account(self, batch: list[ChatChunk]) -> list[ChatChunk]:
-        forward = self._forward_usage
-        kept: list[ChatChunk] = []
-        for chunk in batch:
-            usage = chunk.usage
-            if usage:
-                self.usage = usage
-                self.cost = cost_of(usage, self.deployment.prices)
-                if not chunk.choices and not forward:
-                    continue
-            if not forward and usage is not UNSET:
-                chunk.usage = UNSET
-            kept.append(chunk)
-        return kept
-
-    async def aclose(self) -> None:
-        """Stop the upstream (cancels the HTTP request when the caller goes away)."""
-        await self._upstream.aclose()  # type: ignore[attr-defined]
-
-
-class SyncGateway:
-    """The gateway for scripts: the same calls, blocking, on a private event loop."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self._runner = asyncio.Runner()
-        self._gateway = self._runner.run(_create(settings))
-
-    @classmethod
-    def from_config(cls, path: str | Path | None) -> SyncGateway:
-        """A blocking gateway configured from a YAML file."""
-        return cls(load_settings(path))
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
-        """One complete reply."""
-        return self._runner.run(self._gateway.chat(model, messages, **params))
-
-    def stream(self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> Iterator[ChatChunk]:
-        """Chunks as they arrive."""
-        stream = self._gateway.stream(model, messages, **params)
-        iterator = aiter(stream)
-
-        async def step() -> ChatChunk:
-            return await anext(iterator)
-
-        try:
-            while True:
-                try:
-                    yield self._runner.run(step())
-                except StopAsyncIteration:
-                    return
-        finally:  # a caller that stops early must not leave the upstream generating (and billing)
-            self._runner.run(stream.aclose())
-
-    def embed(self, model: str, input: str | Sequence[str], **params: Any) -> EmbeddingResult:
-        """Vectors for ``input``."""
-        return self._runner.run(self._gateway.embed(model, input, **params))
-
-    @property
-    def gateway(self) -> Gateway:
-        """The underlying async gateway."""
-        return self._gateway
-
-    def close(self) -> None:
-        """Close the gateway and its loop."""
-        self._runner.run(self._gateway.close())
-        self._runner.close()
-
-
-async def _create(settings: Settings | None) -> Gateway:
-    return Gateway(settings)
-
-
-def _honoured(deployment: Deployment, request: ChatRequest) -> tuple[str, ...]:
-    """The parameters the deployment will drop; 400 naming those it cannot honour at all."""
-    report = deployment.account.adapter.check(request)
-    if report.refused:
-        names = ", ".join(report.refused)
-        raise InvalidRequest(
-            f"{deployment.name} cannot honour: {names}", param=report.refused[0], code="unsupported_parameter"
-        )
-    return report.dropped
+async def _chat_once(request: ChatRequest, option: Option, target: Target) -> ChatResponse:
+    """One non-streaming attempt."""
+    return await option.deployment.adapter.chat(request, target)
 
 
 def _policy(timeouts: Timeouts) -> TimeoutPolicy:

@@ -42,6 +42,7 @@ async def test_dropped_params_are_reported_and_refused_ones_raise() -> None:
         assert caught.value.param == "n"
         assert caught.value.code == "unsupported_parameter"
         stream = gw.stream("picky:echo", HELLO, logprobs=True)
+        await stream.start()  # routing happens when the stream starts
         assert stream.info.dropped_params == ("logprobs",)
         await stream.aclose()
 

@@ -45,6 +45,19 @@ class MockSettings(_Frozen):
     seed: int = 0
 
 
+def _without_empty_keys(value: object) -> object:
+    # "${OPENAI_API_KEY_2}" with the variable unset resolves to "": an absent optional key.
+    if isinstance(value, list | tuple):
+        return tuple(item for item in value if item not in ("", None))
+    return value
+
+
+def _checked_base_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("base_url must start with http:// or https://")
+    return value.rstrip("/") if value else value
+
+
 class ProviderSettings(_Frozen):
     """One provider account: where it is, how to authenticate, and its limits."""
 
@@ -61,20 +74,8 @@ class ProviderSettings(_Frozen):
     """Adapter-specific switches, e.g. ``{structured_outputs: true}`` for anthropic."""
     detected_from_env: bool = False
 
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _drop_empty_keys(cls, value: object) -> object:
-        # "${OPENAI_API_KEY_2}" with the variable unset resolves to "": an absent optional key.
-        if isinstance(value, list | tuple):
-            return tuple(item for item in value if item not in ("", None))
-        return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return value.rstrip("/") if value else value
+    _drop_empty_keys = field_validator("api_keys", mode="before")(_without_empty_keys)
+    _check_base_url = field_validator("base_url")(_checked_base_url)
 
 
 class PriceOverride(_Frozen):
@@ -86,16 +87,39 @@ class PriceOverride(_Frozen):
 
 
 class DeploymentSettings(_Frozen):
-    """One way to serve a model group: a provider and the upstream model name."""
+    """One way to serve a model group: a provider and the upstream model name.
+
+    ``base_url`` and ``api_keys``, when given, replace the provider's for this deployment only.
+    """
 
     provider: str
     model: str
+    base_url: str | None = None
+    api_keys: tuple[SecretStr, ...] | None = None
     weight: float = Field(1.0, gt=0)
     priority: int = 0
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
     price: PriceOverride | None = None
     timeouts: Timeouts | None = None
+
+    _drop_empty_keys = field_validator("api_keys", mode="before")(_without_empty_keys)
+    _check_base_url = field_validator("base_url")(_checked_base_url)
+
+
+def _strategy_name(value: object) -> object:
+    """Accept the seed's spellings (``ROUND_ROBIN``, ``least-loaded``) for the strategy names."""
+    return value.strip().lower().replace("-", "_") if isinstance(value, str) else value
+
+
+class HedgeSettings(_Frozen):
+    """Opt-in hedging: no first token after ``after_ms`` -> a second request to another deployment.
+
+    ``max_share`` caps the extra spend: at most that fraction of the group's requests are hedged.
+    """
+
+    after_ms: float = Field(gt=0)
+    max_share: float = Field(0.1, gt=0, le=1)
 
 
 class ModelGroupSettings(_Frozen):
@@ -104,15 +128,39 @@ class ModelGroupSettings(_Frozen):
     name: str = Field(min_length=1)
     deployments: tuple[DeploymentSettings, ...] = Field(min_length=1)
     fallbacks: tuple[str, ...] = ()
+    context_fallbacks: tuple[str, ...] = ()
     strategy: StrategyName | None = None
+    hedge: HedgeSettings | None = None
+
+    _strategy = field_validator("strategy", mode="before")(_strategy_name)
+
+
+class BreakerSettings(_Frozen):
+    """When a deployment's circuit opens (from live traffic) and for how long."""
+
+    failures: int = Field(5, ge=1)
+    error_rate: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(20, ge=1)
+    cooldown: float = Field(30.0, gt=0)
+    max_cooldown: float = Field(300.0, gt=0)
 
 
 class RoutingSettings(_Frozen):
-    """Global routing defaults."""
+    """Global routing defaults.
+
+    ``retries`` is how many times a request may go back to a candidate it already tried (after a
+    backoff); every other candidate is tried once. ``max_attempts`` bounds the total, and
+    ``max_queue_wait`` is the longest the gateway waits for a rate-limited upstream key to free up.
+    """
 
     strategy: StrategyName = "hybrid"
     retries: int = Field(3, ge=0, le=20)
+    max_attempts: int = Field(10, ge=1, le=50)
+    max_queue_wait: float = Field(5.0, ge=0)
     timeouts: Timeouts = Timeouts()
+    breaker: BreakerSettings = BreakerSettings()
+
+    _strategy = field_validator("strategy", mode="before")(_strategy_name)
 
 
 class ServerSettings(_Frozen):
@@ -188,7 +236,8 @@ class Settings(_Frozen):
                         f"models[{index}].deployments[{d_index}].provider: unknown provider "
                         f"'{deployment.provider}' (configured: {', '.join(sorted(self.providers)) or 'none'})"
                     )
-            for fallback in group.fallbacks:
-                if fallback not in names:
-                    raise ValueError(f"models[{index}].fallbacks: unknown model group '{fallback}'")
+            for field_name in ("fallbacks", "context_fallbacks"):
+                for fallback in getattr(group, field_name):
+                    if fallback not in names:
+                        raise ValueError(f"models[{index}].{field_name}: unknown model group '{fallback}'")
         return self

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 class Headroom:
     """One reading of an upstream key's rate-limit headers; ``None`` where the provider said nothing.
 
-    ``*_reset`` are seconds from the moment of the reading until the window resets.
+    ``*_reset`` are seconds from the moment of the reading until the window resets; ``observed_at`` is
+    that moment (monotonic seconds), so a reading can be ignored once its window has reset.
     """
 
     requests_limit: int | None = None
@@ -19,6 +20,15 @@ class Headroom:
     tokens_remaining: int | None = None
     tokens_reset: float | None = None
     retry_after: float | None = None
+    observed_at: float = 0.0
+
+    def fraction_left_at(self, now: float) -> float | None:
+        """``fraction_left``, or ``None`` once the reading's window has reset (it says nothing then)."""
+        resets = [r for r in (self.requests_reset, self.tokens_reset) if r is not None]
+        valid_for = max(resets) if resets else 60.0
+        if now - self.observed_at > valid_for:
+            return None
+        return self.fraction_left
 
     @property
     def fraction_left(self) -> float | None:

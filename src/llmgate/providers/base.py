@@ -6,6 +6,7 @@ are separate optional protocols, so no adapter carries "not supported" stubs.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -14,6 +15,13 @@ from llmgate.core.errors import GatewayError
 from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatChunk, ChatResponse, EmbeddingResponse, ModelCard
+
+
+def key_label(api_key: str | None) -> str:
+    """A stable, non-reversible name for an API key (for health, headroom and logs)."""
+    if not api_key:
+        return "no-key"
+    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,13 @@ class ChatProvider(Protocol):
     async def close(self) -> None:
         """Release what the provider holds (connections are owned by the transport)."""
         ...
+
+
+@runtime_checkable
+class HeadroomReporter(Protocol):
+    """A provider that reads upstream rate-limit headers: the latest reading per API key label."""
+
+    headroom: dict[str, Headroom]
 
 
 @runtime_checkable

@@ -7,8 +7,9 @@ translated here, once, into the core error tree.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 
 import aiohttp
 
@@ -24,16 +25,9 @@ from llmgate.core.errors import (
 from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk, ChatResponse
-from llmgate.providers.base import HttpCall, Target, TimeoutPolicy, WireFormat
+from llmgate.providers.base import HttpCall, Target, TimeoutPolicy, WireFormat, key_label
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
-
-
-def key_label(api_key: str | None) -> str:
-    """A stable, non-reversible name for an API key (for health, headroom and logs)."""
-    if not api_key:
-        return "no-key"
-    return "key-" + hashlib.sha256(api_key.encode()).hexdigest()[:8]
 
 
 class HttpProvider:
@@ -65,7 +59,7 @@ class HttpProvider:
         """Record the rate-limit reading a response carried for the key that made the call."""
         reading = self.wire.headroom(headers)
         if reading is not None:
-            self.headroom[key_label(target.api_key)] = reading
+            self.headroom[key_label(target.api_key)] = replace(reading, observed_at=time.monotonic())
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResponse:
         """Send one non-streaming call and parse the answer."""

@@ -5,23 +5,50 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmgate.catalogue.pricing import UNKNOWN, Prices
-from llmgate.providers.base import ChatProvider, Target, TimeoutPolicy
+from llmgate.core.headroom import Headroom
+from llmgate.providers.base import ChatProvider, HeadroomReporter, Target, TimeoutPolicy, key_label
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderAccount:
-    """A configured provider: its adapter, its API keys and its defaults."""
+    """A configured provider: its adapter, its API keys, its per-key limits and its defaults.
+
+    ``rpm`` / ``tpm`` are the limits of each of its API keys (the upstream key level).
+    """
 
     name: str
     type: str
     adapter: ChatProvider
     api_keys: tuple[str, ...] = ()
     timeouts: TimeoutPolicy = field(default_factory=TimeoutPolicy)
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One upstream API key of a deployment, tracked on its own (key rotation)."""
+
+    secret: str | None
+    label: str
+    """``provider:key-xxxxxxxx`` — safe to show in health, limits and logs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hedge:
+    """Hedging of a group: a second request after ``after`` seconds without a first token."""
+
+    after: float
+    max_share: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
-    """One way to serve a group: a provider account and the upstream model name."""
+    """One way to serve a group: a provider account, the upstream model name, and how to reach it.
+
+    ``adapter`` and ``api_keys`` replace the account's when the deployment has its own base URL or keys.
+    ``rpm`` / ``tpm`` limit the deployment across all its keys.
+    """
 
     account: ProviderAccount
     model: str
@@ -30,17 +57,43 @@ class Deployment:
     weight: float = 1.0
     priority: int = 0
     timeouts: TimeoutPolicy | None = None
+    adapter_override: ChatProvider | None = None
+    api_keys: tuple[str, ...] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    name: str = ""
+    """``provider/model``: how the deployment is named in headers, logs and health."""
+    keys: tuple[ApiKey, ...] = ()
+    reporter: HeadroomReporter | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.account.name}/{self.model}")
+        secrets = self.api_keys if self.api_keys is not None else self.account.api_keys
+        labels = tuple(ApiKey(s, f"{self.account.name}:{key_label(s)}") for s in secrets)
+        object.__setattr__(self, "keys", labels or (ApiKey(None, f"{self.account.name}:no-key"),))
+        adapter = self.adapter
+        object.__setattr__(self, "reporter", adapter if isinstance(adapter, HeadroomReporter) else None)
 
     @property
-    def name(self) -> str:
-        """``provider/model``: how the deployment is named in headers, logs and health."""
-        return f"{self.account.name}/{self.model}"
+    def adapter(self) -> ChatProvider:
+        """The adapter that serves this deployment."""
+        return self.adapter_override or self.account.adapter
 
-    def target(self, key_index: int = 0) -> Target:
-        """Where a call goes: this model, with the given API key of the account."""
-        keys = self.account.api_keys
-        key = keys[key_index % len(keys)] if keys else None
-        return Target(self.model, key, self.timeouts or self.account.timeouts)
+    def target(self, key: ApiKey | None = None, *, total: float | None = None) -> Target:
+        """Where a call goes: this model, with the given key (default: the first), within ``total`` s."""
+        timeouts = self.timeouts or self.account.timeouts
+        if total is not None and total < timeouts.total:
+            timeouts = TimeoutPolicy(
+                min(timeouts.connect, total), min(timeouts.first_token, total), timeouts.idle, total
+            )
+        return Target(self.model, (key or self.keys[0]).secret, timeouts)
+
+    def headroom(self, key: ApiKey) -> Headroom | None:
+        """The latest upstream rate-limit reading for one of this deployment's keys."""
+        if self.reporter is None:
+            return None
+        return self.reporter.headroom.get(key_label(key.secret))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +104,5 @@ class ModelGroup:
     deployments: tuple[Deployment, ...]
     fallbacks: tuple[str, ...] = ()
     strategy: str | None = None
+    context_fallbacks: tuple[str, ...] = ()
+    hedge: Hedge | None = None

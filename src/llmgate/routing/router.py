@@ -2,8 +2,7 @@
 
 SPEC.md section 2.2: a configured group name wins; ``provider:model`` (split at the first colon) and
 ``provider/model`` address a configured provider directly; a catalogue model whose provider is
-configured is served by it. This issue's router tries one deployment; the strategies, retries and
-failover of the routing issue plug in behind ``candidates``.
+configured is served by it. A directly addressed model is served as a group of one deployment.
 """
 
 from __future__ import annotations
@@ -41,21 +40,26 @@ class Router:
         self.accounts = dict(accounts)
         self._facts = facts
         self._catalogue_provider = catalogue_provider
-        self._direct: dict[str, Deployment] = {}
+        self._direct: dict[str, ModelGroup] = {}
 
-    def candidates(self, model: str) -> list[Deployment]:
-        """Deployments for ``model``, best first; ``ModelNotFound`` with close matches if none."""
+    def group(self, model: str) -> ModelGroup:
+        """The group serving ``model``; ``ModelNotFound`` with close matches if there is none."""
         group = self.groups.get(model)
         if group is not None:
-            return list(group.deployments)
+            return group
         direct = self._direct.get(model)
         if direct is None:
-            direct = self._resolve_direct(model)
-            if direct is None:
+            deployment = self._resolve_direct(model)
+            if deployment is None:
                 raise self._not_found(model)
+            direct = ModelGroup(model, (deployment,))
             if len(self._direct) < 10_000:  # bounded: names come from callers
                 self._direct[model] = direct
-        return [direct]
+        return direct
+
+    def candidates(self, model: str) -> list[Deployment]:
+        """Deployments for ``model`` in configured order; ``ModelNotFound`` with close matches if none."""
+        return list(self.group(model).deployments)
 
     def _resolve_direct(self, model: str) -> Deployment | None:
         for separator in (":", "/"):

@@ -81,8 +81,14 @@ class HealthRoutes:
         self.ctx = ctx
 
     async def health(self, request: Request) -> Response:
-        """``GET /health``."""
-        return Response(encoder.encode(self.ctx.gateway.health()), media_type=JSON)
+        """``GET /health``: liveness plus the overall status (``ok`` or ``degraded``)."""
+        return Response(encoder.encode(await self.ctx.gateway.health()), media_type=JSON)
+
+    async def providers(self, request: Request) -> Response:
+        """``GET /health/providers``: per deployment state, error rate, latency p50/p95, last error."""
+        gateway = self.ctx.gateway
+        body = {"deployments": gateway.provider_health(), "keys": gateway.board.keys_report()}
+        return Response(encoder.encode(body), media_type=JSON)
 
 
 def _models(models: Any) -> Response:

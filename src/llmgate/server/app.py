@@ -45,6 +45,7 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
         Route("/api/models/search", catalogue.search, methods=["GET"]),
         Route("/api/models/{model_id:path}", catalogue.get_model, methods=["GET"]),
         Route("/health", health.health, methods=["GET"]),
+        Route("/health/providers", health.providers, methods=["GET"]),
     ]
 
     @asynccontextmanager

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from llmgate.core.errors import InvalidRequest
 from llmgate.gateway import Gateway
 from llmgate.server.auth import check_key
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_TIME_LIMIT = 3600.0
+MAX_FALLBACKS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +41,33 @@ class ServerContext:
         if given and _SAFE_ID.match(given):
             return given
         return self.gateway.new_request_id()
+
+    @staticmethod
+    def time_limit(request: Request) -> float | None:
+        """``x-llmgate-timeout``: seconds for the whole call, all attempts included."""
+        raw = request.headers.get("x-llmgate-timeout")
+        if raw is None:
+            return None
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds <= MAX_TIME_LIMIT:
+            raise InvalidRequest(
+                f"x-llmgate-timeout must be a number of seconds in (0, {MAX_TIME_LIMIT:g}], not '{raw[:40]}'",
+                param="x-llmgate-timeout",
+            )
+        return seconds
+
+    @staticmethod
+    def fallbacks(request: Request) -> tuple[str, ...]:
+        """``x-llmgate-fallbacks``: model groups to fall back to, comma separated, in order."""
+        raw = request.headers.get("x-llmgate-fallbacks")
+        if not raw:
+            return ()
+        names = tuple(name.strip() for name in raw.split(",") if name.strip())
+        if len(names) > MAX_FALLBACKS:
+            raise InvalidRequest(
+                f"x-llmgate-fallbacks names at most {MAX_FALLBACKS} groups", param="x-llmgate-fallbacks"
+            )
+        return names

@@ -29,8 +29,11 @@ class OpenAIRoutes:
         ctx.authenticate(request)
         chat = parse_chat_request(decode_json(await read_body(request, ctx.max_body)))
         request_id = ctx.request_id(request)
+        limit, fallbacks = ctx.time_limit(request), ctx.fallbacks(request)
         if chat.stream:
-            stream = ctx.gateway.open_stream(chat, request_id=request_id)
+            stream = ctx.gateway.open_stream(
+                chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks
+            )
             watch = DisconnectWatch(request.receive)  # one watch for the request, handed to the response
             try:
                 await watch.guard(stream.start())
@@ -40,7 +43,8 @@ class OpenAIRoutes:
                 watch.stop()
                 await stream.aclose()
                 raise
-        result = await until_disconnected(request.receive, ctx.gateway.complete(chat, request_id=request_id))
+        work = ctx.gateway.complete(chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks)
+        result = await until_disconnected(request.receive, work)
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
         return Response(encoder.encode(result.response), media_type=JSON, headers=headers)

@@ -1,0 +1,399 @@
+"""Run one request over its plan: retries, failover, key rotation, breakers, hedging, deadlines.
+
+Retryable failures (429, 408, 5xx, 529, timeouts, connection errors) move to the next option; an
+upstream 401/403 rests that key and tries another; anything else (the caller's fault) returns at once.
+Every option is tried once per round; after a round, up to ``retries`` more rounds follow a backoff that
+honours ``Retry-After``. Attempts and time are bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from llmgate.core.errors import (
+    ContextLengthExceeded,
+    GatewayError,
+    Overloaded,
+    ProviderAuthError,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from llmgate.core.request import ChatRequest
+from llmgate.providers.base import Target
+from llmgate.routing.backoff import Backoff
+from llmgate.routing.deployments import ModelGroup
+from llmgate.routing.health import BAD_KEY_COOLDOWN, HealthBoard
+from llmgate.routing.plan import Option, Plan
+from llmgate.routing.strategies.base import Strategy
+
+T = TypeVar("T")
+DEFAULT_RATE_LIMIT_REST = 1.0  # seconds a key rests after a 429 that named no Retry-After
+
+
+class Admission(Protocol):
+    """Upstream-side limits (deployment and API key rpm/tpm): may this option take one more call now?"""
+
+    async def admit(self, option: Option, tokens: int) -> float | None:
+        """``None`` if admitted (and counted); otherwise seconds until it could be."""
+        ...
+
+    async def release(self, option: Option, tokens: int, used: int | None) -> None:
+        """Settle an admitted call's token reservation with what it really used (``None``: refund)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounds on one request's attempts."""
+
+    retries: int = 3
+    max_attempts: int = 10
+    max_queue_wait: float = 5.0
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+@dataclass(slots=True)
+class Attempts:
+    """What has been tried for one request, for the final error and the ``x-llmgate-attempts`` header."""
+
+    count: int = 0
+    errors: list[tuple[str, GatewayError]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Run(Generic[T]):
+    """One request's run over its plan."""
+
+    plan: Plan
+    call: Callable[[Option, Target], Awaitable[T]]
+    deadline: float | None
+    discard: Callable[[T], Awaitable[None]] | None
+    attempts: Attempts = field(default_factory=Attempts)
+
+
+@dataclass(slots=True)
+class Served(Generic[T]):
+    """A successful attempt: the value, where it came from, and how to close its accounting."""
+
+    value: T
+    option: Option
+    attempts: int
+    started: float
+    board: HealthBoard
+
+    def finish(
+        self, *, ok: bool, first_token: float | None = None, error: GatewayError | None = None
+    ) -> None:
+        """Record the end of the call (for streams: when the stream ends) in the deployment's health."""
+        now = self.board.clock()
+        health = self.board.of(self.option.deployment.name)
+        latency = now - self.started
+        health.stats.finished(
+            ok=ok, latency=latency, first_token=first_token, now=now, error=_describe(error)
+        )
+        if ok:
+            health.breaker.record_success(now)
+        elif error is not None and _counts_against_deployment(error):
+            stats = health.stats
+            health.breaker.record_failure(now, error_rate=stats.error_rate, requests=stats.requests)
+
+
+Call = Callable[[Option, Target], Awaitable[T]]
+Discard = Callable[[T], Awaitable[None]]
+
+
+class Failover:
+    """Runs requests over plans; owned by one gateway (its board, RNG and policies)."""
+
+    def __init__(
+        self,
+        *,
+        board: HealthBoard,
+        strategy_of: Callable[[ModelGroup], Strategy],
+        resolve: Callable[[str], ModelGroup],
+        policy: RetryPolicy,
+        admission: Admission | None = None,
+        turn: Callable[[str], Awaitable[int]] | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.board = board
+        self._strategy_of = strategy_of
+        self._resolve = resolve
+        self.policy = policy
+        self._admission = admission
+        self._turns: dict[str, int] = {}
+        self._turn = turn or self._local_turn
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+
+    def plan(self, request: ChatRequest, group: ModelGroup, extra: tuple[str, ...] = ()) -> Plan:
+        """The plan for a request: the group, then its fallbacks chain (``extra`` first, if given)."""
+        return Plan(
+            request,
+            self._chain(group, extra),
+            board=self.board,
+            strategy_of=self._strategy_of,
+            resolve=self._resolve,
+            rng=self._rng,
+        )
+
+    def _chain(self, group: ModelGroup, extra: tuple[str, ...]) -> list[ModelGroup]:
+        chain = [group]
+        seen = {group.name}
+        index = 0
+        pending = list(extra)
+        while index < len(chain) or pending:
+            names = pending or list(chain[index].fallbacks)
+            if not pending:
+                index += 1
+            pending = []
+            for name in names:
+                if name not in seen:
+                    seen.add(name)
+                    chain.append(self._resolve(name))
+        return chain
+
+    async def run(
+        self,
+        plan: Plan,
+        call: Call[T],
+        *,
+        deadline: float | None = None,
+        discard: Discard[T] | None = None,
+    ) -> Served[T]:
+        """Serve the plan: the first successful attempt, or the error that explains why none succeeded."""
+        run = _Run(plan, call, deadline, discard)
+        rounds = 0
+        while True:
+            option = await self._next(plan)
+            if option is None:
+                wait = self._wait_for_more(run, rounds)
+                if wait is None:
+                    raise self._give_up(plan, run.attempts)
+                rounds += 1
+                await self._sleep(wait)
+                plan.failed.clear()
+                continue
+            if run.attempts.count >= self.policy.max_attempts:
+                raise self._give_up(plan, run.attempts)
+            served = await self._attempt(run, option)
+            if served is not None:
+                return served
+
+    async def _next(self, plan: Plan) -> Option | None:
+        now = self.board.clock()
+        turns = None
+        group = plan.chain[0]
+        if self._strategy_of(group).name == "round_robin":
+            turns = {group.name: await self._turn(group.name)}
+        return plan.next(now, turns)
+
+    async def _local_turn(self, group: str) -> int:
+        turn = self._turns.get(group, 0)
+        self._turns[group] = turn + 1
+        return turn
+
+    async def _attempt(self, run: _Run[T], option: Option) -> Served[T] | None:
+        hedge = option.group.hedge
+        if hedge is not None:
+            budget = self.board.hedge_budget(option.group.name)
+            budget.earn(hedge.max_share)
+            if len(option.group.deployments) > 1:
+                return await self._hedged(run, option, hedge.after)
+        return await self._single(run, option)
+
+    async def _single(self, run: _Run[T], option: Option) -> Served[T] | None:
+        target = self._target(option, run)
+        if not await self._admit(run.plan, option):
+            return None
+        run.attempts.count += 1
+        health = self.board.of(option.deployment.name)
+        health.stats.started()
+        started = self.board.clock()
+        try:
+            value = await run.call(option, target)
+        except GatewayError as error:
+            self._failed(run, option, error)
+            return None
+        except BaseException:
+            health.stats.finished(ok=True, latency=None, now=self.board.clock())  # caller gone: no verdict
+            raise
+        return Served(value, option, run.attempts.count, started, self.board)
+
+    async def _admit(self, plan: Plan, option: Option) -> bool:
+        if self._admission is None:
+            return True
+        wait = await self._admission.admit(option, plan.prompt_tokens)
+        if wait is None:
+            return True
+        state = self.board.slot(option.deployment.name, option.key.label)
+        state.cooling_until = max(state.cooling_until, self.board.clock() + wait)
+        state.last_error = "at its configured rate limit"
+        return False
+
+    def _target(self, option: Option, run: _Run[T]) -> Target:
+        if run.deadline is None:
+            return option.deployment.target(option.key)
+        left = run.deadline - self.board.clock()
+        if left <= 0:
+            raise self._give_up_timeout(run.attempts)
+        return option.deployment.target(option.key, total=left)
+
+    def _failed(self, run: _Run[T], option: Option, error: GatewayError) -> None:
+        """Record a failed attempt and decide what it rules out; re-raise what no retry can fix."""
+        plan, attempts = run.plan, run.attempts
+        now = self.board.clock()
+        deployment = option.deployment
+        health = self.board.of(deployment.name)
+        health.stats.finished(ok=False, latency=None, now=now, error=_describe(error))
+        attempts.errors.append((deployment.name, error))
+        if isinstance(error, ContextLengthExceeded) and plan.extend_for_context():
+            plan.failed.update(d.name for d in option.group.deployments)
+            return
+        if not error.retryable:
+            raise error
+        slot = self.board.slot(deployment.name, option.key.label)
+        if isinstance(error, ProviderAuthError):  # 403 is often one model's permission: rest the slot only
+            slot.bad_until = now + BAD_KEY_COOLDOWN
+            slot.last_error = _describe(error)
+            plan.rejected.add((deployment.name, option.key.label))
+            return
+        if isinstance(error, RateLimited):
+            rest = error.retry_after if error.retry_after is not None else DEFAULT_RATE_LIMIT_REST
+            slot.cooling_until = max(slot.cooling_until, now + rest)
+            slot.last_error = _describe(error)
+            return
+        plan.failed.add(deployment.name)
+        if _counts_against_deployment(error):
+            stats = health.stats
+            health.breaker.record_failure(now, error_rate=stats.error_rate, requests=stats.requests)
+
+    def _wait_for_more(self, run: _Run[T], rounds: int) -> float | None:
+        """How long to wait before another round, or ``None`` to give up now."""
+        plan, attempts, deadline = run.plan, run.attempts, run.deadline
+        if rounds >= self.policy.retries or attempts.count >= self.policy.max_attempts:
+            return None
+        now = self.board.clock()
+        soonest = plan.soonest_key(now)
+        rest = None if soonest is None else soonest - now
+        if not plan.failed and (rest is None or rest > self.policy.max_queue_wait):
+            return None  # nothing failed that a retry could fix, and no key frees up soon enough
+        if rest is not None and rest > self.policy.max_queue_wait:
+            rest = None
+        wait = self.policy.backoff.delay(rounds + 1, retry_after=rest, rng=self._rng)
+        if deadline is not None and now + wait >= deadline:
+            return None
+        return wait
+
+    def _give_up(self, plan: Plan, attempts: Attempts) -> GatewayError:
+        dead_end = plan.dead_end()
+        if dead_end is not None and not attempts.errors:
+            return dead_end
+        if not attempts.errors:
+            return self._nothing_available(plan)
+        errors = [error for _, error in attempts.errors]
+        if len(errors) == 1:
+            return errors[0]
+        summary = "; ".join(f"{name}: {error.message}" for name, error in attempts.errors[-6:])
+        message = f"all {attempts.count} attempts for '{plan.chain[0].name}' failed ({summary})"
+        kind = type(errors[-1]) if len({type(error) for error in errors}) == 1 else UpstreamError
+        if all(isinstance(error, RateLimited) for error in errors):
+            kind = RateLimited
+        elif all(isinstance(error, UpstreamTimeout) for error in errors):
+            kind = UpstreamTimeout
+        waits = [error.retry_after for error in errors if error.retry_after is not None]
+        soonest = plan.soonest_key(self.board.clock())
+        if soonest is not None:
+            waits.append(soonest - self.board.clock())
+        return kind(message, retry_after=min(waits) if waits else None)
+
+    def _nothing_available(self, plan: Plan) -> GatewayError:
+        now = self.board.clock()
+        soonest = plan.soonest_key(now)
+        if soonest is not None:
+            return RateLimited(
+                f"every upstream key of '{plan.chain[0].name}' is at its rate limit",
+                retry_after=soonest - now,
+            )
+        reopen = [
+            until
+            for group in plan.chain
+            for d in group.deployments
+            if (until := self.board.of(d.name).breaker.opened_until) is not None and until > now
+        ]
+        return Overloaded(
+            f"every deployment of '{plan.chain[0].name}' is open-circuit after repeated failures",
+            retry_after=(min(reopen) - now) if reopen else None,
+        )
+
+    @staticmethod
+    def _give_up_timeout(attempts: Attempts) -> GatewayError:
+        tried = ", ".join(name for name, _ in attempts.errors) or "none"
+        return UpstreamTimeout(f"the request's time ran out (deployments tried: {tried})")
+
+    async def _hedged(self, run: _Run[T], option: Option, after: float) -> Served[T] | None:
+        """Start ``option``; if it has not answered after ``after`` s, race a second option against it."""
+        first = asyncio.ensure_future(self._single(run, option))
+        done, _ = await asyncio.wait({first}, timeout=after)
+        if done or not self.board.hedge_budget(option.group.name).spend():
+            return await first
+        plan = run.plan
+        plan.failed.add(option.deployment.name)  # the hedge goes elsewhere
+        second_option = plan.next(self.board.clock())
+        plan.failed.discard(option.deployment.name)
+        if second_option is None:
+            return await first
+        second = asyncio.ensure_future(self._single(run, second_option))
+        return await _first_success(first, second, run.discard)
+
+
+async def _first_success(
+    first: asyncio.Future[Served[T] | None],
+    second: asyncio.Future[Served[T] | None],
+    discard: Discard[T] | None,
+) -> Served[T] | None:
+    """The first of two racing attempts to succeed; the loser is cancelled (or its value discarded)."""
+    pending = {first, second}
+    winner: Served[T] | None = None
+    try:
+        while pending and winner is None:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                result = task.result()
+                if result is not None and winner is None:
+                    winner = result
+                elif result is not None and discard is not None:
+                    await discard(result.value)
+        return winner
+    finally:
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                result = await task
+                if result is not None and discard is not None:
+                    await discard(result.value)
+
+
+def _counts_against_deployment(error: GatewayError) -> bool:
+    """Failures that say the deployment is unwell (not the caller's fault, not one key's limit)."""
+    return isinstance(error, UpstreamError) and not isinstance(error, ProviderAuthError)
+
+
+def _describe(error: GatewayError | None) -> str | None:
+    if error is None:
+        return None
+    return f"{type(error).__name__}: {error.message}"[:300]
+
+
+def monotonic_deadline(seconds: float | None, clock: Callable[[], float] = time.monotonic) -> float | None:
+    """An absolute deadline ``seconds`` from now (``None`` stays ``None``)."""
+    return None if seconds is None else clock() + seconds

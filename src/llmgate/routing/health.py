@@ -1,0 +1,177 @@
+"""Live health of every deployment and upstream key, from real traffic only (no billed probes).
+
+The board holds one ``DeploymentStats`` and one ``CircuitBreaker`` per deployment, and one ``KeyState``
+per upstream API key (a key the provider rejected, or one that is rate limited, is left alone until
+its time is up). ``report()`` is what ``/health/providers`` and ``gw.health()`` show.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmgate.routing.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from llmgate.routing.stats import DeploymentStats
+
+MAX_TRACKED = 10_000  # direct `provider:model` names come from callers: keep the board bounded
+BAD_KEY_COOLDOWN = 300.0  # a key the provider rejected (401/403) is retried after this long
+HEDGE_CREDIT_CAP = 5.0
+
+
+@dataclass(slots=True)
+class KeyState:
+    """One upstream API key: when it may be used again, and why not now."""
+
+    bad_until: float = 0.0
+    cooling_until: float = 0.0
+    last_error: str | None = None
+
+    def usable(self, now: float) -> bool:
+        """Neither rejected by the provider nor waiting out a rate limit."""
+        return now >= self.bad_until and now >= self.cooling_until
+
+    def free_at(self) -> float:
+        """When the key may be used again."""
+        return max(self.bad_until, self.cooling_until)
+
+
+@dataclass(slots=True)
+class DeploymentHealth:
+    """The stats and the breaker of one deployment."""
+
+    stats: DeploymentStats
+    breaker: CircuitBreaker
+    provider: str = ""
+
+    def state(self, now: float) -> str:
+        """``healthy``, ``degraded`` (errors in the window) or ``open`` / ``half_open``."""
+        breaker = self.breaker.state(now)
+        if breaker is not BreakerState.CLOSED:
+            return breaker.value
+        return "degraded" if self.stats.errors else "healthy"
+
+
+@dataclass(slots=True)
+class HedgeBudget:
+    """Caps hedged requests to a share of a group's requests: each request earns ``share`` of a hedge."""
+
+    credit: float = 0.0
+
+    def earn(self, share: float) -> None:
+        """One more request in the group."""
+        self.credit = min(HEDGE_CREDIT_CAP, self.credit + share)
+
+    def spend(self) -> bool:
+        """Take one hedge if the budget allows it."""
+        if self.credit >= 1.0:
+            self.credit -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class HealthBoard:
+    """Everything routing knows about the health of deployments and keys, owned by one gateway."""
+
+    policy: BreakerPolicy = field(default_factory=BreakerPolicy)
+    clock: Callable[[], float] = time.monotonic
+    _deployments: dict[str, DeploymentHealth] = field(default_factory=dict)
+    _keys: dict[str, KeyState] = field(default_factory=dict)
+    _hedges: dict[str, HedgeBudget] = field(default_factory=dict)
+
+    def of(self, deployment: str, provider: str = "") -> DeploymentHealth:
+        """The health record of a deployment (created on first use)."""
+        health = self._deployments.get(deployment)
+        if health is None:
+            if len(self._deployments) >= MAX_TRACKED:
+                self._evict_idle()
+            health = DeploymentHealth(DeploymentStats(), CircuitBreaker(self.policy), provider)
+            self._deployments[deployment] = health
+        return health
+
+    def key(self, label: str) -> KeyState:
+        """The state of an upstream key (by its label)."""
+        state = self._keys.get(label)
+        if state is None:
+            state = self._keys[label] = KeyState()
+        return state
+
+    def slot(self, deployment: str, label: str) -> KeyState:
+        """The state of a key for one deployment: a 429 rests the key for that model, not for all."""
+        return self.key(f"{deployment}|{label}")
+
+    def usable(self, deployment: str, label: str, now: float) -> bool:
+        """Whether a key may serve a deployment now (not rejected, not resting for that model)."""
+        return self.key(label).usable(now) and self.slot(deployment, label).usable(now)
+
+    def free_at(self, deployment: str, label: str) -> float:
+        """When a key may serve a deployment again."""
+        return max(self.key(label).free_at(), self.slot(deployment, label).free_at())
+
+    def hedge_budget(self, group: str) -> HedgeBudget:
+        """The hedging allowance of a group."""
+        budget = self._hedges.get(group)
+        if budget is None:
+            budget = self._hedges[group] = HedgeBudget()
+        return budget
+
+    def known(self) -> Iterable[tuple[str, DeploymentHealth]]:
+        """Every deployment that has seen traffic."""
+        return self._deployments.items()
+
+    def report(self, names: Iterable[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+        """One entry per deployment: state, error rate, latency p50/p95, last error (no secrets).
+
+        ``names`` are (deployment, provider) pairs to include even before they have seen traffic.
+        """
+        now = self.clock()
+        for name, provider in names:
+            self.of(name, provider)
+        rows = []
+        for name, health in self._deployments.items():
+            stats = health.stats
+            stats.expire(now)
+            p50, p95 = stats.percentile(0.5), stats.percentile(0.95)
+            rows.append(
+                {
+                    "deployment": name,
+                    "provider": health.provider,
+                    "state": health.state(now),
+                    "requests": stats.requests,
+                    "error_rate": round(stats.error_rate, 4),
+                    "in_flight": stats.in_flight,
+                    "latency_p50_ms": None if p50 is None else round(p50 * 1000, 1),
+                    "latency_p95_ms": None if p95 is None else round(p95 * 1000, 1),
+                    "total_requests": stats.total_requests,
+                    "total_errors": stats.total_errors,
+                    "last_error": stats.last_error,
+                    "open_until_s": _seconds_left(health.breaker.opened_until, now),
+                }
+            )
+        return rows
+
+    def keys_report(self) -> list[dict[str, Any]]:
+        """Upstream keys that are resting: rejected or rate limited (labels only, never the key)."""
+        now = self.clock()
+        return [
+            {
+                "key": label,
+                "usable": state.usable(now),
+                "free_in_s": _seconds_left(state.free_at(), now),
+                "last_error": state.last_error,
+            }
+            for label, state in self._keys.items()
+        ]
+
+    def _evict_idle(self) -> None:
+        idle = [name for name, health in self._deployments.items() if health.stats.in_flight == 0]
+        for name in idle[: max(1, len(idle) // 2)]:
+            del self._deployments[name]
+
+
+def _seconds_left(until: float | None, now: float) -> float | None:
+    if until is None or until <= now:
+        return None
+    return round(until - now, 3)

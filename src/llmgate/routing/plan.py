@@ -1,0 +1,209 @@
+"""Which deployment and key to try next for one request.
+
+A ``Plan`` walks the requested group, then its ``fallbacks`` chain (and ``context_fallbacks`` when the
+prompt is too long), skipping deployments that are open-circuit, too small for the prompt, unable to
+honour a parameter, out of usable keys, or already failed in this round. Among the rest the group's
+strategy picks; within the chosen deployment the key with the most upstream headroom is used.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from llmgate.catalogue.pricing import cost_of
+from llmgate.core.errors import ContextLengthExceeded, InvalidRequest
+from llmgate.core.request import ChatRequest
+from llmgate.core.tokens import estimate_prompt_tokens
+from llmgate.core.usage import make_usage
+from llmgate.routing.breaker import BreakerState
+from llmgate.routing.deployments import ApiKey, Deployment, ModelGroup
+from llmgate.routing.health import HealthBoard
+from llmgate.routing.strategies.base import Candidate, PickContext, Strategy
+
+NEAR_LIMIT = 0.1  # a key with less than this fraction of its upstream limit left is avoided
+OUTPUT_GUESS = 256  # output tokens assumed for a cost estimate when the request sets no limit
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One attempt's choice: a deployment of a group, and the upstream key to use."""
+
+    group: ModelGroup
+    deployment: Deployment
+    key: ApiKey
+    dropped: tuple[str, ...] = ()
+
+
+class Plan:
+    """The candidates of one request, in the order routing will try them."""
+
+    def __init__(
+        self,
+        request: ChatRequest,
+        chain: list[ModelGroup],
+        *,
+        board: HealthBoard,
+        strategy_of: Callable[[ModelGroup], Strategy],
+        resolve: Callable[[str], ModelGroup],
+        rng: random.Random,
+    ) -> None:
+        self.request = request
+        self.chain = chain
+        self._board = board
+        self._strategy_of = strategy_of
+        self._resolve = resolve
+        self._rng = rng
+        self.failed: set[str] = set()
+        """Deployments that failed in this round (each is tried once per round)."""
+        self.rejected: set[tuple[str, str]] = set()
+        """(deployment, key label) pairs the provider rejected (401/403) during this request."""
+        self._prompt_tokens: int | None = None
+        self._refused: dict[str, tuple[str, ...]] = {}
+        self._too_small: set[str] = set()
+        self._context_extended = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The prompt's estimated size in tokens (computed once)."""
+        if self._prompt_tokens is None:
+            self._prompt_tokens = estimate_prompt_tokens(self.request)
+        return self._prompt_tokens
+
+    def next(self, now: float, turn: Mapping[str, int] | None = None) -> Option | None:
+        """The next option to try, or ``None`` when every candidate is used up for this round."""
+        for group in self.chain:
+            option = self._from_group(group, now, (turn or {}).get(group.name, 0))
+            if option is not None:
+                return option
+        if self._too_small and not self._context_extended and self.extend_for_context():
+            return self.next(now, turn)
+        return None
+
+    def extend_for_context(self) -> bool:
+        """Add the ``context_fallbacks`` groups of the chain (once); whether there were any."""
+        self._context_extended = True
+        names = [name for group in self.chain for name in group.context_fallbacks]
+        known = {group.name for group in self.chain}
+        added = [self._resolve(name) for name in dict.fromkeys(names) if name not in known]
+        self.chain.extend(added)
+        return bool(added)
+
+    def dead_end(self) -> InvalidRequest | None:
+        """Why nothing can serve the request at all (400), if that is the reason no option is left."""
+        names = [d.name for group in self.chain for d in group.deployments]
+        if names and all(name in self._too_small for name in names):
+            return ContextLengthExceeded(
+                f"The prompt (about {self.prompt_tokens} tokens) is longer than the context window of every "
+                f"deployment of '{self.chain[0].name}'.",
+                param="messages",
+            )
+        if names and all(name in self._refused or name in self._too_small for name in names):
+            refused = next(iter(self._refused.values()))
+            return InvalidRequest(
+                f"no deployment of '{self.chain[0].name}' can honour: {', '.join(refused)}",
+                param=refused[0],
+                code="unsupported_parameter",
+            )
+        return None
+
+    def _from_group(self, group: ModelGroup, now: float, turn: int) -> Option | None:
+        candidates = [d for d in group.deployments if self._eligible(d, now)]
+        while candidates:
+            deployment = self._pick(group, candidates, now, turn)
+            key = self._key(deployment, now)
+            if key is not None and self._board.of(deployment.name).breaker.allow(now):
+                return Option(group, deployment, key, self._dropped(deployment))
+            candidates.remove(deployment)  # a half-open probe already out, or no key left
+        return None
+
+    def _eligible(self, deployment: Deployment, now: float) -> bool:
+        name = deployment.name
+        if name in self.failed or name in self._too_small or name in self._refused:
+            return False
+        window = deployment.context_length
+        if window is not None and self.prompt_tokens > window:
+            self._too_small.add(name)
+            return False
+        report = deployment.adapter.check(self.request)
+        if report.refused:
+            self._refused[name] = report.refused
+            return False
+        health = self._board.of(name, deployment.account.name)
+        if health.breaker.state(now) is BreakerState.OPEN:
+            return False
+        return bool(self._keys(deployment, now))
+
+    def _dropped(self, deployment: Deployment) -> tuple[str, ...]:
+        return deployment.adapter.check(self.request).dropped
+
+    def _pick(self, group: ModelGroup, candidates: list[Deployment], now: float, turn: int) -> Deployment:
+        if len(candidates) == 1:
+            return candidates[0]
+        strategy = self._strategy_of(group)
+        views = [self._candidate(d, now) for d in candidates]
+        return strategy.pick(views, PickContext(self._rng, turn)).deployment
+
+    def _candidate(self, deployment: Deployment, now: float) -> Candidate:
+        health = self._board.of(deployment.name, deployment.account.name)
+        stats = health.stats
+        return Candidate(
+            deployment,
+            in_flight=stats.in_flight,
+            latency=stats.latency(stream=bool(self.request.stream)),
+            error_rate=stats.error_rate,
+            healthy=health.breaker.state(now) is BreakerState.CLOSED,
+            headroom=self._headroom(deployment, now),
+            cost=self._cost(deployment),
+        )
+
+    def _headroom(self, deployment: Deployment, now: float) -> float | None:
+        fractions = [self._key_headroom(deployment, key, now) for key in deployment.keys]
+        known = [f for f in fractions if f is not None]
+        return max(known) if known and len(known) == len(fractions) else None
+
+    @staticmethod
+    def _key_headroom(deployment: Deployment, key: ApiKey, now: float) -> float | None:
+        reading = deployment.headroom(key)
+        return reading.fraction_left_at(now) if reading is not None else None
+
+    def _cost(self, deployment: Deployment) -> float | None:
+        output = self.request.output_limit or OUTPUT_GUESS
+        return cost_of(make_usage(prompt=self.prompt_tokens, completion=output), deployment.prices)
+
+    def _key(self, deployment: Deployment, now: float) -> ApiKey | None:
+        keys = self._keys(deployment, now)
+        if len(keys) <= 1:
+            return keys[0] if keys else None
+        scored = [(self._key_headroom(deployment, key, now), key) for key in keys]
+        roomy = [key for fraction, key in scored if fraction is None or fraction >= NEAR_LIMIT]
+        pool = roomy or keys
+        return pool[self._rng.randrange(len(pool))]
+
+    def _keys(self, deployment: Deployment, now: float) -> list[ApiKey]:
+        """The keys that may serve the deployment now. Keys the provider rejected earlier are rested, but
+        when every key of the deployment was rejected they are tried again (the operator may have fixed
+        them), each at most once per request."""
+        name = deployment.name
+        board = self._board
+        usable = [key for key in deployment.keys if board.usable(name, key.label, now)]
+        if usable:
+            return usable
+        return [
+            key
+            for key in deployment.keys
+            if (name, key.label) not in self.rejected and board.slot(name, key.label).cooling_until <= now
+        ]
+
+    def soonest_key(self, now: float) -> float | None:
+        """When the first resting key of the chain's untried deployments becomes usable again."""
+        times = [
+            self._board.free_at(deployment.name, key.label)
+            for group in self.chain
+            for deployment in group.deployments
+            if deployment.name not in self.failed
+            for key in deployment.keys
+        ]
+        future = [t for t in times if t > now]
+        return min(future) if future else None

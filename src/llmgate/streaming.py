@@ -1,0 +1,208 @@
+"""A streamed reply: failover until the first content, then the chunks, then the accounting.
+
+``start()`` runs the routing plan: each attempt opens an upstream stream and reads until the first
+batch that carries content. Any failure before that moves to the next option, invisibly to the client.
+After it, a failure ends the stream with the error (the server writes an SSE error event, never
+``[DONE]``) and counts against the deployment that failed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Self
+
+from msgspec import UNSET
+
+from llmgate.catalogue import cost_of
+from llmgate.core.errors import GatewayError
+from llmgate.core.request import ChatRequest
+from llmgate.core.response import ChatChunk
+from llmgate.core.results import CallInfo
+from llmgate.core.usage import Usage
+from llmgate.providers.base import Target
+from llmgate.routing.failover import Failover, Served
+from llmgate.routing.plan import Option, Plan
+
+
+@dataclass(slots=True)
+class Opened:
+    """An upstream stream that has produced its first content, and what it produced so far."""
+
+    upstream: AsyncIterator[list[ChatChunk]]
+    buffered: list[list[ChatChunk]]
+    first_token: float
+
+
+def has_content(batch: list[ChatChunk]) -> bool:
+    """Whether a batch carries anything beyond a bare role announcement."""
+    for chunk in batch:
+        if chunk.usage:
+            return True
+        for choice in chunk.choices:
+            delta = choice.delta
+            if choice.finish_reason is not None or delta.content or delta.tool_calls or delta.function_call:
+                return True
+            if delta.refusal or delta.reasoning_content or delta.reasoning:
+                return True
+    return False
+
+
+def stream_opener(request: ChatRequest) -> Callable[[Option, Target], Awaitable[Opened]]:
+    """The attempt function for streams: open the upstream and read until its first content."""
+
+    async def open_stream(option: Option, target: Target) -> Opened:
+        started = time.monotonic()
+        upstream = option.deployment.adapter.stream(request, target)
+        buffered: list[list[ChatChunk]] = []
+        try:
+            async for batch in upstream:
+                buffered.append(batch)
+                if has_content(batch):
+                    break
+        except BaseException:
+            await upstream.aclose()  # type: ignore[attr-defined]
+            raise
+        return Opened(upstream, buffered, time.monotonic() - started)
+
+    return open_stream
+
+
+async def discard_opened(opened: Opened) -> None:
+    """Close the stream of an attempt that lost a hedging race."""
+    await opened.upstream.aclose()  # type: ignore[attr-defined]
+
+
+class ChatStream:
+    """A streamed reply. Iterate it; afterwards ``usage`` and ``cost`` hold the totals.
+
+    ``start()`` routes the request and waits for the first content, so a failure before any content
+    surfaces as an exception (the server turns it into a proper HTTP error, not a broken stream).
+    ``batches()`` gives the chunks as they arrived together, for callers that write them out in bulk.
+    """
+
+    def __init__(
+        self,
+        request: ChatRequest,
+        plan: Plan,
+        failover: Failover,
+        request_id: str,
+        *,
+        deadline: float | None = None,
+        on_finish: Callable[[ChatStream, GatewayError | None], None] | None = None,
+    ) -> None:
+        self.request = request
+        self.info = CallInfo(request_id, "", "", "")
+        self.usage: Usage | None = None
+        self.cost: float | None = None
+        self.first_token: float | None = None
+        self._plan = plan
+        self._failover = failover
+        self._deadline = deadline
+        self._on_finish = on_finish
+        self._served: Served[Opened] | None = None
+        self._started = False
+        self._closed = False
+        self._forward_usage = request.wants_usage_chunk
+
+    async def start(self) -> None:
+        """Route the request and buffer the upstream's first content."""
+        if self._started:
+            return
+        self._started = True
+        served = await self._failover.run(
+            self._plan, stream_opener(self.request), deadline=self._deadline, discard=discard_opened
+        )
+        self._served = served
+        option = served.option
+        deployment = option.deployment
+        self.first_token = served.value.first_token
+        self.info = CallInfo(
+            self.info.request_id,
+            deployment.account.name,
+            deployment.name,
+            deployment.model,
+            served.attempts,
+            served.value.first_token * 1000,
+            option.dropped,
+        )
+
+    @property
+    def served(self) -> Served[Opened] | None:
+        """The attempt that is serving the stream, once started."""
+        return self._served
+
+    def __aiter__(self) -> AsyncIterator[ChatChunk]:
+        return self._chunks()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _chunks(self) -> AsyncIterator[ChatChunk]:
+        async for batch in self.batches():
+            for chunk in batch:
+                yield chunk
+
+    async def batches(self) -> AsyncIterator[list[ChatChunk]]:
+        """The chunks, in the batches they arrived in (never empty)."""
+        await self.start()
+        served = self._served
+        assert served is not None
+        error: GatewayError | None = None
+        try:
+            opened = served.value
+            for buffered in opened.buffered:
+                if batch := self._account(buffered):
+                    yield batch
+            opened.buffered = []
+            async for upstream_batch in opened.upstream:
+                if batch := self._account(upstream_batch):
+                    yield batch
+        except GatewayError as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(error)
+            await self.aclose()
+
+    def _finish(self, error: GatewayError | None) -> None:
+        served = self._served
+        if served is None or self._closed:
+            return
+        self._closed = True
+        served.finish(ok=error is None, first_token=self.first_token, error=error)
+        if self._on_finish is not None:
+            self._on_finish(self, error)
+
+    def _account(self, batch: list[ChatChunk]) -> list[ChatChunk]:
+        forward = self._forward_usage
+        kept: list[ChatChunk] = []
+        for chunk in batch:
+            usage = chunk.usage
+            if usage:
+                self.usage = usage
+                if self._served is not None:
+                    self.cost = cost_of(usage, self._served.option.deployment.prices)
+                if not chunk.choices and not forward:
+                    continue
+            if not forward and usage is not UNSET:
+                chunk.usage = UNSET
+            kept.append(chunk)
+        return kept
+
+    async def aclose(self) -> None:
+        """Stop the upstream (cancels the HTTP request when the caller goes away)."""
+        served = self._served
+        if served is not None:
+            if not self._closed:  # closed before its end: the caller went away, no verdict on the upstream
+                self._closed = True
+                served.board.of(served.option.deployment.name).stats.finished(
+                    ok=True, latency=None, now=served.board.clock()
+                )
+                if self._on_finish is not None:
+                    self._on_finish(self, None)
+            await served.value.upstream.aclose()  # type: ignore[attr-defined]
