@@ -5,9 +5,11 @@ This is the only module that names concrete classes; everything else depends on 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -18,11 +20,15 @@ from typing import Any, Self
 from llmgate.catalogue import UNKNOWN, Catalogue, ModelInfo, Prices, cost_of
 from llmgate.config import ConfigError, ProviderSettings, Settings, load_settings
 from llmgate.config.settings import DeploymentSettings, ModelGroupSettings, Timeouts
+from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
-from llmgate.core.errors import InvalidRequest, NotFound
+from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, NotFound
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatResponse, ModelCard
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
+from llmgate.core.usage import make_usage
+from llmgate.policies.guard import Call, Pass
+from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
 from llmgate.providers.base import (
     AdapterConfigError,
     ChatProvider,
@@ -40,14 +46,17 @@ from llmgate.routing.breaker import BreakerPolicy, BreakerState
 from llmgate.routing.deployments import Deployment, Hedge, ModelGroup, ProviderAccount
 from llmgate.routing.failover import Failover, RetryPolicy
 from llmgate.routing.health import HealthBoard
-from llmgate.routing.plan import Option
+from llmgate.routing.plan import Option, Plan
+from llmgate.routing.quota import UpstreamQuota
 from llmgate.routing.router import Router
 from llmgate.routing.strategies import make_strategy
 from llmgate.routing.strategies.base import Strategy
 from llmgate.streaming import ChatStream
+from llmgate.wiring import State, open_state
 
 log = logging.getLogger("llmgate")
 DEFAULT_MAX_TOKENS = 4096
+PROMPT_MARGIN = 1.25  # the prompt estimate is ~4 chars/token: a budget reserves this much more
 
 
 class Gateway:
@@ -85,6 +94,8 @@ class Gateway:
             policy=RetryPolicy(routing.retries, routing.max_attempts, routing.max_queue_wait, Backoff()),
             rng=random.Random(os.urandom(16)),
         )
+        self._state: State | None = None
+        self._starting = asyncio.Lock()
 
     def new_request_id(self) -> str:
         """A short random id for one request (unique in practice, not a secret)."""
@@ -103,8 +114,29 @@ class Gateway:
     ) -> None:
         await self.close()
 
+    async def start(self) -> State:
+        """Open the database and Redis and start the background work (done on first use if not before)."""
+        state = self._state
+        if state is not None:
+            return state
+        async with self._starting:
+            if self._state is None:
+                self._state = await open_state(self.settings, self.board)
+                self.failover.admission = UpstreamQuota(self._state.counters)
+                if self._state.shared:
+                    self.failover.turn = self._state.counters.next_turn
+        return self._state
+
+    @property
+    def state(self) -> State | None:
+        """The started gateway's state (``None`` before ``start``)."""
+        return self._state
+
     async def close(self) -> None:
-        """Release every connection the gateway holds."""
+        """Write the last usage records and release every connection the gateway holds."""
+        if self._state is not None:
+            await self._state.close()
+            self._state = None
         for account in self.accounts.values():
             await account.adapter.close()
         for adapter in self._extra_adapters:
@@ -127,31 +159,60 @@ class Gateway:
         request_id: str | None = None,
         time_limit: float | None = None,
         fallbacks: tuple[str, ...] = (),
+        caller: Caller = ANONYMOUS,
     ) -> ChatResult:
-        """Serve a validated request (the server's entry point), with retries and failover.
+        """Serve a validated request (the server's entry point), with limits, retries and failover.
 
         ``time_limit`` (seconds) bounds all attempts together; ``fallbacks`` are groups to try first
-        when the requested group fails (the ``x-llmgate-fallbacks`` header).
+        when the requested group fails (the ``x-llmgate-fallbacks`` header); ``caller`` is whose limits,
+        budget and model list apply.
         """
+        state = await self.start()
+        request_id = request_id or self.new_request_id()
         plan = self.failover.plan(request, self.router.group(request.model), self._fallbacks(fallbacks))
-        served = await self.failover.run(
-            plan, partial(_chat_once, request), deadline=self._deadline(time_limit)
-        )
+        gate = await state.guard.open(caller, self._call(request, plan, caller))
+        try:
+            served = await self.failover.run(
+                plan, partial(_chat_once, request), deadline=self._deadline(time_limit)
+            )
+        except BaseException as exc:
+            await _close_failed(gate, request_id, request.model, exc)
+            raise
         served.finish(ok=True)
         option = served.option
         deployment = option.deployment
         response = served.value
         info = CallInfo(
-            request_id or self.new_request_id(),
+            request_id,
             deployment.account.name,
             deployment.name,
             deployment.model,
             served.attempts,
             (self.board.clock() - served.started) * 1000,
             option.dropped,
+            gate.limit,
         )
-        cost = cost_of(response.usage, deployment.prices) if response.usage is not None else None
+        usage = response.usage
+        cost = cost_of(usage, deployment.prices) if usage is not None else None
+        await self.failover.release(served, usage.total_tokens if usage is not None else None)
+        await gate.close(info=info, usage=usage, cost=cost, first_token_ms=info.latency_ms)
         return ChatResult(response, info, cost)
+
+    def _call(self, request: ChatRequest, plan: Plan, caller: Caller) -> Call:
+        """What the guard reserves: tokens always, the worst-case cost only for a key with a budget."""
+        worst = self._worst_cost(request, plan) if caller.budget_usd is not None else None
+        return Call(request.model, plan.reserved_tokens, worst, bool(request.stream))
+
+    def _worst_cost(self, request: ChatRequest, plan: Plan) -> float | None:
+        prompt = int(plan.prompt_tokens * PROMPT_MARGIN) + 1
+        costs = []
+        for group in plan.chain:
+            for deployment in group.deployments:
+                output = request.output_limit or self._default_max_tokens(deployment.model)
+                cost = cost_of(make_usage(prompt=prompt, completion=output), deployment.prices)
+                if cost is not None:
+                    costs.append(cost)
+        return max(costs) if costs else None
 
     def stream(
         self, model: str | ChatRequest, messages: Sequence[Mapping[str, Any]] | None = None, **params: Any
@@ -167,6 +228,7 @@ class Gateway:
         request_id: str | None = None,
         time_limit: float | None = None,
         fallbacks: tuple[str, ...] = (),
+        caller: Caller = ANONYMOUS,
     ) -> ChatStream:
         """Serve a validated streaming request (the server's entry point); routing runs in ``start()``."""
         plan = self.failover.plan(request, self.router.group(request.model), self._fallbacks(fallbacks))
@@ -176,7 +238,65 @@ class Gateway:
             self.failover,
             request_id or self.new_request_id(),
             deadline=self._deadline(time_limit),
+            admit=partial(self._admit_stream, request, plan, caller),
         )
+
+    async def _admit_stream(self, request: ChatRequest, plan: Plan, caller: Caller) -> Pass:
+        state = await self.start()
+        return await state.guard.open(caller, self._call(request, plan, caller))
+
+    async def rate_limit_status(
+        self, name: str | None = None, *, caller: Caller = ANONYMOUS
+    ) -> dict[str, Any]:
+        """Limit, remaining and reset: for the caller's key (or the global limit), and each upstream key.
+
+        ``name`` narrows the upstream part to one provider or deployment.
+        """
+        state = await self.start()
+        own = await state.guard.limits.status(caller)
+        upstream = await self._upstream_status(state, name)
+        spent = await state.guard.budgets.spent(caller)
+        return {
+            "caller": _limit_view(own),
+            "budget": None
+            if caller.budget_usd is None
+            else {"budget_usd": caller.budget_usd, "period": caller.budget_period, "spent_usd": spent},
+            "upstream": upstream,
+        }
+
+    async def _upstream_status(self, state: State, name: str | None) -> list[dict[str, Any]]:
+        now = time.time()
+        minute = int(now // 60)
+        rows = []
+        seen: set[str] = set()
+        for group in self.router.groups.values():
+            for deployment in group.deployments:
+                if name is not None and name not in (deployment.name, deployment.account.name):
+                    continue
+                for key in deployment.keys:
+                    if key.label in seen:
+                        continue
+                    seen.add(key.label)
+                    rows.append(await self._key_status(state, deployment, key, minute, now))
+        return rows
+
+    async def _key_status(
+        self, state: State, deployment: Deployment, key: Any, minute: int, now: float
+    ) -> dict[str, Any]:
+        account = deployment.account
+        used = await state.counters.value(f"rpm:ukey:{key.label}:{minute}")
+        reading = deployment.headroom(key)
+        return {
+            "key": key.label,
+            "provider": account.name,
+            "limit": account.rpm,
+            "remaining": None if account.rpm is None else max(0, int(account.rpm - used)),
+            "reset": round((minute + 1) * 60 - now, 3),
+            "upstream_remaining_fraction": None
+            if reading is None
+            else reading.fraction_left_at(self.board.clock()),
+            "usable": self.board.usable(deployment.name, key.label, self.board.clock()),
+        }
 
     def _fallbacks(self, names: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [name for name in names if name not in self.router.groups]
@@ -213,25 +333,75 @@ class Gateway:
         return await self.embeddings(request)
 
     async def embeddings(
-        self, request: EmbeddingRequest, *, request_id: str | None = None
+        self, request: EmbeddingRequest, *, request_id: str | None = None, caller: Caller = ANONYMOUS
     ) -> EmbeddingResult:
-        """Serve a validated embeddings request."""
+        """Serve a validated embeddings request (limits, budget and usage record as for chat)."""
+        state = await self.start()
+        request_id = request_id or self.new_request_id()
         deployment = self.router.candidates(request.model)[0]
-        adapter = deployment.account.adapter
+        adapter = deployment.adapter
         if not isinstance(adapter, EmbeddingProvider):
             raise InvalidRequest(f"provider '{deployment.account.name}' has no embeddings API", param="model")
+        tokens = sum(len(text) for text in request.texts()) // 4 + 1
+        worst = cost_of(make_usage(prompt=tokens * 2, completion=0), deployment.prices)
+        gate = await state.guard.open(caller, Call(request.model, tokens, worst))
         started = perf_counter()
-        response = await adapter.embed(request, deployment.target())
+        try:
+            response = await adapter.embed(request, deployment.target())
+        except BaseException as exc:
+            await _close_failed(gate, request_id, request.model, exc)
+            raise
         info = CallInfo(
-            request_id or self.new_request_id(),
+            request_id,
             deployment.account.name,
             deployment.name,
             deployment.model,
             1,
             (perf_counter() - started) * 1000,
+            limit=gate.limit,
         )
         cost = cost_of(response.usage, deployment.prices) if response.usage is not None else None
+        await gate.close(info=info, usage=response.usage, cost=cost)
         return EmbeddingResult(response, info, cost)
+
+    # --- callers, keys and limits -----------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> Caller:
+        """The caller a virtual key belongs to (``AuthenticationError`` when unknown, revoked or expired)."""
+        state = await self.start()
+        return await state.keys.authenticate(token)
+
+    async def limit_status(self, caller: Caller = ANONYMOUS) -> LimitStatus | None:
+        """The tightest request limit that applies to the caller, now."""
+        state = await self.start()
+        return await state.guard.limits.status(caller)
+
+    async def create_key(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        """A new virtual key from admin fields (``name``, ``models``, ``rpm``, ...); the secret is
+        returned only here."""
+        state = await self.start()
+        key, secret = await state.keys.create(fields_from(fields, KeyFields))
+        return dict(key_view(key)), secret
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        """Every virtual key (never the secret)."""
+        state = await self.start()
+        return [dict(key_view(key)) for key in await state.keys.list()]
+
+    async def get_key(self, key_id: str) -> dict[str, Any]:
+        """One virtual key (``NotFound`` when unknown)."""
+        state = await self.start()
+        return dict(key_view(await state.keys.get(key_id)))
+
+    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change some fields of a virtual key."""
+        state = await self.start()
+        return dict(key_view(await state.keys.update(key_id, fields_from(changes, KeyChanges))))
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke a virtual key."""
+        state = await self.start()
+        return dict(key_view(await state.keys.revoke(key_id)))
 
     # --- models -----------------------------------------------------------------------------------------
 
@@ -446,6 +616,21 @@ class Gateway:
     def _catalogue_provider(self, model: str) -> str | None:
         info = self.catalogue.lookup(model)
         return info.provider if info is not None else None
+
+
+def _limit_view(status: LimitStatus | None) -> dict[str, Any] | None:
+    if status is None:
+        return None
+    return {"limit": status.limit, "remaining": status.remaining, "reset": round(status.reset, 3)}
+
+
+async def _close_failed(gate: Pass, request_id: str, model: str, exc: BaseException) -> None:
+    """Close a call that failed (or whose caller went away) with its usage record."""
+    error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
+    if error.limit is None:
+        error.limit = gate.limit
+    info = CallInfo(request_id, "", "", "", limit=gate.limit)
+    await asyncio.shield(gate.close(info=info, usage=None, cost=None, error=error))
 
 
 async def _chat_once(request: ChatRequest, option: Option, target: Target) -> ChatResponse:

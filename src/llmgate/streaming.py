@@ -16,11 +16,12 @@ from typing import Self
 from msgspec import UNSET
 
 from llmgate.catalogue import cost_of
-from llmgate.core.errors import GatewayError
+from llmgate.core.errors import ClientClosed, GatewayError
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk
 from llmgate.core.results import CallInfo
 from llmgate.core.usage import Usage
+from llmgate.policies.guard import Pass
 from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover, Served
 from llmgate.routing.plan import Option, Plan
@@ -90,7 +91,7 @@ class ChatStream:
         request_id: str,
         *,
         deadline: float | None = None,
-        on_finish: Callable[[ChatStream, GatewayError | None], None] | None = None,
+        admit: Callable[[], Awaitable[Pass]] | None = None,
     ) -> None:
         self.request = request
         self.info = CallInfo(request_id, "", "", "")
@@ -100,7 +101,8 @@ class ChatStream:
         self._plan = plan
         self._failover = failover
         self._deadline = deadline
-        self._on_finish = on_finish
+        self._admit = admit
+        self._pass: Pass | None = None
         self._served: Served[Opened] | None = None
         self._started = False
         self._closed = False
@@ -111,9 +113,17 @@ class ChatStream:
         if self._started:
             return
         self._started = True
-        served = await self._failover.run(
-            self._plan, stream_opener(self.request), deadline=self._deadline, discard=discard_opened
-        )
+        if self._admit is not None:
+            self._pass = await self._admit()
+        try:
+            served = await self._failover.run(
+                self._plan, stream_opener(self.request), deadline=self._deadline, discard=discard_opened
+            )
+        except BaseException as exc:
+            await self._close_pass(
+                exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
+            )
+            raise
         self._served = served
         option = served.option
         deployment = option.deployment
@@ -126,6 +136,7 @@ class ChatStream:
             served.attempts,
             served.value.first_token * 1000,
             option.dropped,
+            self._pass.limit if self._pass is not None else None,
         )
 
     @property
@@ -166,17 +177,29 @@ class ChatStream:
             error = exc
             raise
         finally:
-            self._finish(error)
+            await self._finish(error)
             await self.aclose()
 
-    def _finish(self, error: GatewayError | None) -> None:
+    async def _finish(self, error: GatewayError | None) -> None:
         served = self._served
         if served is None or self._closed:
             return
         self._closed = True
         served.finish(ok=error is None, first_token=self.first_token, error=error)
-        if self._on_finish is not None:
-            self._on_finish(self, error)
+        await self._settle(served, error)
+
+    async def _settle(self, served: Served[Opened], error: GatewayError | None) -> None:
+        usage = self.usage
+        await self._failover.release(served, usage.total_tokens if usage is not None else None)
+        await self._close_pass(error)
+
+    async def _close_pass(self, error: GatewayError | None) -> None:
+        if self._pass is None:
+            return
+        first_token = self.first_token * 1000 if self.first_token is not None else None
+        await self._pass.close(
+            info=self.info, usage=self.usage, cost=self.cost, error=error, first_token_ms=first_token
+        )
 
     def _account(self, batch: list[ChatChunk]) -> list[ChatChunk]:
         forward = self._forward_usage
@@ -203,6 +226,5 @@ class ChatStream:
                 served.board.of(served.option.deployment.name).stats.finished(
                     ok=True, latency=None, now=served.board.clock()
                 )
-                if self._on_finish is not None:
-                    self._on_finish(self, None)
+                await self._settle(served, ClientClosed("the client went away"))
             await served.value.upstream.aclose()  # type: ignore[attr-defined]

@@ -28,8 +28,7 @@ from llmgate.core.errors import (
 )
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk
-from llmgate.providers.base import Target, TimeoutPolicy
-from llmgate.providers.base import key_label
+from llmgate.providers.base import Target, TimeoutPolicy, key_label
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
 from llmgate.providers.transport import Transport
 

@@ -21,6 +21,8 @@ _PLACEHOLDER_RE = re.compile(r"__llmgate_env_(\d+)__")
 # Environment overrides for the common knobs; the seed's LLM_PROXY_* names are accepted as aliases.
 _OVERRIDES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("LLMGATE_STRATEGY", "LLM_PROXY_LOAD_BALANCE"), ("routing", "strategy")),
+    (("LLMGATE_DATABASE",), ("storage", "database")),
+    (("LLMGATE_REDIS_URL",), ("storage", "redis")),
     (("LLMGATE_MAX_RETRIES", "LLM_PROXY_MAX_RETRIES"), ("routing", "retries")),
     (("LLMGATE_CACHE_SIZE", "LLM_PROXY_CACHE_SIZE"), ("cache", "max_entries")),
     (("LLMGATE_CACHE_TTL", "LLM_PROXY_CACHE_TTL"), ("cache", "ttl")),

@@ -179,10 +179,18 @@ class ServerSettings(_Frozen):
 
 
 class StorageSettings(_Frozen):
-    """Where keys, usage records and shared state live (used from the state/ layer on)."""
+    """Where keys and usage records live (``memory``, ``sqlite:///file.db``, ``postgresql://...``) and the
+    Redis that replicas share limits, budgets, breaker trips and round-robin positions through."""
 
     database: str = "sqlite:///llmgate.db"
     redis: str | None = None
+    flush_interval: float = Field(1.0, gt=0, le=60)
+    """Seconds between usage-record batch writes (the loss window on a crash)."""
+
+    @field_validator("redis", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
 
 
 class CacheSettings(_Frozen):
@@ -202,12 +210,17 @@ class RateLimit(_Frozen):
 
 
 class LimitsSettings(_Frozen):
-    """Gateway-side limits (enforced from the limits layer on)."""
+    """Gateway-side limits: ``global`` for all callers together, ``default_key`` for a virtual key that
+    sets none of its own. ``budget_on_outage``: while the shared store is unreachable, ``open`` keeps
+    serving keys with budgets on local counters, ``closed`` refuses them (503)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     global_: RateLimit = Field(RateLimit(), alias="global")
     default_key: RateLimit = RateLimit()
+    budget_on_outage: Literal["open", "closed"] = "open"
+    reserve_output_tokens: int = Field(1024, ge=1)
+    """Output tokens reserved for a request that sets no max_tokens (settled with the real usage)."""
 
 
 class Settings(_Frozen):

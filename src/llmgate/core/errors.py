@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from llmgate.core.caller import LimitStatus
+
 _KEY_LIKE = re.compile(r"\b(sk|hf|AIza|key|Bearer )[-_]?[A-Za-z0-9*_\-]{8,}")
 
 
@@ -23,6 +25,8 @@ class GatewayError(Exception):
     """Base of every error llmgate raises on purpose."""
 
     code: str = "gateway_error"
+    status: int = 500
+    """The HTTP status the OpenAI SDK maps to the right error class (the server's table agrees)."""
     retryable: bool = False
 
     def __init__(
@@ -41,12 +45,15 @@ class GatewayError(Exception):
             self.code = code
         self.provider = provider
         self.retry_after = retry_after
+        self.limit: LimitStatus | None = None
+        """The caller's rate-limit status when it is known (for the ``X-RateLimit-*`` headers)."""
 
 
 class InvalidRequest(GatewayError):
     """The request is malformed or asks for something no deployment can do (client's fault)."""
 
     code = "invalid_request"
+    status = 400
 
 
 class ContextLengthExceeded(InvalidRequest):
@@ -59,24 +66,28 @@ class PayloadTooLarge(InvalidRequest):
     """The request body is over the configured size limit."""
 
     code = "payload_too_large"
+    status = 413
 
 
 class AuthenticationError(GatewayError):
     """The caller's gateway key is missing or invalid."""
 
     code = "invalid_api_key"
+    status = 401
 
 
 class PermissionDenied(GatewayError):
     """The caller is known but not allowed to do this."""
 
     code = "permission_denied"
+    status = 403
 
 
 class ModelNotFound(GatewayError):
     """No provider or model group answers to this name (or the upstream does not know the model)."""
 
     code = "model_not_found"
+    status = 404
 
     def __init__(self, message: str, *, suggestions: tuple[str, ...] = (), **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
@@ -87,12 +98,21 @@ class NotFound(GatewayError):
     """A resource other than a model does not exist."""
 
     code = "not_found"
+    status = 404
+
+
+class ClientClosed(GatewayError):
+    """The caller went away before the answer was complete (recorded in usage, never sent)."""
+
+    code = "client_closed"
+    status = 499  # nginx's convention: nobody is listening any more
 
 
 class RateLimited(GatewayError):
     """Too many requests or tokens: the caller's limit, or the upstream's (then ``provider`` is set)."""
 
     code = "rate_limit_exceeded"
+    status = 429
     retryable = True
 
 
@@ -100,12 +120,14 @@ class QuotaExceeded(GatewayError):
     """A budget or billing quota is exhausted; waiting a few seconds will not help."""
 
     code = "insufficient_quota"
+    status = 429
 
 
 class UpstreamError(GatewayError):
     """The provider failed in a way that is not the caller's fault."""
 
     code = "upstream_error"
+    status = 502
     retryable = True
 
 
@@ -119,12 +141,14 @@ class Overloaded(UpstreamError):
     """The provider says it is overloaded (503, Anthropic 529)."""
 
     code = "upstream_overloaded"
+    status = 503
 
 
 class UpstreamTimeout(UpstreamError):
     """The provider did not answer (or went silent mid-stream) within the timeout."""
 
     code = "upstream_timeout"
+    status = 504
 
 
 class UpstreamConnectionError(UpstreamError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmgate.core.caller import LimitStatus
 from llmgate.core.response import ChatResponse, Choice, EmbeddingResponse
 from llmgate.core.usage import Usage
 
@@ -19,6 +20,7 @@ class CallInfo:
     attempts: int = 1
     latency_ms: float = 0.0
     dropped_params: tuple[str, ...] = ()
+    limit: LimitStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)

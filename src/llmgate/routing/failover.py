@@ -87,6 +87,8 @@ class Served(Generic[T]):
     attempts: int
     started: float
     board: HealthBoard
+    reserved: int = 0
+    """Tokens reserved against upstream limits for this call."""
 
     def finish(
         self, *, ok: bool, first_token: float | None = None, error: GatewayError | None = None
@@ -128,11 +130,16 @@ class Failover:
         self._strategy_of = strategy_of
         self._resolve = resolve
         self.policy = policy
-        self._admission = admission
+        self.admission = admission
         self._turns: dict[str, int] = {}
-        self._turn = turn or self._local_turn
+        self.turn = turn or self._local_turn
         self._rng = rng or random.Random()
         self._sleep = sleep
+
+    async def release(self, served: Served[T], used_tokens: int | None) -> None:
+        """Settle the upstream token reservation of a served call with its real usage."""
+        if self.admission is not None:
+            await self.admission.release(served.option, served.reserved, used_tokens)
 
     def plan(self, request: ChatRequest, group: ModelGroup, extra: tuple[str, ...] = ()) -> Plan:
         """The plan for a request: the group, then its fallbacks chain (``extra`` first, if given)."""
@@ -193,7 +200,7 @@ class Failover:
         turns = None
         group = plan.chain[0]
         if self._strategy_of(group).name == "round_robin":
-            turns = {group.name: await self._turn(group.name)}
+            turns = {group.name: await self.turn(group.name)}
         return plan.next(now, turns)
 
     async def _local_turn(self, group: str) -> int:
@@ -226,12 +233,12 @@ class Failover:
         except BaseException:
             health.stats.finished(ok=True, latency=None, now=self.board.clock())  # caller gone: no verdict
             raise
-        return Served(value, option, run.attempts.count, started, self.board)
+        return Served(value, option, run.attempts.count, started, self.board, run.plan.reserved_tokens)
 
     async def _admit(self, plan: Plan, option: Option) -> bool:
-        if self._admission is None:
+        if self.admission is None:
             return True
-        wait = await self._admission.admit(option, plan.prompt_tokens)
+        wait = await self.admission.admit(option, plan.reserved_tokens)
         if wait is None:
             return True
         state = self.board.slot(option.deployment.name, option.key.label)
@@ -253,10 +260,11 @@ class Failover:
         now = self.board.clock()
         deployment = option.deployment
         health = self.board.of(deployment.name)
-        health.stats.finished(ok=False, latency=None, now=now, error=_describe(error))
+        unwell = _counts_against_deployment(error)  # a caller's 400 says nothing about the deployment
+        health.stats.finished(ok=not unwell, latency=None, now=now, error=_describe(error))
         attempts.errors.append((deployment.name, error))
-        if isinstance(error, ContextLengthExceeded) and plan.extend_for_context():
-            plan.failed.update(d.name for d in option.group.deployments)
+        if isinstance(error, ContextLengthExceeded):  # too small for this prompt: skip it, go bigger
+            plan.too_small(deployment.name)
             return
         if not error.retryable:
             raise error
@@ -272,7 +280,7 @@ class Failover:
             slot.last_error = _describe(error)
             return
         plan.failed.add(deployment.name)
-        if _counts_against_deployment(error):
+        if unwell:
             stats = health.stats
             health.breaker.record_failure(now, error_rate=stats.error_rate, requests=stats.requests)
 
@@ -342,7 +350,11 @@ class Failover:
     async def _hedged(self, run: _Run[T], option: Option, after: float) -> Served[T] | None:
         """Start ``option``; if it has not answered after ``after`` s, race a second option against it."""
         first = asyncio.ensure_future(self._single(run, option))
-        done, _ = await asyncio.wait({first}, timeout=after)
+        try:
+            done, _ = await asyncio.wait({first}, timeout=after)
+        except BaseException:  # the caller went away during the hedge delay: stop the upstream call too
+            first.cancel()
+            raise
         if done or not self.board.hedge_budget(option.group.name).spend():
             return await first
         plan = run.plan
@@ -370,8 +382,8 @@ async def _first_success(
                 result = task.result()
                 if result is not None and winner is None:
                     winner = result
-                elif result is not None and discard is not None:
-                    await discard(result.value)
+                elif result is not None:
+                    await _drop(result, discard)
         return winner
     finally:
         for task in pending:
@@ -379,8 +391,15 @@ async def _first_success(
         for task in pending:
             with contextlib.suppress(BaseException):
                 result = await task
-                if result is not None and discard is not None:
-                    await discard(result.value)
+                if result is not None:
+                    await _drop(result, discard)
+
+
+async def _drop(loser: Served[T], discard: Discard[T] | None) -> None:
+    """Close the books on an attempt that answered but lost the race."""
+    loser.finish(ok=True)
+    if discard is not None:
+        await discard(loser.value)
 
 
 def _counts_against_deployment(error: GatewayError) -> bool:

@@ -95,8 +95,19 @@ class HealthBoard:
         """The state of an upstream key (by its label)."""
         state = self._keys.get(label)
         if state is None:
+            if len(self._keys) >= 2 * MAX_TRACKED:
+                self._evict_rested_keys()
             state = self._keys[label] = KeyState()
         return state
+
+    def _evict_rested_keys(self) -> None:
+        """Forget keys with nothing to remember (no rest pending); if all rest, the oldest half."""
+        now = self.clock()
+        idle = [label for label, state in self._keys.items() if state.free_at() <= now]
+        if len(idle) < len(self._keys) // 2:
+            idle = list(self._keys)[: len(self._keys) // 2]
+        for label in idle:
+            del self._keys[label]
 
     def slot(self, deployment: str, label: str) -> KeyState:
         """The state of a key for one deployment: a 429 rests the key for that model, not for all."""

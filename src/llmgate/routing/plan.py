@@ -62,7 +62,6 @@ class Plan:
         self._prompt_tokens: int | None = None
         self._refused: dict[str, tuple[str, ...]] = {}
         self._too_small: set[str] = set()
-        self._context_extended = False
 
     @property
     def prompt_tokens(self) -> int:
@@ -71,19 +70,27 @@ class Plan:
             self._prompt_tokens = estimate_prompt_tokens(self.request)
         return self._prompt_tokens
 
+    @property
+    def reserved_tokens(self) -> int:
+        """Tokens to reserve against token limits: the prompt plus the output limit (or a guess)."""
+        return self.prompt_tokens + (self.request.output_limit or OUTPUT_GUESS)
+
     def next(self, now: float, turn: Mapping[str, int] | None = None) -> Option | None:
         """The next option to try, or ``None`` when every candidate is used up for this round."""
         for group in self.chain:
             option = self._from_group(group, now, (turn or {}).get(group.name, 0))
             if option is not None:
                 return option
-        if self._too_small and not self._context_extended and self.extend_for_context():
+        if self._too_small and self.extend_for_context():
             return self.next(now, turn)
         return None
 
+    def too_small(self, deployment: str) -> None:
+        """The upstream said the prompt does not fit this deployment: skip it from now on."""
+        self._too_small.add(deployment)
+
     def extend_for_context(self) -> bool:
-        """Add the ``context_fallbacks`` groups of the chain (once); whether there were any."""
-        self._context_extended = True
+        """Add the ``context_fallbacks`` groups of the chain not in it yet; whether there were any."""
         names = [name for group in self.chain for name in group.context_fallbacks]
         known = {group.name for group in self.chain}
         added = [self._resolve(name) for name in dict.fromkeys(names) if name not in known]

@@ -42,12 +42,12 @@ class CatalogueRoutes:
 
     async def list_models(self, request: Request) -> Response:
         """``GET /api/models``."""
-        self.ctx.authenticate(request)
+        await self.ctx.authenticate(request)
         return _models(self.ctx.gateway.catalogue.models)
 
     async def search(self, request: Request) -> Response:
         """``GET /api/models/search?q=&provider=&supports_chat=&capability=&min_context=&max_input_cost=``."""
-        self.ctx.authenticate(request)
+        await self.ctx.authenticate(request)
         params = request.query_params
         found = self.ctx.gateway.catalogue.search(
             query=params.get("q") or None,
@@ -61,7 +61,7 @@ class CatalogueRoutes:
 
     async def get_model(self, request: Request) -> Response:
         """``GET /api/models/{id}``: 404 with the nearest ids when unknown."""
-        self.ctx.authenticate(request)
+        await self.ctx.authenticate(request)
         model_id = request.path_params["model_id"]
         catalogue = self.ctx.gateway.catalogue
         info = catalogue.get(model_id)

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from llmgate.config import Settings, config_path_from_environment, load_settings
 from llmgate.core.errors import GatewayError
 from llmgate.gateway import Gateway
+from llmgate.server.admin_routes import AdminRoutes
 from llmgate.server.api_routes import CatalogueRoutes, HealthRoutes
 from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import ClientGone
@@ -35,6 +36,7 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
     )
     ctx = ServerContext.for_gateway(gw)
     openai, catalogue, health = OpenAIRoutes(ctx), CatalogueRoutes(ctx), HealthRoutes(ctx)
+    admin = AdminRoutes(ctx)
     routes = [
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/chat/completions", openai.chat_completions, methods=["POST"]),
@@ -46,10 +48,17 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
         Route("/api/models/{model_id:path}", catalogue.get_model, methods=["GET"]),
         Route("/health", health.health, methods=["GET"]),
         Route("/health/providers", health.providers, methods=["GET"]),
+        Route("/api/rate-limits", admin.rate_limits, methods=["GET"]),
+        Route("/admin/keys", admin.create, methods=["POST"]),
+        Route("/admin/keys", admin.list, methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin.get, methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin.update, methods=["PATCH"]),
+        Route("/admin/keys/{key_id}", admin.revoke, methods=["DELETE"]),
     ]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gw.start()  # open the database and Redis now: a bad URL fails the start, not a request
         try:
             yield
         finally:

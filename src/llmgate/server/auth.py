@@ -1,4 +1,4 @@
-"""Who is calling. This version knows the master key; virtual keys plug in here later."""
+"""Who is calling: the master key, a virtual key, or anyone (open mode, loopback only)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import hmac
 
 from starlette.requests import Request
 
-from llmgate.core.errors import AuthenticationError
+from llmgate.core.caller import ANONYMOUS, MASTER, Caller
+from llmgate.core.errors import AuthenticationError, PermissionDenied
+from llmgate.gateway import Gateway
 
 
 def bearer_token(request: Request) -> str | None:
@@ -19,14 +21,26 @@ def bearer_token(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def check_key(request: Request, master_key: bytes | None) -> None:
-    """Raise ``AuthenticationError`` unless the request carries the master key (when one is set)."""
+async def identify(request: Request, master_key: bytes | None, gateway: Gateway) -> Caller:
+    """The caller: 401 without a valid key once a master key is set; anyone in open mode."""
     if master_key is None:
-        return
+        return ANONYMOUS
     token = bearer_token(request)
     if token is None:
         raise AuthenticationError(
             "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
         )
-    if not hmac.compare_digest(token.encode(), master_key):
-        raise AuthenticationError("Invalid API key.", code="invalid_api_key")
+    if hmac.compare_digest(token.encode(), master_key):
+        return MASTER
+    return await gateway.authenticate(token)
+
+
+async def require_admin(request: Request, master_key: bytes | None, gateway: Gateway) -> None:
+    """Only the master key may use the admin API (401 without a key, 403 with a virtual key)."""
+    if master_key is None:
+        raise PermissionDenied(
+            "The admin API needs a master key: set LLMGATE_MASTER_KEY (or server.master_key).",
+        )
+    caller = await identify(request, master_key, gateway)
+    if not caller.admin:
+        raise PermissionDenied("Only the master key may manage keys.")

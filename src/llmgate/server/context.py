@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from llmgate.core.caller import Caller, LimitStatus
 from llmgate.core.errors import InvalidRequest
 from llmgate.gateway import Gateway
-from llmgate.server.auth import check_key
+from llmgate.server.auth import identify, require_admin
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_TIME_LIMIT = 3600.0
@@ -31,9 +33,13 @@ class ServerContext:
         key = server.master_key.get_secret_value().encode() if server.master_key else None
         return cls(gateway, key, server.max_body_bytes)
 
-    def authenticate(self, request: Request) -> None:
-        """Raise unless the caller may use the gateway."""
-        check_key(request, self.master_key)
+    async def authenticate(self, request: Request) -> Caller:
+        """The caller, or 401 unless it may use the gateway."""
+        return await identify(request, self.master_key, self.gateway)
+
+    async def authenticate_admin(self, request: Request) -> None:
+        """401 / 403 unless the caller holds the master key."""
+        await require_admin(request, self.master_key, self.gateway)
 
     def request_id(self, request: Request) -> str:
         """The caller's ``x-request-id`` when it is a sane token, else a new one."""
@@ -71,3 +77,14 @@ class ServerContext:
                 f"x-llmgate-fallbacks names at most {MAX_FALLBACKS} groups", param="x-llmgate-fallbacks"
             )
         return names
+
+
+def limit_headers(status: LimitStatus | None) -> dict[str, str]:
+    """``X-RateLimit-*`` for the tightest request limit that applies to the caller."""
+    if status is None:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(status.limit),
+        "X-RateLimit-Remaining": str(status.remaining),
+        "X-RateLimit-Reset": str(max(1, math.ceil(status.reset))),
+    }

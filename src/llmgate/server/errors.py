@@ -24,24 +24,24 @@ from llmgate.core.errors import (
     redact,
 )
 
-# First match wins, so subclasses come before their bases. The statuses are the ones the OpenAI SDK
-# maps to its error classes (400 BadRequestError, 401 AuthenticationError, 403 PermissionDeniedError,
-# 404 NotFoundError, 429 RateLimitError, >= 500 InternalServerError).
-TABLE: tuple[tuple[type[GatewayError], int, str], ...] = (
-    (PayloadTooLarge, 413, "invalid_request_error"),
-    (ContextLengthExceeded, 400, "invalid_request_error"),
-    (InvalidRequest, 400, "invalid_request_error"),
-    (AuthenticationError, 401, "authentication_error"),
-    (PermissionDenied, 403, "permission_error"),
-    (ModelNotFound, 404, "invalid_request_error"),
-    (NotFound, 404, "not_found_error"),
-    (QuotaExceeded, 429, "insufficient_quota"),
-    (RateLimited, 429, "rate_limit_error"),
-    (ProviderAuthError, 502, "upstream_error"),
-    (UpstreamTimeout, 504, "timeout_error"),
-    (Overloaded, 503, "overloaded_error"),
-    (UpstreamError, 502, "upstream_error"),
-    (GatewayError, 500, "api_error"),
+# First match wins, so subclasses come before their bases. Each error carries its HTTP status (the one
+# the OpenAI SDK maps to its error classes: 400 BadRequestError, 401 AuthenticationError, 403
+# PermissionDeniedError, 404 NotFoundError, 429 RateLimitError, >= 500 InternalServerError); this table
+# gives the OpenAI error ``type`` that goes with it.
+TABLE: tuple[tuple[type[GatewayError], str], ...] = (
+    (PayloadTooLarge, "invalid_request_error"),
+    (ContextLengthExceeded, "invalid_request_error"),
+    (InvalidRequest, "invalid_request_error"),
+    (AuthenticationError, "authentication_error"),
+    (PermissionDenied, "permission_error"),
+    (ModelNotFound, "invalid_request_error"),
+    (NotFound, "not_found_error"),
+    (QuotaExceeded, "insufficient_quota"),
+    (RateLimited, "rate_limit_error"),
+    (ProviderAuthError, "upstream_error"),
+    (UpstreamTimeout, "timeout_error"),
+    (Overloaded, "overloaded_error"),
+    (UpstreamError, "upstream_error"),
 )
 
 DEFAULT_RETRY_AFTER = 1
@@ -63,10 +63,10 @@ _encoder = msgspec.json.Encoder()
 
 def classify(error: GatewayError) -> tuple[int, str]:
     """The HTTP status and OpenAI error type of an error."""
-    for kind, status, error_type in TABLE:
+    for kind, error_type in TABLE:
         if isinstance(error, kind):
-            return status, error_type
-    return 500, "api_error"
+            return error.status, error_type
+    return error.status, "api_error"
 
 
 def error_message(error: GatewayError) -> str:
@@ -89,8 +89,14 @@ def encode_error(message: str, error_type: str, param: str | None, code: str | N
 
 
 def error_headers(error: GatewayError, status: int) -> dict[str, str]:
-    """``Retry-After`` on every 429 and 503 (SPEC.md section 2.4)."""
+    """``Retry-After`` on every 429 and 503 (SPEC.md section 2.4), ``X-RateLimit-*`` when known."""
+    headers = {}
     if status in (429, 503):
         wait = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_AFTER
-        return {"Retry-After": str(max(1, math.ceil(wait)))}
-    return {}
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    limit = error.limit
+    if limit is not None:
+        headers["X-RateLimit-Limit"] = str(limit.limit)
+        headers["X-RateLimit-Remaining"] = str(limit.remaining)
+        headers["X-RateLimit-Reset"] = str(max(1, math.ceil(limit.reset)))
+    return headers

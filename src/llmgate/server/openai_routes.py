@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_request
 from llmgate.core.results import CallInfo
-from llmgate.server.context import ServerContext
+from llmgate.server.context import ServerContext, limit_headers
 from llmgate.server.disconnect import DisconnectWatch, EventStreamResponse, until_disconnected
 from llmgate.server.wire import SSE_HEADERS, encoder, read_body, sse_stream
 
@@ -26,13 +26,13 @@ class OpenAIRoutes:
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions``, whole or streamed."""
         ctx = self.ctx
-        ctx.authenticate(request)
+        caller = await ctx.authenticate(request)
         chat = parse_chat_request(decode_json(await read_body(request, ctx.max_body)))
         request_id = ctx.request_id(request)
         limit, fallbacks = ctx.time_limit(request), ctx.fallbacks(request)
         if chat.stream:
             stream = ctx.gateway.open_stream(
-                chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks
+                chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks, caller=caller
             )
             watch = DisconnectWatch(request.receive)  # one watch for the request, handed to the response
             try:
@@ -43,7 +43,9 @@ class OpenAIRoutes:
                 watch.stop()
                 await stream.aclose()
                 raise
-        work = ctx.gateway.complete(chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks)
+        work = ctx.gateway.complete(
+            chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks, caller=caller
+        )
         result = await until_disconnected(request.receive, work)
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
@@ -52,9 +54,9 @@ class OpenAIRoutes:
     async def embeddings(self, request: Request) -> Response:
         """``POST /v1/embeddings``."""
         ctx = self.ctx
-        ctx.authenticate(request)
+        caller = await ctx.authenticate(request)
         body = parse_embedding_request(decode_json(await read_body(request, ctx.max_body)))
-        work = ctx.gateway.embeddings(body, request_id=ctx.request_id(request))
+        work = ctx.gateway.embeddings(body, request_id=ctx.request_id(request), caller=caller)
         result = await until_disconnected(request.receive, work)
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
@@ -62,15 +64,17 @@ class OpenAIRoutes:
 
     async def list_models(self, request: Request) -> Response:
         """``GET /v1/models``."""
-        self.ctx.authenticate(request)
+        caller = await self.ctx.authenticate(request)
         cards = self.ctx.gateway.models()
-        return Response(encoder.encode({"object": "list", "data": cards}), media_type=JSON)
+        headers = limit_headers(await self.ctx.gateway.limit_status(caller))
+        return Response(encoder.encode({"object": "list", "data": cards}), media_type=JSON, headers=headers)
 
     async def get_model(self, request: Request) -> Response:
         """``GET /v1/models/{id}``."""
-        self.ctx.authenticate(request)
+        caller = await self.ctx.authenticate(request)
         card = self.ctx.gateway.model(request.path_params["model_id"])
-        return Response(encoder.encode(card), media_type=JSON)
+        headers = limit_headers(await self.ctx.gateway.limit_status(caller))
+        return Response(encoder.encode(card), media_type=JSON, headers=headers)
 
 
 def call_headers(info: CallInfo) -> dict[str, str]:
@@ -81,6 +85,8 @@ def call_headers(info: CallInfo) -> dict[str, str]:
         "x-llmgate-deployment": info.deployment,
         "x-llmgate-attempts": str(info.attempts),
     }
+    if info.limit is not None:
+        headers.update(limit_headers(info.limit))
     if info.dropped_params:
         # Names can come from the caller (unknown fields): only header-safe ones are listed.
         names = [name for name in info.dropped_params if _HEADER_SAFE.match(name)]

@@ -1,0 +1,99 @@
+"""Budgets of virtual keys: the worst-case cost of a call is reserved before it and settled after it.
+
+A key's spend per period lives in a ``Counters`` bucket (``take`` refuses a reservation that would
+pass the budget), so concurrent requests cannot overshoot, on one process or, with Redis, on many.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from llmgate.core.caller import Caller
+from llmgate.core.errors import QuotaExceeded
+from llmgate.state.ports import Counters
+
+DAY = 86_400.0
+SpendSince = Callable[[str, float], Awaitable[float]]
+"""(key id, since) -> USD spent, from the usage ledger (to start a period's counter after a restart)."""
+
+
+@dataclass(slots=True)
+class Hold:
+    """A reservation against a key's budget."""
+
+    bucket: str
+    amount: float
+    ttl: float | None
+
+
+def period_start(period: str, now: float) -> tuple[str, float, float | None]:
+    """The bucket suffix, start time and counter lifetime of the period containing ``now``."""
+    moment = datetime.fromtimestamp(now, UTC)
+    if period == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        return f"d:{start:%Y-%m-%d}", start.timestamp(), 2 * DAY
+    if period == "month":
+        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return f"m:{start:%Y-%m}", start.timestamp(), 32 * DAY
+    return "total", 0.0, None
+
+
+class Budgets:
+    """Reserves and settles spend against the budgets of virtual keys."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        spend_since: SpendSince | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.counters = counters
+        self._spend_since = spend_since
+        self._clock = clock
+        self._seeded: set[str] = set()
+
+    async def reserve(self, caller: Caller, worst_cost: float | None) -> Hold | None:
+        """Reserve the worst-case cost of a call, or raise ``QuotaExceeded`` (429 insufficient_quota)."""
+        if caller.budget_usd is None or caller.key_id is None:
+            return None
+        suffix, start, ttl = period_start(caller.budget_period, self._clock())
+        bucket = f"budget:{caller.key_id}:{suffix}"
+        await self._seed(bucket, caller.key_id, start, ttl)
+        amount = worst_cost or 0.0
+        taken = await self.counters.take(bucket, amount, limit=caller.budget_usd, ttl=ttl)
+        if not taken.allowed:
+            spent = await self.counters.value(bucket)
+            raise QuotaExceeded(
+                f"This key's budget of ${caller.budget_usd:g} per {caller.budget_period} is used up "
+                f"(${spent:.6f} spent or reserved; this call could cost up to ${amount:.6f}).",
+            )
+        return Hold(bucket, amount, ttl)
+
+    async def settle(self, hold: Hold | None, actual_cost: float | None) -> None:
+        """Replace the reservation with what the call really cost (unknown cost: keep the reservation)."""
+        if hold is None or actual_cost is None:
+            return
+        delta = actual_cost - hold.amount
+        if delta:
+            await self.counters.adjust(hold.bucket, delta, ttl=hold.ttl)
+
+    async def spent(self, caller: Caller) -> float | None:
+        """What the caller's key has spent (or reserved) in the current period."""
+        if caller.key_id is None or caller.budget_usd is None:
+            return None
+        suffix, _, _ = period_start(caller.budget_period, self._clock())
+        return await self.counters.value(f"budget:{caller.key_id}:{suffix}")
+
+    async def _seed(self, bucket: str, key_id: str, start: float, ttl: float | None) -> None:
+        """Start a process-local counter from the ledger once (a restart must not reset spend)."""
+        if self._spend_since is None or bucket in self._seeded:
+            return
+        self._seeded.add(bucket)
+        if await self.counters.value(bucket) == 0:
+            spent = await self._spend_since(key_id, start)
+            if spent:
+                await self.counters.adjust(bucket, spent, ttl=ttl)

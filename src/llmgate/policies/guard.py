@@ -1,0 +1,141 @@
+"""The stages around one routed call: caller limits and budget before it, settlement and the usage
+record after it. The gateway opens a ``Pass`` before routing and closes it exactly once afterwards."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llmgate.core.caller import Caller, LimitStatus
+from llmgate.core.errors import GatewayError, Overloaded, PermissionDenied
+from llmgate.core.results import CallInfo
+from llmgate.core.usage import Usage
+from llmgate.policies.budgets import Budgets, Hold
+from llmgate.policies.limits import CallerLimits, Ticket
+from llmgate.policies.usage import UsageRecorder
+from llmgate.state.ports import UsageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the guard needs to know of a call before it is routed."""
+
+    model: str
+    tokens: int
+    """Prompt estimate + output limit: reserved against token limits."""
+    worst_cost: float | None
+    """The most the call can cost (reserved against a budget); ``None`` when no price is known."""
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class Pass:
+    """An admitted call: what it holds, released by ``close``."""
+
+    guard: Guard
+    caller: Caller
+    call: Call
+    ticket: Ticket | None
+    hold: Hold | None
+    started: float
+    closed: bool = False
+
+    @property
+    def limit(self) -> LimitStatus | None:
+        """The caller's rate-limit status after admission (for the response headers)."""
+        return self.ticket.status if self.ticket is not None else None
+
+    async def close(
+        self,
+        *,
+        info: CallInfo | None,
+        usage: Usage | None,
+        cost: float | None,
+        error: GatewayError | None = None,
+        first_token_ms: float | None = None,
+    ) -> None:
+        """Settle the reservations with the real usage and write the usage record (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        guard = self.guard
+        used = usage.prompt_tokens + usage.completion_tokens if usage is not None else None
+        if self.ticket is not None:
+            await guard.limits.settle(self.ticket, used if error is None else used or 0)
+        if self.hold is not None:
+            await guard.budgets.settle(self.hold, cost if error is None or usage is not None else 0.0)
+        if guard.recorder is not None:
+            guard.recorder.record(self._record(info, usage, cost, error, first_token_ms))
+
+    def _record(
+        self,
+        info: CallInfo | None,
+        usage: Usage | None,
+        cost: float | None,
+        error: GatewayError | None,
+        first_token_ms: float | None,
+    ) -> UsageRecord:
+        details = usage.prompt_tokens_details if usage is not None else None
+        reasoning = usage.completion_tokens_details if usage is not None else None
+        return UsageRecord(
+            time=self.started,
+            request_id=info.request_id if info is not None else "",
+            key_id=self.caller.key_id,
+            model_group=self.call.model,
+            provider=(info.provider or None) if info is not None else None,
+            deployment=(info.deployment or None) if info is not None else None,
+            upstream_model=(info.upstream_model or None) if info is not None else None,
+            prompt_tokens=usage.prompt_tokens if usage is not None else 0,
+            completion_tokens=usage.completion_tokens if usage is not None else 0,
+            cached_tokens=(details.cached_tokens or 0) if details else 0,
+            reasoning_tokens=(reasoning.reasoning_tokens or 0) if reasoning else 0,
+            cost_usd=cost if usage is not None else (0.0 if error is not None else None),
+            latency_ms=(time.time() - self.started) * 1000,
+            ttft_ms=first_token_ms,
+            status=200 if error is None else error.status,
+            error_type=error.code if error is not None else None,
+            cache=None,
+            attempts=info.attempts if info is not None else 0,
+            stream=self.call.stream,
+        )
+
+
+class Guard:
+    """Limits, budgets and usage records for every call of one gateway."""
+
+    def __init__(
+        self,
+        *,
+        limits: CallerLimits,
+        budgets: Budgets,
+        recorder: UsageRecorder | None,
+        budgets_closed: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.limits = limits
+        self.budgets = budgets
+        self.recorder = recorder
+        self._budgets_closed = budgets_closed
+
+    async def open(self, caller: Caller, call: Call) -> Pass:
+        """Admit a call (403 for a model the key may not use, 429 over a limit or budget)."""
+        if not caller.may_use(call.model):
+            raise PermissionDenied(f"This API key may not use the model '{call.model[:256]}'.", param="model")
+        ticket = await self.limits.admit(caller, call.tokens) if self.limits.applies_to(caller) else None
+        hold = None
+        if caller.budget_usd is not None:
+            if self._budgets_closed():
+                if ticket is not None:
+                    await self.limits.settle(ticket, 0)
+                raise Overloaded(
+                    "Budgets cannot be checked while the shared store is unreachable (budget_on_outage: "
+                    "closed).",
+                    retry_after=5,
+                )
+            try:
+                hold = await self.budgets.reserve(caller, call.worst_cost)
+            except GatewayError:
+                if ticket is not None:
+                    await self.limits.settle(ticket, 0)
+                raise
+        return Pass(self, caller, call, ticket, hold, time.time())

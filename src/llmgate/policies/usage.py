@@ -1,0 +1,90 @@
+"""Usage records: one per request, queued in memory and written in batches off the request path.
+
+A background task writes the queue every ``flush_interval`` seconds (or sooner when it grows), in one
+transaction per batch; ``close()`` writes whatever is left, so a graceful shutdown loses nothing. On a
+crash, at most the last ``flush_interval`` seconds of records are lost. When the database is
+unreachable the records stay queued (up to ``max_queued``) and are written once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from llmgate.state.ports import StateUnavailable, UsageLedger, UsageRecord
+
+log = logging.getLogger("llmgate.usage")
+BATCH_SIZE = 500
+MAX_QUEUED = 100_000
+
+
+class UsageRecorder:
+    """Queues usage records and writes them to the ledger in batches."""
+
+    def __init__(
+        self, ledger: UsageLedger, *, flush_interval: float = 1.0, max_queued: int = MAX_QUEUED
+    ) -> None:
+        self.ledger = ledger
+        self.flush_interval = flush_interval
+        self.max_queued = max_queued
+        self._queue: list[UsageRecord] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.dropped = 0
+        self.last_error: str | None = None
+
+    def record(self, record: UsageRecord) -> None:
+        """Queue one record (never blocks, never fails the request)."""
+        if len(self._queue) >= self.max_queued:
+            self.dropped += 1  # the database has been down for long: keep memory bounded
+            return
+        self._queue.append(record)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        if len(self._queue) >= BATCH_SIZE:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Records not yet written."""
+        return len(self._queue)
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the last write failed (records are waiting for the database)."""
+        return self.last_error is not None
+
+    async def flush(self) -> None:
+        """Write every queued record now (in batches)."""
+        async with self._lock:
+            while self._queue:
+                batch = self._queue[:BATCH_SIZE]
+                try:
+                    await self.ledger.write(batch)
+                except StateUnavailable as error:
+                    self.last_error = str(error)
+                    log.warning("usage records are waiting for the database: %s", error)
+                    return
+                del self._queue[: len(batch)]
+                self.last_error = None
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # a bug in a backend must not kill the recorder: log it, keep the records
+                log.exception("writing usage records failed")
+
+    async def close(self) -> None:
+        """Stop the background writer and write what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()

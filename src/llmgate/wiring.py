@@ -1,0 +1,142 @@
+"""The stateful half of the composition root: storage settings -> backends, policies and their tasks.
+
+``gateway.py`` builds the stateless parts (adapters, router, failover) when a ``Gateway`` is created;
+this module opens what needs I/O (the database, Redis) when the gateway starts, and keeps the
+background work (usage writes, sharing breaker trips between replicas) running until it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from llmgate.config.settings import Settings
+from llmgate.policies.budgets import Budgets, SpendSince
+from llmgate.policies.guard import Guard
+from llmgate.policies.keys import KeyService
+from llmgate.policies.limits import CallerLimits, Rate
+from llmgate.policies.usage import UsageRecorder
+from llmgate.routing.health import HealthBoard
+from llmgate.state import open_database
+from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters
+from llmgate.state.ports import BreakerBoard, Counters, Database, StateUnavailable
+from llmgate.state.redis import RedisBreakerBoard, RedisCounters, redis_client
+from llmgate.state.resilient import FallbackBoard, FallbackCounters
+
+log = logging.getLogger("llmgate")
+BOARD_SYNC_INTERVAL = 1.0
+
+
+@dataclass
+class State:
+    """Everything stateful a started gateway holds."""
+
+    database: Database
+    counters: Counters
+    board: BreakerBoard | None
+    keys: KeyService
+    guard: Guard
+    recorder: UsageRecorder
+    shared: bool
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        """Why the state is degraded (empty when all is well)."""
+        problems = []
+        for name, part in (("redis", self.counters), ("redis breaker board", self.board)):
+            if isinstance(part, FallbackCounters | FallbackBoard) and part.degraded:
+                problems.append(f"{name} unreachable, using local state: {part.last_error}")
+        if self.recorder.degraded:
+            problems.append(
+                f"database unreachable, {self.recorder.pending} usage records waiting: "
+                f"{self.recorder.last_error}"
+            )
+        return problems
+
+    async def close(self) -> None:
+        """Stop background work, write the last usage records, close connections."""
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self.recorder.close()
+        finally:
+            await self.counters.close()
+            if self.board is not None:
+                await self.board.close()
+            await self.database.close()
+
+
+async def open_state(settings: Settings, health: HealthBoard) -> State:
+    """Open the database and (when configured) Redis, and build the policies on them."""
+    storage, limits = settings.storage, settings.limits
+    database = await open_database(storage.database)
+    counters: Counters = MemoryCounters()
+    board: BreakerBoard | None = None
+    if storage.redis:
+        client = redis_client(storage.redis)
+        counters = FallbackCounters(RedisCounters(client), MemoryCounters())
+        board = FallbackBoard(RedisBreakerBoard(client), MemoryBreakerBoard())
+    shared = board is not None
+    budgets_closed = limits.budget_on_outage == "closed"
+    recorder = UsageRecorder(database, flush_interval=storage.flush_interval)
+    guard = Guard(
+        limits=CallerLimits(
+            counters,
+            global_rate=Rate(limits.global_.rpm, limits.global_.tpm),
+            default_key=Rate(limits.default_key.rpm, limits.default_key.tpm),
+        ),
+        # A process-local counter starts from the ledger; a shared one outlives any one process.
+        budgets=Budgets(counters, spend_since=None if shared else _spend(database)),
+        recorder=recorder,
+        budgets_closed=lambda: budgets_closed and _degraded(counters),
+    )
+    state = State(database, counters, board, KeyService(database), guard, recorder, shared)
+    if board is not None:
+        state.tasks.append(asyncio.get_running_loop().create_task(_share_trips(board, health)))
+    return state
+
+
+def _degraded(counters: Counters) -> bool:
+    return isinstance(counters, FallbackCounters) and counters.degraded
+
+
+def _spend(database: Database) -> SpendSince:
+    async def spend_since(key_id: str, since: float) -> float:
+        return await database.spend(key_id=key_id, since=since)
+
+    return spend_since
+
+
+async def _share_trips(board: BreakerBoard, health: HealthBoard) -> None:
+    """Publish this process's breaker trips and apply the other replicas' ones, every second."""
+    published: dict[str, float] = {}
+    while True:
+        await asyncio.sleep(BOARD_SYNC_INTERVAL)
+        try:
+            await _sync_once(board, health, published)
+        except StateUnavailable:
+            continue
+        except Exception:
+            log.exception("sharing breaker state failed")
+
+
+async def _sync_once(board: BreakerBoard, health: HealthBoard, published: dict[str, float]) -> None:
+    wall, mono = time.time(), health.clock()
+    for name, record in health.known():
+        until = record.breaker.opened_until
+        if until is not None and until > mono and published.get(name) != until:
+            await board.trip(name, wall + (until - mono))
+            published[name] = until
+    for name, until_wall in (await board.tripped(wall)).items():
+        until = mono + (until_wall - wall)
+        breaker = health.of(name).breaker
+        current = breaker.opened_until
+        if current is None or until > current + 0.5:
+            breaker.trip(until)
+            published[name] = breaker.opened_until or until
