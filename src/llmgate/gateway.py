@@ -439,9 +439,11 @@ class Gateway:
         """Overall status and the state of every provider and deployment (from live traffic)."""
         rows = self.provider_health()
         states = {row["state"] for row in rows}
-        status = "ok" if states <= {"healthy"} else "degraded"
+        problems = self._state.problems() if self._state is not None else []
+        status = "ok" if states <= {"healthy"} and not problems else "degraded"
         return {
             "status": status,
+            "problems": problems,
             "providers": {name: account.type for name, account in self.accounts.items()},
             "model_groups": list(self.router.groups),
             "deployments": rows,

@@ -16,7 +16,7 @@ from typing import Self
 from msgspec import UNSET
 
 from llmgate.catalogue import cost_of
-from llmgate.core.errors import ClientClosed, GatewayError
+from llmgate.core.errors import ClientClosed, GatewayError, UnexpectedResponse
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk
 from llmgate.core.results import CallInfo
@@ -164,6 +164,7 @@ class ChatStream:
         served = self._served
         assert served is not None
         error: GatewayError | None = None
+        gone = False
         try:
             opened = served.value
             for buffered in opened.buffered:
@@ -176,17 +177,33 @@ class ChatStream:
         except GatewayError as exc:
             error = exc
             raise
+        except Exception as exc:  # an adapter bug is still a failed call, never a success
+            error = UnexpectedResponse(f"{served.option.deployment.name}: {type(exc).__name__}: {exc}")
+            raise
+        except BaseException:  # the caller went away (cancelled, or the generator closed): no verdict
+            gone = True
+            raise
         finally:
-            await self._finish(error)
+            await self._finish(error, gone=gone)
             await self.aclose()
 
-    async def _finish(self, error: GatewayError | None) -> None:
+    async def _finish(self, error: GatewayError | None, *, gone: bool = False) -> None:
         served = self._served
         if served is None or self._closed:
             return
         self._closed = True
+        if gone:
+            self._no_verdict(served)
+            await self._settle(served, ClientClosed("the client went away"))
+            return
         served.finish(ok=error is None, first_token=self.first_token, error=error)
         await self._settle(served, error)
+
+    @staticmethod
+    def _no_verdict(served: Served[Opened]) -> None:
+        """The caller left mid-stream: the call ends, but says nothing about the deployment's health."""
+        board = served.board
+        board.of(served.option.deployment.name).stats.finished(ok=True, latency=None, now=board.clock())
 
     async def _settle(self, served: Served[Opened], error: GatewayError | None) -> None:
         usage = self.usage
@@ -223,8 +240,6 @@ class ChatStream:
         if served is not None:
             if not self._closed:  # closed before its end: the caller went away, no verdict on the upstream
                 self._closed = True
-                served.board.of(served.option.deployment.name).stats.finished(
-                    ok=True, latency=None, now=served.board.clock()
-                )
+                self._no_verdict(served)
                 await self._settle(served, ClientClosed("the client went away"))
             await served.value.upstream.aclose()  # type: ignore[attr-defined]

@@ -20,11 +20,9 @@ from llmgate.policies.keys import KeyService
 from llmgate.policies.limits import CallerLimits, Rate
 from llmgate.policies.usage import UsageRecorder
 from llmgate.routing.health import HealthBoard
-from llmgate.state import open_database
-from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters
-from llmgate.state.ports import BreakerBoard, Counters, Database, StateUnavailable
-from llmgate.state.redis import RedisBreakerBoard, RedisCounters, redis_client
-from llmgate.state.resilient import FallbackBoard, FallbackCounters
+from llmgate.state import open_database, shared_state
+from llmgate.state.memory import MemoryCounters
+from llmgate.state.ports import BreakerBoard, Counters, Database, Degradable, StateUnavailable
 
 log = logging.getLogger("llmgate")
 BOARD_SYNC_INTERVAL = 1.0
@@ -47,7 +45,7 @@ class State:
         """Why the state is degraded (empty when all is well)."""
         problems = []
         for name, part in (("redis", self.counters), ("redis breaker board", self.board)):
-            if isinstance(part, FallbackCounters | FallbackBoard) and part.degraded:
+            if isinstance(part, Degradable) and part.degraded:
                 problems.append(f"{name} unreachable, using local state: {part.last_error}")
         if self.recorder.degraded:
             problems.append(
@@ -79,9 +77,7 @@ async def open_state(settings: Settings, health: HealthBoard) -> State:
     counters: Counters = MemoryCounters()
     board: BreakerBoard | None = None
     if storage.redis:
-        client = redis_client(storage.redis)
-        counters = FallbackCounters(RedisCounters(client), MemoryCounters())
-        board = FallbackBoard(RedisBreakerBoard(client), MemoryBreakerBoard())
+        counters, board = shared_state(storage.redis)
     shared = board is not None
     budgets_closed = limits.budget_on_outage == "closed"
     recorder = UsageRecorder(database, flush_interval=storage.flush_interval)
@@ -103,7 +99,7 @@ async def open_state(settings: Settings, health: HealthBoard) -> State:
 
 
 def _degraded(counters: Counters) -> bool:
-    return isinstance(counters, FallbackCounters) and counters.degraded
+    return isinstance(counters, Degradable) and counters.degraded
 
 
 def _spend(database: Database) -> SpendSince:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import uvicorn
 
 from llmgate.config import ConfigError, Settings, load_settings
+from llmgate.core.errors import GatewayError
+from llmgate.gateway import Gateway
 from llmgate.server.app import create_app, tune_process
 
 log = logging.getLogger("llmgate")
@@ -59,9 +65,11 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     providers = ", ".join(f"{name} ({p.type})" for name, p in settings.providers.items())
     log.info("llmgate on http://%s:%d - providers: %s", host, port, providers)
     grace = settings.server.grace_period or None
-    if workers > 1:
+    if workers > 1 and not settings.storage.redis:
         log.warning(
-            "%d workers: each keeps its own state (limits are per process until Redis is configured)", workers
+            "%d workers without Redis: each keeps its own counters, so rate limits, budgets, breakers and "
+            "round-robin positions are per process (set storage.redis to share them exactly)",
+            workers,
         )
     # uvicorn re-raises a handled SIGTERM after draining; default handling would exit -15, not 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -85,6 +93,89 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         server_header=False,
         proxy_headers=False,
     )
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="LLMGATE_CONFIG",
+    help="YAML config file (default: environment only).",
+)
+
+
+@main.group()
+def keys() -> None:
+    """Manage virtual keys in the configured database (storage.database)."""
+
+
+@keys.command("create")
+@config_option
+@click.option("--name", required=True, help="A name for the key (who or what uses it).")
+@click.option("--models", default=None, help="Comma-separated models the key may use (default: all).")
+@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Requests at once.")
+@click.option("--budget", type=click.FloatRange(min=0), default=None, help="Budget in USD.")
+@click.option("--period", type=click.Choice(["day", "month", "total"]), default="total", show_default=True)
+@click.option("--expires-in-days", type=click.FloatRange(min=0, min_open=True), default=None)
+def keys_create(config_path: str | None, **options: Any) -> None:
+    """Create a key and print it (it is shown only once)."""
+    fields: dict[str, Any] = {
+        "name": options["name"],
+        "rpm": options["rpm"],
+        "tpm": options["tpm"],
+        "max_parallel": options["max_parallel"],
+        "budget_usd": options["budget"],
+        "budget_period": options["period"],
+    }
+    if options["models"]:
+        fields["models"] = [m.strip() for m in options["models"].split(",") if m.strip()]
+    if options["expires_in_days"] is not None:
+        fields["expires_at"] = time.time() + options["expires_in_days"] * 86_400
+    view, secret = _with_gateway(config_path, lambda gw: gw.create_key(fields))
+    click.echo(f"created {view['id']} ({view['name']})")
+    click.echo(secret)
+
+
+@keys.command("list")
+@config_option
+def keys_list(config_path: str | None) -> None:
+    """List keys (never their secrets)."""
+    rows = _with_gateway(config_path, lambda gw: gw.list_keys())
+    for row in rows:
+        state = "revoked" if row["revoked"] else "active"
+        limits = ", ".join(f"{k}={row[k]}" for k in ("rpm", "tpm", "max_parallel", "budget_usd") if row[k])
+        click.echo(f"{row['id']}  {row['key_prefix']}...  {state:7}  {row['name']}  {limits}")
+    if not rows:
+        click.echo("no keys")
+
+
+@keys.command("revoke")
+@config_option
+@click.argument("key_id")
+def keys_revoke(config_path: str | None, key_id: str) -> None:
+    """Revoke a key by id: it stops working."""
+    row = _with_gateway(config_path, lambda gw: gw.revoke_key(key_id))
+    click.echo(f"revoked {row['id']} ({row['name']})")
+
+
+T = TypeVar("T")
+
+
+def _with_gateway(config_path: str | None, action: Callable[[Gateway], Awaitable[T]]) -> T:
+    settings = _settings(config_path)
+
+    async def run() -> T:
+        async with Gateway(settings) as gateway:
+            return await action(gateway)
+
+    try:
+        return asyncio.run(run())
+    except GatewayError as exc:
+        click.echo(f"llmgate: {exc.message}", err=True)
+        sys.exit(1)
 
 
 def _settings(path: str | None) -> Settings:

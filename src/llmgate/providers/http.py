@@ -29,6 +29,8 @@ from llmgate.providers.base import HttpCall, Target, TimeoutPolicy, WireFormat, 
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
 
+MAX_CACHED_TIMEOUTS = 256
+
 
 class HttpProvider:
     """A ``ChatProvider`` that sends a wire format's requests through the shared transport."""
@@ -171,6 +173,8 @@ class HttpProvider:
         # Built once per policy: policies are few and frozen, and this runs on every call.
         timeout = self._timeouts.get(timeouts)
         if timeout is None:
+            if len(self._timeouts) >= MAX_CACHED_TIMEOUTS:  # per-request deadlines make new policies
+                self._timeouts.clear()
             timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
             self._timeouts[timeouts] = timeout
         return timeout

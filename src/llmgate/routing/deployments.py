@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from llmgate.catalogue.pricing import UNKNOWN, Prices
@@ -83,7 +84,9 @@ class Deployment:
     def target(self, key: ApiKey | None = None, *, total: float | None = None) -> Target:
         """Where a call goes: this model, with the given key (default: the first), within ``total`` s."""
         timeouts = self.timeouts or self.account.timeouts
-        if total is not None and total < timeouts.total:
+        if total is not None and total < timeouts.total - 1.0:
+            # Whole tenths of a second: few distinct policies, which adapters may cache.
+            total = max(0.1, math.floor(total * 10) / 10)
             timeouts = TimeoutPolicy(
                 min(timeouts.connect, total), min(timeouts.first_token, total), timeouts.idle, total
             )

@@ -178,6 +178,9 @@ class Failover:
     ) -> Served[T]:
         """Serve the plan: the first successful attempt, or the error that explains why none succeeded."""
         run = _Run(plan, call, deadline, discard)
+        for group in plan.chain:  # each request earns its groups a share of a hedge (the spend cap)
+            if group.hedge is not None:
+                self.board.hedge_budget(group.name).earn(group.hedge.max_share)
         rounds = 0
         while True:
             option = await self._next(plan)
@@ -210,11 +213,8 @@ class Failover:
 
     async def _attempt(self, run: _Run[T], option: Option) -> Served[T] | None:
         hedge = option.group.hedge
-        if hedge is not None:
-            budget = self.board.hedge_budget(option.group.name)
-            budget.earn(hedge.max_share)
-            if len(option.group.deployments) > 1:
-                return await self._hedged(run, option, hedge.after)
+        if hedge is not None and len(option.group.deployments) > 1:
+            return await self._hedged(run, option, hedge.after)
         return await self._single(run, option)
 
     async def _single(self, run: _Run[T], option: Option) -> Served[T] | None:
@@ -289,6 +289,8 @@ class Failover:
         plan, attempts, deadline = run.plan, run.attempts, run.deadline
         if rounds >= self.policy.retries or attempts.count >= self.policy.max_attempts:
             return None
+        if plan.dead_end() is not None and not plan.failed:
+            return None  # no deployment can take this request at all: waiting changes nothing
         now = self.board.clock()
         soonest = plan.soonest_key(now)
         rest = None if soonest is None else soonest - now

@@ -166,15 +166,20 @@ class HealthBoard:
     def keys_report(self) -> list[dict[str, Any]]:
         """Upstream keys that are resting: rejected or rate limited (labels only, never the key)."""
         now = self.clock()
-        return [
-            {
-                "key": label,
-                "usable": state.usable(now),
-                "free_in_s": _seconds_left(state.free_at(), now),
-                "last_error": state.last_error,
-            }
-            for label, state in self._keys.items()
-        ]
+        rows = []
+        for name, state in self._keys.items():
+            if state.free_at() <= now:
+                continue
+            deployment, _, label = name.rpartition("|")
+            rows.append(
+                {
+                    "key": label,
+                    "deployment": deployment or None,
+                    "free_in_s": _seconds_left(state.free_at(), now),
+                    "last_error": state.last_error,
+                }
+            )
+        return rows
 
     def _evict_idle(self) -> None:
         idle = [name for name, health in self._deployments.items() if health.stats.in_flight == 0]

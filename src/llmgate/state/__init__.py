@@ -41,6 +41,7 @@ __all__ = [
     "VirtualKey",
     "open_database",
     "open_redis",
+    "shared_state",
 ]
 
 DATABASE_URLS = "'memory', 'sqlite:///path.db' or 'postgresql://user@host/db'"
@@ -87,3 +88,19 @@ async def open_redis(url: str, *, prefix: str = "llmgate:") -> RedisCounters:
     from llmgate.state.redis import RedisCounters
 
     return await RedisCounters.connect(url, prefix=prefix)
+
+
+def shared_state(url: str, *, prefix: str = "llmgate:") -> tuple[Counters, BreakerBoard]:
+    """Counters and a breaker board on one Redis client, each falling back to local state while Redis
+    is unreachable (no I/O yet: the first call connects, so a gateway starts even with Redis down)."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"unsupported Redis URL {_scheme(url)!r}: expected {REDIS_URLS}")
+    from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters
+    from llmgate.state.redis import RedisBreakerBoard, RedisCounters, redis_client
+    from llmgate.state.resilient import FallbackBoard, FallbackCounters
+
+    client = redis_client(url)
+    return (
+        FallbackCounters(RedisCounters(client, prefix=prefix), MemoryCounters()),
+        FallbackBoard(RedisBreakerBoard(client, prefix=prefix), MemoryBreakerBoard()),
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 GroupBy = Literal["provider", "model", "key", "day"]
 """How ``UsageLedger.summary`` groups: provider, model group, virtual key (``-`` when none), UTC day."""
@@ -219,3 +219,18 @@ class BreakerBoard(Protocol):
 
 class Database(KeyStore, UsageLedger, Counters, Protocol):
     """One backend holding keys, usage and counters (what ``open_database`` returns)."""
+
+
+@runtime_checkable
+class Degradable(Protocol):
+    """A backend that can fall back to local state: whether it does now, and why."""
+
+    @property
+    def degraded(self) -> bool:
+        """Whether calls are served by the local fallback."""
+        ...
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the shared backend failed, while degraded."""
+        ...
