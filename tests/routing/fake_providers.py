@@ -211,10 +211,11 @@ def deployment(
     keys: tuple[str, ...] = ("sk-test-key-one",),
     context_length: int | None = None,
     priority: int = 0,
+    rpm: int | None = None,
 ) -> Deployment:
     """A deployment ``<adapter name>/<model>`` served by ``adapter`` with the given upstream keys."""
     account = ProviderAccount(adapter.name, "fake", adapter, api_keys=keys)
-    return Deployment(account, model, context_length=context_length, priority=priority)
+    return Deployment(account, model, context_length=context_length, priority=priority, rpm=rpm)
 
 
 def group(

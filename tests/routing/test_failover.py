@@ -441,7 +441,7 @@ class DenyFirst:
 
 async def test_a_deployment_at_its_configured_limit_is_passed_over_without_a_call() -> None:
     a, b = FakeProvider("a"), FakeProvider("b")
-    rig = Rig(group("g", deployment(a), deployment(b)), admission=DenyFirst("a/m", 30.0))
+    rig = Rig(group("g", deployment(a, rpm=10), deployment(b, rpm=10)), admission=DenyFirst("a/m", 30.0))
 
     served = await serve(rig)
 
@@ -450,6 +450,13 @@ async def test_a_deployment_at_its_configured_limit_is_passed_over_without_a_cal
     assert a.calls == []
     d = rig.groups["g"].deployments[0]
     assert rig.board.slot(d.name, d.keys[0].label).cooling_until == pytest.approx(rig.clock() + 30.0)
+
+
+async def test_a_deployment_without_limits_is_not_counted() -> None:
+    a = FakeProvider("a")
+    rig = Rig(group("g", deployment(a)), admission=DenyFirst("a/m", 30.0))
+
+    assert text(await serve(rig)) == "from a"  # no rpm/tpm anywhere: admission is never asked
 
 
 # --- hedging ---------------------------------------------------------------------------------------------

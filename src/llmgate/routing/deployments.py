@@ -66,6 +66,8 @@ class Deployment:
     """``provider/model``: how the deployment is named in headers, logs and health."""
     keys: tuple[ApiKey, ...] = ()
     reporter: HeadroomReporter | None = None
+    limited: bool = False
+    """Whether any rpm/tpm limit (its own or its keys') applies: the hot path skips counting when not."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -75,6 +77,8 @@ class Deployment:
         object.__setattr__(self, "keys", labels or (ApiKey(None, f"{self.account.name}:no-key"),))
         adapter = self.adapter
         object.__setattr__(self, "reporter", adapter if isinstance(adapter, HeadroomReporter) else None)
+        limits = (self.rpm, self.tpm, self.account.rpm, self.account.tpm)
+        object.__setattr__(self, "limited", any(limits))
 
     @property
     def adapter(self) -> ChatProvider:

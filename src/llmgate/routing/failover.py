@@ -138,7 +138,7 @@ class Failover:
 
     async def release(self, served: Served[T], used_tokens: int | None) -> None:
         """Settle the upstream token reservation of a served call with its real usage."""
-        if self.admission is not None:
+        if self.admission is not None and served.option.deployment.limited:
             await self.admission.release(served.option, served.reserved, used_tokens)
 
     def plan(self, request: ChatRequest, group: ModelGroup, extra: tuple[str, ...] = ()) -> Plan:
@@ -200,6 +200,7 @@ class Failover:
 
     async def _next(self, plan: Plan) -> Option | None:
         now = self.board.clock()
+        self.board.sweep(now)
         turns = None
         group = plan.chain[0]
         if self._strategy_of(group).name == "round_robin":
@@ -236,7 +237,7 @@ class Failover:
         return Served(value, option, run.attempts.count, started, self.board, run.plan.reserved_tokens)
 
     async def _admit(self, plan: Plan, option: Option) -> bool:
-        if self.admission is None:
+        if self.admission is None or not option.deployment.limited:
             return True
         wait = await self.admission.admit(option, plan.reserved_tokens)
         if wait is None:

@@ -18,6 +18,7 @@ from llmgate.routing.stats import DeploymentStats
 MAX_TRACKED = 10_000  # direct `provider:model` names come from callers: keep the board bounded
 BAD_KEY_COOLDOWN = 300.0  # a key the provider rejected (401/403) is retried after this long
 HEDGE_CREDIT_CAP = 5.0
+SWEEP_INTERVAL = 5.0
 
 
 @dataclass(slots=True)
@@ -78,8 +79,9 @@ class HealthBoard:
     policy: BreakerPolicy = field(default_factory=BreakerPolicy)
     clock: Callable[[], float] = time.monotonic
     _deployments: dict[str, DeploymentHealth] = field(default_factory=dict)
-    _keys: dict[str, KeyState] = field(default_factory=dict)
+    _keys: dict[str | tuple[str, str], KeyState] = field(default_factory=dict)
     _hedges: dict[str, HedgeBudget] = field(default_factory=dict)
+    _next_sweep: float = 0.0
 
     def of(self, deployment: str, provider: str = "") -> DeploymentHealth:
         """The health record of a deployment (created on first use)."""
@@ -91,7 +93,7 @@ class HealthBoard:
             self._deployments[deployment] = health
         return health
 
-    def key(self, label: str) -> KeyState:
+    def key(self, label: str | tuple[str, str]) -> KeyState:
         """The state of an upstream key (by its label)."""
         state = self._keys.get(label)
         if state is None:
@@ -102,24 +104,47 @@ class HealthBoard:
 
     def _evict_rested_keys(self) -> None:
         """Forget keys with nothing to remember (no rest pending); if all rest, the oldest half."""
-        now = self.clock()
-        idle = [label for label, state in self._keys.items() if state.free_at() <= now]
-        if len(idle) < len(self._keys) // 2:
-            idle = list(self._keys)[: len(self._keys) // 2]
-        for label in idle:
-            del self._keys[label]
+        self.forget_rested()
+        if len(self._keys) >= MAX_TRACKED:
+            for label in list(self._keys)[: len(self._keys) // 2]:
+                del self._keys[label]
 
     def slot(self, deployment: str, label: str) -> KeyState:
         """The state of a key for one deployment: a 429 rests the key for that model, not for all."""
-        return self.key(f"{deployment}|{label}")
+        return self.key((deployment, label))
 
     def usable(self, deployment: str, label: str, now: float) -> bool:
         """Whether a key may serve a deployment now (not rejected, not resting for that model)."""
-        return self.key(label).usable(now) and self.slot(deployment, label).usable(now)
+        keys = self._keys
+        if not keys:  # the common case: no key has failed lately
+            return True
+        for name in (label, (deployment, label)):
+            state = keys.get(name)
+            if state is not None and not state.usable(now):
+                return False
+        return True
 
     def free_at(self, deployment: str, label: str) -> float:
         """When a key may serve a deployment again."""
-        return max(self.key(label).free_at(), self.slot(deployment, label).free_at())
+        states = [self._keys.get(name) for name in (label, (deployment, label))]
+        return max((state.free_at() for state in states if state is not None), default=0.0)
+
+    def cooling_until(self, deployment: str, label: str) -> float:
+        """Until when a key rests for a deployment after its 429."""
+        state = self._keys.get((deployment, label))
+        return state.cooling_until if state is not None else 0.0
+
+    def sweep(self, now: float) -> None:
+        """Every few seconds, forget key states whose rest is over (restores the fast path)."""
+        if self._keys and now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            self.forget_rested()
+
+    def forget_rested(self) -> None:
+        """Drop key states whose rest is over (they say nothing any more)."""
+        now = self.clock()
+        for name in [name for name, state in self._keys.items() if state.free_at() <= now]:
+            del self._keys[name]
 
     def hedge_budget(self, group: str) -> HedgeBudget:
         """The hedging allowance of a group."""
@@ -170,11 +195,11 @@ class HealthBoard:
         for name, state in self._keys.items():
             if state.free_at() <= now:
                 continue
-            deployment, _, label = name.rpartition("|")
+            deployment, label = name if isinstance(name, tuple) else (None, name)
             rows.append(
                 {
                     "key": label,
-                    "deployment": deployment or None,
+                    "deployment": deployment,
                     "free_in_s": _seconds_left(state.free_at(), now),
                     "last_error": state.last_error,
                 }

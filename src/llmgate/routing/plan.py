@@ -60,6 +60,7 @@ class Plan:
         self.rejected: set[tuple[str, str]] = set()
         """(deployment, key label) pairs the provider rejected (401/403) during this request."""
         self._prompt_tokens: int | None = None
+        self._reserved: int | None = None
         self._refused: dict[str, tuple[str, ...]] = {}
         self._too_small: set[str] = set()
 
@@ -73,7 +74,9 @@ class Plan:
     @property
     def reserved_tokens(self) -> int:
         """Tokens to reserve against token limits: the prompt plus the output limit (or a guess)."""
-        return self.prompt_tokens + (self.request.output_limit or OUTPUT_GUESS)
+        if self._reserved is None:
+            self._reserved = self.prompt_tokens + (self.request.output_limit or OUTPUT_GUESS)
+        return self._reserved
 
     def next(self, now: float, turn: Mapping[str, int] | None = None) -> Option | None:
         """The next option to try, or ``None`` when every candidate is used up for this round."""
@@ -116,34 +119,39 @@ class Plan:
         return None
 
     def _from_group(self, group: ModelGroup, now: float, turn: int) -> Option | None:
-        candidates = [d for d in group.deployments if self._eligible(d, now)]
+        usable: dict[str, tuple[list[ApiKey], tuple[str, ...]]] = {}
+        for deployment in group.deployments:
+            found = self._eligible(deployment, now)
+            if found is not None:
+                usable[deployment.name] = found
+        candidates = [d for d in group.deployments if d.name in usable]
         while candidates:
             deployment = self._pick(group, candidates, now, turn)
-            key = self._key(deployment, now)
-            if key is not None and self._board.of(deployment.name).breaker.allow(now):
-                return Option(group, deployment, key, self._dropped(deployment))
-            candidates.remove(deployment)  # a half-open probe already out, or no key left
+            keys, dropped = usable[deployment.name]
+            key = self._key(deployment, keys, now)
+            if self._board.of(deployment.name).breaker.allow(now):
+                return Option(group, deployment, key, dropped)
+            candidates.remove(deployment)  # a half-open probe is already out
         return None
 
-    def _eligible(self, deployment: Deployment, now: float) -> bool:
+    def _eligible(self, deployment: Deployment, now: float) -> tuple[list[ApiKey], tuple[str, ...]] | None:
+        """The deployment's usable keys and the parameters it would drop, or ``None`` to skip it."""
         name = deployment.name
         if name in self.failed or name in self._too_small or name in self._refused:
-            return False
+            return None
         window = deployment.context_length
         if window is not None and self.prompt_tokens > window:
             self._too_small.add(name)
-            return False
+            return None
         report = deployment.adapter.check(self.request)
         if report.refused:
             self._refused[name] = report.refused
-            return False
+            return None
         health = self._board.of(name, deployment.account.name)
         if health.breaker.state(now) is BreakerState.OPEN:
-            return False
-        return bool(self._keys(deployment, now))
-
-    def _dropped(self, deployment: Deployment) -> tuple[str, ...]:
-        return deployment.adapter.check(self.request).dropped
+            return None
+        keys = self._keys(deployment, now)
+        return (keys, report.dropped) if keys else None
 
     def _pick(self, group: ModelGroup, candidates: list[Deployment], now: float, turn: int) -> Deployment:
         if len(candidates) == 1:
@@ -179,10 +187,10 @@ class Plan:
         output = self.request.output_limit or OUTPUT_GUESS
         return cost_of(make_usage(prompt=self.prompt_tokens, completion=output), deployment.prices)
 
-    def _key(self, deployment: Deployment, now: float) -> ApiKey | None:
-        keys = self._keys(deployment, now)
-        if len(keys) <= 1:
-            return keys[0] if keys else None
+    def _key(self, deployment: Deployment, keys: list[ApiKey], now: float) -> ApiKey:
+        """Of the usable keys, one with room left under its upstream limit (at random among those)."""
+        if len(keys) == 1:
+            return keys[0]
         scored = [(self._key_headroom(deployment, key, now), key) for key in keys]
         roomy = [key for fraction, key in scored if fraction is None or fraction >= NEAR_LIMIT]
         pool = roomy or keys
@@ -200,7 +208,7 @@ class Plan:
         return [
             key
             for key in deployment.keys
-            if (name, key.label) not in self.rejected and board.slot(name, key.label).cooling_until <= now
+            if (name, key.label) not in self.rejected and board.cooling_until(name, key.label) <= now
         ]
 
     def soonest_key(self, now: float) -> float | None:
