@@ -93,6 +93,7 @@ class Gateway:
             resolve=self.router.group,
             policy=RetryPolicy(routing.retries, routing.max_attempts, routing.max_queue_wait, Backoff()),
             rng=random.Random(os.urandom(16)),
+            output_reserve=self.settings.limits.reserve_output_tokens,
         )
         self._state: State | None = None
         self._starting = asyncio.Lock()

@@ -20,7 +20,8 @@ from llmgate.core.errors import ClientClosed, GatewayError, UnexpectedResponse
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk
 from llmgate.core.results import CallInfo
-from llmgate.core.usage import Usage
+from llmgate.core.tokens import CHARS_PER_TOKEN
+from llmgate.core.usage import Usage, make_usage
 from llmgate.policies.guard import Pass
 from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover, Served
@@ -107,6 +108,7 @@ class ChatStream:
         self._started = False
         self._closed = False
         self._forward_usage = request.wants_usage_chunk
+        self._chars = 0  # of content streamed so far: usage of a stream its client abandons
 
     async def start(self) -> None:
         """Route the request and buffer the upstream's first content."""
@@ -194,10 +196,18 @@ class ChatStream:
         self._closed = True
         if gone:
             self._no_verdict(served)
+            self._estimate_usage(served)
             await self._settle(served, ClientClosed("the client went away"))
             return
         served.finish(ok=error is None, first_token=self.first_token, error=error)
         await self._settle(served, error)
+
+    def _estimate_usage(self, served: Served[Opened]) -> None:
+        """A stream abandoned before its usage chunk: estimate what was generated (it was billed)."""
+        if self.usage is None:
+            completion = -(-self._chars // CHARS_PER_TOKEN)
+            self.usage = make_usage(prompt=self._plan.prompt_tokens, completion=completion)
+            self.cost = cost_of(self.usage, served.option.deployment.prices)
 
     @staticmethod
     def _no_verdict(served: Served[Opened]) -> None:
@@ -222,6 +232,10 @@ class ChatStream:
         forward = self._forward_usage
         kept: list[ChatChunk] = []
         for chunk in batch:
+            for choice in chunk.choices:
+                content = choice.delta.content
+                if content:
+                    self._chars += len(content)
             usage = chunk.usage
             if usage:
                 self.usage = usage
@@ -241,5 +255,6 @@ class ChatStream:
             if not self._closed:  # closed before its end: the caller went away, no verdict on the upstream
                 self._closed = True
                 self._no_verdict(served)
+                self._estimate_usage(served)
                 await self._settle(served, ClientClosed("the client went away"))
             await served.value.upstream.aclose()  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,53 @@ def client(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
 async def async_client(gateway: GatewayProcess) -> Any:
     async with gateway.async_client() as sdk:
         yield sdk
+
+
+@pytest.fixture(scope="module")
+def upstream_factory(e2e_tmp: Path) -> Iterator[Callable[[int], list[Upstream]]]:
+    """Start more mock upstream processes (each its own port and log), stopped at the end of the module."""
+    started: list[Upstream] = []
+
+    def start(count: int) -> list[Upstream]:
+        folders = []
+        for _ in range(count):
+            folder = e2e_tmp / f"upstream-{uuid.uuid4().hex[:8]}"
+            folder.mkdir()
+            folders.append(folder)
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            futures = [pool.submit(_start_upstream, folder) for folder in folders]
+            for future in futures:
+                with contextlib.suppress(Exception):
+                    started.append(future.result())
+            return [future.result() for future in futures]  # raises if one did not start
+
+    try:
+        yield start
+    finally:
+        for up in started:
+            stop_process(up.proc)
+            if up.proc.stdout is not None:
+                up.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def config_gateway_factory(
+    e2e_tmp: Path, started_gateways: list[GatewayProcess]
+) -> Iterator[Callable[[dict[str, Any]], GatewayProcess]]:
+    """Start gateways with a config of the test's own, stopped at the end of the module."""
+    mine: list[GatewayProcess] = []
+
+    def start(config: dict[str, Any]) -> GatewayProcess:
+        gateway = start_gateway(e2e_tmp, config)
+        started_gateways.append(gateway)  # so that gateway_logs_no_tracebacks watches it too
+        mine.append(gateway)
+        return gateway
+
+    try:
+        yield start
+    finally:
+        for gateway in mine:
+            stop_process(gateway.proc)
 
 
 @pytest.fixture

@@ -14,8 +14,32 @@ Faults are chosen by the (upstream) model name; several can be joined with ``+``
 - ``stall-<n>``: stream ``n`` chunks, then hang;
 - ``drip-<ms>``: pause between stream chunks.
 
+A runtime fault switch applies to every following chat request, whatever its model (the model-name
+faults still apply once it lets a request through): ``POST /_fault`` with JSON
+
+    {"mode": "ok" | "500" | "429" | "529" | "timeout" | "reset" | "malformed" | "cut" | "stall" | "slow",
+     "retry_after": 1, "after_chunks": 0, "times": null, "slow_ms": 500, "share": 1.0, "seed": 0,
+     "latency_ms": 0}
+
+- ``500``: HTTP 500; ``429``: HTTP 429 with ``Retry-After: <retry_after>`` (default 7); ``529``: the
+  Anthropic "overloaded" status and body;
+- ``timeout``: never answer (until the client goes away, at most 60 s);
+- ``reset``: close the connection without any response;
+- ``malformed``: 200 with an invalid JSON body, or (streams) ``after_chunks`` good events then invalid
+  SSE data;
+- ``cut``: streams send ``after_chunks`` events then drop the connection without ``[DONE]``; whole
+  replies send half the body then drop it;
+- ``stall``: the same, then hang (at most 60 s);
+- ``slow``: wait ``slow_ms``, then answer normally.
+
+``times`` limits the fault to that many requests (then it is back to ``ok``); ``share`` applies it to
+that fraction of requests only (random, seeded by ``seed``); ``latency_ms`` delays every request, faulty
+or not. ``GET /_fault`` shows the switch.
+
 ``GET /_log`` lists every request served (body, headers, whether it completed, how many chunks were
-sent, and whether the client went away early); ``DELETE /_log`` clears it.
+sent, whether the client went away early, which runtime fault it got) and ``counts``: requests in all
+and per API key (``by_key``); ``GET /_log?entries=0`` gives the counts only. ``DELETE /_log`` clears
+both.
 """
 
 from __future__ import annotations
@@ -25,11 +49,12 @@ import asyncio
 import base64
 import hashlib
 import json
+import random
 import re
 import signal
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -39,12 +64,75 @@ EMBEDDING_DIMENSIONS = 8
 STALL_LIMIT_S = 60.0
 _FAULT = re.compile(r"(fail)-(\d{3}|context)|(slow|cut|stall|drip)-(\d+)")
 
-LOG_KEY: web.AppKey[list[dict[str, Any]]] = web.AppKey("log", list)
-KEY_KEY: web.AppKey[str] = web.AppKey("required_key", str)
+RUNTIME_MODES = ("ok", "500", "429", "529", "timeout", "reset", "malformed", "cut", "stall", "slow")
 
 
 class ClientGone(Exception):
     """The client closed the connection while we were answering."""
+
+
+class Dropped(Exception):
+    """We closed the connection on purpose, without an answer (the ``reset`` fault)."""
+
+
+@dataclass
+class RuntimeFault:
+    """The fault ``POST /_fault`` switched on: what every following chat request gets."""
+
+    mode: str = "ok"
+    retry_after: float = float(RETRY_AFTER_429)
+    after_chunks: int = 0
+    times: int | None = None
+    slow_ms: int = 0
+    share: float = 1.0
+    seed: int = 0
+    latency_ms: int = 0
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    @classmethod
+    def parse(cls, body: Any) -> RuntimeFault:
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        mode = str(body.get("mode", "ok"))
+        if mode not in RUNTIME_MODES:
+            raise ValueError(f"mode must be one of {', '.join(RUNTIME_MODES)}")
+        times = body.get("times")
+        fault = cls(
+            mode=mode,
+            retry_after=float(body.get("retry_after", RETRY_AFTER_429)),
+            after_chunks=int(body.get("after_chunks", 0)),
+            times=None if times is None else int(times),
+            slow_ms=int(body.get("slow_ms", 0)),
+            share=float(body.get("share", 1.0)),
+            seed=int(body.get("seed", 0)),
+            latency_ms=int(body.get("latency_ms", 0)),
+        )
+        fault.rng = random.Random(fault.seed)
+        return fault
+
+    def take(self) -> str:
+        """The mode this request gets (``ok`` once ``times`` is used up or outside ``share``)."""
+        if self.mode == "ok" or self.times == 0:
+            return "ok"
+        if self.share < 1.0 and self.rng.random() >= self.share:
+            return "ok"
+        if self.times is not None:
+            self.times -= 1
+        return self.mode
+
+    def view(self) -> dict[str, Any]:
+        keys = ("mode", "retry_after", "after_chunks", "times", "slow_ms", "share", "seed", "latency_ms")
+        return {key: getattr(self, key) for key in keys}
+
+
+LOG_KEY: web.AppKey[list[dict[str, Any]]] = web.AppKey("log", list)
+KEY_KEY: web.AppKey[str] = web.AppKey("required_key", str)
+FAULT_KEY: web.AppKey[list[RuntimeFault]] = web.AppKey("fault", list)
+COUNTS_KEY: web.AppKey[dict[str, Any]] = web.AppKey("counts", dict)
+
+
+def _fresh_counts() -> dict[str, Any]:
+    return {"requests": 0, "by_key": {}}
 
 
 @dataclass
@@ -56,6 +144,7 @@ class Faults:
     cut: int | None = None
     stall: int | None = None
     drip_ms: int = 0
+    garbage: int | None = None
 
     @classmethod
     def parse(cls, model: str) -> Faults:
@@ -297,10 +386,16 @@ def _record(request: web.Request, body: Any) -> dict[str, Any]:
         "completed": False,
         "disconnected": False,
         "cut": False,
+        "reset": False,
+        "runtime_fault": "ok",
         "started_at": time.time(),
         "ended_at": None,
     }
     log.append(entry)
+    counts = request.app[COUNTS_KEY]
+    counts["requests"] += 1
+    key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    counts["by_key"][key] = counts["by_key"].get(key, 0) + 1
     return entry
 
 
@@ -350,6 +445,9 @@ async def _serve(request: web.Request, answer: Any) -> web.StreamResponse:
     except (ClientGone, ConnectionError):
         entry["disconnected"] = True
         raise web.HTTPServiceUnavailable() from None  # nobody reads it; ends the handler
+    except Dropped:
+        entry["reset"] = True
+        raise web.HTTPServiceUnavailable() from None  # the connection is closed: nobody reads it
     except asyncio.CancelledError:
         entry["disconnected"] = True
         raise
@@ -357,9 +455,78 @@ async def _serve(request: web.Request, answer: Any) -> web.StreamResponse:
         entry["ended_at"] = time.time()
 
 
+async def _runtime_fault(
+    request: web.Request, body: dict[str, Any], entry: dict[str, Any], faults: Faults
+) -> web.StreamResponse | None:
+    """Apply the ``POST /_fault`` switch: a response, or ``None`` to answer (``faults`` may be amended)."""
+    fault = request.app[FAULT_KEY][0]
+    mode = entry["runtime_fault"] = fault.take()
+    if fault.latency_ms:
+        await _pause(request, fault.latency_ms)
+    stream = bool(body.get("stream"))
+    if mode == "500":
+        return _error(500, "The upstream failed with HTTP 500 (runtime fault).", "server_error", None)
+    if mode == "429":
+        headers = {"Retry-After": f"{fault.retry_after:g}"}
+        error = {"message": "Rate limit reached (runtime fault).", "type": "requests", "param": None}
+        return web.json_response(
+            {"error": {**error, "code": "rate_limit_exceeded"}}, status=429, headers=headers
+        )
+    if mode == "529":  # https://docs.anthropic.com/en/api/errors
+        overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        return web.json_response(overloaded, status=529)
+    if mode == "timeout":
+        await _pause(request, STALL_LIMIT_S * 1000)
+        return _error(504, "The upstream never answered (runtime fault).", "server_error", None)
+    if mode == "reset":
+        assert request.transport is not None
+        request.transport.close()
+        raise Dropped
+    if mode == "slow":
+        await _pause(request, fault.slow_ms)
+    if stream:
+        if mode == "cut":
+            faults.cut = fault.after_chunks
+        elif mode == "stall":
+            faults.stall = fault.after_chunks
+        elif mode == "malformed":
+            faults.garbage = fault.after_chunks
+        return None
+    if mode in ("cut", "stall", "malformed"):
+        return await _broken_whole_reply(request, body, entry, mode)
+    return None
+
+
+async def _broken_whole_reply(
+    request: web.Request, body: dict[str, Any], entry: dict[str, Any], mode: str
+) -> web.StreamResponse:
+    """A non-streamed reply that is invalid JSON, or half sent and then dropped or stalled."""
+    if mode == "malformed":
+        return web.Response(
+            body=b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess', content_type="application/json"
+        )
+    whole = json.dumps(completion_body(body, compose_reply(body), "chatcmpl-up-broken")).encode()
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(whole)
+    await response.prepare(request)
+    await response.write(whole[: len(whole) // 2])
+    if mode == "cut":
+        entry["cut"] = True
+        assert request.transport is not None
+        request.transport.close()
+        return response
+    await _pause(request, STALL_LIMIT_S * 1000)
+    await response.write(whole[len(whole) // 2 :])
+    await response.write_eof()
+    return response
+
+
 async def _chat(request: web.Request, body: dict[str, Any], entry: dict[str, Any]) -> web.StreamResponse:
     model = str(body.get("model", ""))
     faults = Faults.parse(model)
+    broken = await _runtime_fault(request, body, entry, faults)
+    if broken is not None:
+        return broken
     if faults.slow_ms:
         await _pause(request, faults.slow_ms)
     if faults.fail:
@@ -417,6 +584,10 @@ async def _stream(
             return response
         if faults.stall is not None and index >= faults.stall:
             await _pause(request, STALL_LIMIT_S * 1000)
+        if faults.garbage is not None and index >= faults.garbage:
+            await response.write(b"data: {not json at all\n\n")  # then end, without [DONE]
+            entry["chunks_sent"] = index + 1
+            break
         if index and faults.drip_ms:
             await _pause(request, faults.drip_ms)
         if _gone(request):
@@ -476,23 +647,46 @@ async def models(request: web.Request) -> web.StreamResponse:
 
 
 async def get_log(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"requests": request.app[LOG_KEY]})
+    counts = request.app[COUNTS_KEY]
+    if request.query.get("entries") == "0":
+        return web.json_response({"counts": counts})
+    return web.json_response({"requests": request.app[LOG_KEY], "counts": counts})
 
 
 async def clear_log(request: web.Request) -> web.StreamResponse:
     request.app[LOG_KEY].clear()
+    counts = request.app[COUNTS_KEY]
+    counts.clear()
+    counts.update(_fresh_counts())
     return web.json_response({"cleared": True})
+
+
+async def set_fault(request: web.Request) -> web.StreamResponse:
+    try:
+        fault = RuntimeFault.parse(await request.json())
+    except ValueError as exc:
+        return _error(400, f"bad fault: {exc}", "invalid_request_error", None)
+    request.app[FAULT_KEY][0] = fault
+    return web.json_response(fault.view())
+
+
+async def get_fault(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[FAULT_KEY][0].view())
 
 
 def build_app(*, required_key: str | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[LOG_KEY] = []
     app[KEY_KEY] = required_key or ""
+    app[FAULT_KEY] = [RuntimeFault()]
+    app[COUNTS_KEY] = _fresh_counts()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/_log", get_log)
     app.router.add_delete("/_log", clear_log)
+    app.router.add_post("/_fault", set_fault)
+    app.router.add_get("/_fault", get_fault)
     return app
 
 

@@ -6,16 +6,18 @@ pass the budget), so concurrent requests cannot overshoot, on one process or, wi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from llmgate.core.caller import Caller
-from llmgate.core.errors import QuotaExceeded
-from llmgate.state.ports import Counters
+from llmgate.core.errors import Overloaded, QuotaExceeded
+from llmgate.state.ports import Counters, StateUnavailable
 
 DAY = 86_400.0
+CENT_FRACTION = 1e-9  # float sums of cents drift (0.49000000000000027): allow that much over
 SpendSince = Callable[[str, float], Awaitable[float]]
 """(key id, since) -> USD spent, from the usage ledger (to start a period's counter after a restart)."""
 
@@ -55,6 +57,7 @@ class Budgets:
         self._spend_since = spend_since
         self._clock = clock
         self._seeded: set[str] = set()
+        self._seeding = asyncio.Lock()
 
     async def reserve(self, caller: Caller, worst_cost: float | None) -> Hold | None:
         """Reserve the worst-case cost of a call, or raise ``QuotaExceeded`` (429 insufficient_quota)."""
@@ -64,7 +67,7 @@ class Budgets:
         bucket = f"budget:{caller.key_id}:{suffix}"
         await self._seed(bucket, caller.key_id, start, ttl)
         amount = worst_cost or 0.0
-        taken = await self.counters.take(bucket, amount, limit=caller.budget_usd, ttl=ttl)
+        taken = await self.counters.take(bucket, amount, limit=caller.budget_usd + CENT_FRACTION, ttl=ttl)
         if not taken.allowed:
             spent = await self.counters.value(bucket)
             raise QuotaExceeded(
@@ -89,11 +92,22 @@ class Budgets:
         return await self.counters.value(f"budget:{caller.key_id}:{suffix}")
 
     async def _seed(self, bucket: str, key_id: str, start: float, ttl: float | None) -> None:
-        """Start a process-local counter from the ledger once (a restart must not reset spend)."""
+        """Start a process-local counter from the ledger once (a restart must not reset spend).
+
+        Reservations wait for it; if the ledger is unreachable the next reservation tries again.
+        """
         if self._spend_since is None or bucket in self._seeded:
             return
-        self._seeded.add(bucket)
-        if await self.counters.value(bucket) == 0:
-            spent = await self._spend_since(key_id, start)
-            if spent:
-                await self.counters.adjust(bucket, spent, ttl=ttl)
+        async with self._seeding:
+            if bucket in self._seeded:
+                return
+            if await self.counters.value(bucket) == 0:
+                try:
+                    spent = await self._spend_since(key_id, start)
+                except StateUnavailable:
+                    raise Overloaded(
+                        "The key's spend cannot be read while the database is unreachable.", retry_after=5
+                    ) from None
+                if spent:
+                    await self.counters.adjust(bucket, spent, ttl=ttl)
+            self._seeded.add(bucket)

@@ -66,9 +66,9 @@ class Pass:
         if self.hold is not None:
             await guard.budgets.settle(self.hold, cost if error is None or usage is not None else 0.0)
         if guard.recorder is not None:
-            guard.recorder.record(self._record(info, usage, cost, error, first_token_ms))
+            guard.recorder.record(self.record(info, usage, cost, error, first_token_ms))
 
-    def _record(
+    def record(
         self,
         info: CallInfo | None,
         usage: Usage | None,
@@ -76,6 +76,7 @@ class Pass:
         error: GatewayError | None,
         first_token_ms: float | None,
     ) -> UsageRecord:
+        """The usage record of this call."""
         details = usage.prompt_tokens_details if usage is not None else None
         reasoning = usage.completion_tokens_details if usage is not None else None
         return UsageRecord(
@@ -119,23 +120,42 @@ class Guard:
 
     async def open(self, caller: Caller, call: Call) -> Pass:
         """Admit a call (403 for a model the key may not use, 429 over a limit or budget)."""
+        started = time.time()
         if not caller.may_use(call.model):
-            raise PermissionDenied(f"This API key may not use the model '{call.model[:256]}'.", param="model")
-        ticket = await self.limits.admit(caller, call.tokens) if self.limits.applies_to(caller) else None
-        hold = None
-        if caller.budget_usd is not None:
-            if self._budgets_closed():
-                if ticket is not None:
-                    await self.limits.settle(ticket, 0)
-                raise Overloaded(
-                    "Budgets cannot be checked while the shared store is unreachable (budget_on_outage: "
-                    "closed).",
-                    retry_after=5,
-                )
-            try:
-                hold = await self.budgets.reserve(caller, call.worst_cost)
-            except GatewayError:
-                if ticket is not None:
-                    await self.limits.settle(ticket, 0)
-                raise
-        return Pass(self, caller, call, ticket, hold, time.time())
+            denied = PermissionDenied(
+                f"This API key may not use the model '{call.model[:256]}'.", param="model"
+            )
+            self._refused(caller, call, denied, started)
+            raise denied
+        try:
+            ticket = await self.limits.admit(caller, call.tokens) if self.limits.applies_to(caller) else None
+        except GatewayError as error:
+            self._refused(caller, call, error, started)
+            raise
+        try:
+            hold = await self._reserve(caller, call)
+        except BaseException as error:
+            if ticket is not None:
+                await self.limits.settle(ticket, 0)
+            if isinstance(error, GatewayError):
+                if error.limit is None and ticket is not None:
+                    error.limit = ticket.status
+                self._refused(caller, call, error, started)
+            raise
+        return Pass(self, caller, call, ticket, hold, started)
+
+    async def _reserve(self, caller: Caller, call: Call) -> Hold | None:
+        if caller.budget_usd is None:
+            return None
+        if self._budgets_closed():
+            raise Overloaded(
+                "Budgets cannot be checked while the shared store is unreachable (budget_on_outage: closed).",
+                retry_after=5,
+            )
+        return await self.budgets.reserve(caller, call.worst_cost)
+
+    def _refused(self, caller: Caller, call: Call, error: GatewayError, started: float) -> None:
+        """A refused call still gets its usage record (status 429 / 403 / 503, no tokens)."""
+        if self.recorder is not None:
+            refused = Pass(self, caller, call, None, None, started, closed=True)
+            self.recorder.record(refused.record(None, None, None, error, None))

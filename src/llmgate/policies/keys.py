@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,8 @@ from llmgate.state.ports import KeyStore, StateUnavailable, VirtualKey
 KEY_PREFIX = "sk-llmgate-"
 MAX_CACHED = 10_000
 MAX_METADATA_BYTES = 8192
+MAX_LIMIT = 10**12  # limits beyond this mean nothing, and would overflow the databases' integers
+MAX_TIMESTAMP = 1e11  # unix seconds, year ~5000
 
 
 class KeyFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,6 +58,9 @@ class KeyChanges(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     metadata: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
 
 
+_FIELD_NAMED = re.compile(r"field `([^`]{1,64})`")
+
+
 def hash_key(secret: str) -> str:
     """The stored form of a key."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -68,7 +74,8 @@ def fields_from(body: object, kind: type[KeyFields] | type[KeyChanges]) -> Any:
         fields = msgspec.convert(body, kind)
     except msgspec.ValidationError as error:
         text = str(error)
-        param = text.rsplit("$.", 1)[-1].rstrip("`") if "$." in text else None
+        named = _FIELD_NAMED.search(text)
+        param = text.rsplit("$.", 1)[-1].rstrip("`") if "$." in text else named.group(1) if named else None
         raise InvalidRequest(f"invalid key fields: {text}", param=param) from None
     _check(fields)
     return fields
@@ -80,11 +87,14 @@ def _check(fields: KeyFields | KeyChanges) -> None:
         raise InvalidRequest("name must be 1 to 200 characters", param="name")
     for field in ("rpm", "tpm", "max_parallel"):
         value = getattr(fields, field)
-        if isinstance(value, int) and value <= 0:
-            raise InvalidRequest(f"{field} must be a positive integer", param=field)
+        if isinstance(value, int) and not 0 < value <= MAX_LIMIT:
+            raise InvalidRequest(f"{field} must be a positive integer up to {MAX_LIMIT}", param=field)
     budget = fields.budget_usd
-    if isinstance(budget, float | int) and budget < 0:
-        raise InvalidRequest("budget_usd must not be negative", param="budget_usd")
+    if isinstance(budget, float | int) and not 0 <= budget <= MAX_LIMIT:
+        raise InvalidRequest(f"budget_usd must be between 0 and {MAX_LIMIT}", param="budget_usd")
+    expires = fields.expires_at
+    if isinstance(expires, float | int) and not 0 < expires <= MAX_TIMESTAMP:
+        raise InvalidRequest("expires_at must be a unix time in seconds", param="expires_at")
     models = fields.models
     if isinstance(models, list) and (len(models) > 1000 or any(not m or len(m) > 256 for m in models)):
         raise InvalidRequest("models must be up to 1000 non-empty names", param="models")

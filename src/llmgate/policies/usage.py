@@ -34,6 +34,7 @@ class UsageRecorder:
         self._lock = asyncio.Lock()
         self.dropped = 0
         self.last_error: str | None = None
+        self._stopping = False
 
     def record(self, record: UsageRecord) -> None:
         """Queue one record (never blocks, never fails the request)."""
@@ -41,7 +42,7 @@ class UsageRecorder:
             self.dropped += 1  # the database has been down for long: keep memory bounded
             return
         self._queue.append(record)
-        if self._task is None:
+        if self._task is None and not self._stopping:
             self._task = asyncio.get_running_loop().create_task(self._run())
         if len(self._queue) >= BATCH_SIZE:
             self._wake.set()
@@ -71,7 +72,7 @@ class UsageRecorder:
                 self.last_error = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
             self._wake.clear()
@@ -81,10 +82,10 @@ class UsageRecorder:
                 log.exception("writing usage records failed")
 
     async def close(self) -> None:
-        """Stop the background writer and write what is left."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the background writer (it finishes the write it is doing) and write what is left."""
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            self._wake.set()
+            await task  # never cancelled mid-write: a batch must not be written twice
         await self.flush()

@@ -98,6 +98,11 @@ class CircuitBreaker:
         self._probe_sent_at = now
         return True
 
+    def release_probe(self) -> None:
+        """The probe ended without a verdict (cancelled: its client left, or it lost a hedge race):
+        the next request may probe instead of waiting out ``probe_timeout``."""
+        self._probe_sent_at = None
+
     def record_success(self, now: float) -> None:
         """A request succeeded: a half-open breaker closes (cooldown reset). A success arriving while
         open (a request sent before it opened) changes nothing."""

@@ -30,11 +30,12 @@ from llmgate.providers.base import Target
 from llmgate.routing.backoff import Backoff
 from llmgate.routing.deployments import ModelGroup
 from llmgate.routing.health import BAD_KEY_COOLDOWN, HealthBoard
-from llmgate.routing.plan import Option, Plan
+from llmgate.routing.plan import OUTPUT_GUESS, Option, Plan
 from llmgate.routing.strategies.base import Strategy
 
 T = TypeVar("T")
-DEFAULT_RATE_LIMIT_REST = 1.0  # seconds a key rests after a 429 that named no Retry-After
+DEFAULT_RATE_LIMIT_REST = 1.0
+TIMER_MARGIN = 0.01  # seconds a key rests after a 429 that named no Retry-After
 
 
 class Admission(Protocol):
@@ -125,6 +126,7 @@ class Failover:
         turn: Callable[[str], Awaitable[int]] | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        output_reserve: int = OUTPUT_GUESS,
     ) -> None:
         self.board = board
         self._strategy_of = strategy_of
@@ -135,6 +137,7 @@ class Failover:
         self.turn = turn or self._local_turn
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._output_reserve = output_reserve
 
     async def release(self, served: Served[T], used_tokens: int | None) -> None:
         """Settle the upstream token reservation of a served call with its real usage."""
@@ -150,6 +153,7 @@ class Failover:
             strategy_of=self._strategy_of,
             resolve=self._resolve,
             rng=self._rng,
+            output_reserve=self._output_reserve,
         )
 
     def _chain(self, group: ModelGroup, extra: tuple[str, ...]) -> list[ModelGroup]:
@@ -186,12 +190,14 @@ class Failover:
             option = await self._next(plan)
             if option is None:
                 wait = self._wait_for_more(run, rounds)
-                if wait is None:
+                if wait is not None:
+                    rounds += 1
+                    await self._sleep(wait)
+                    plan.failed.clear()
+                    continue
+                option = await self._next(plan)  # a key may have come free since the last look
+                if option is None:
                     raise self._give_up(plan, run.attempts)
-                rounds += 1
-                await self._sleep(wait)
-                plan.failed.clear()
-                continue
             if run.attempts.count >= self.policy.max_attempts:
                 raise self._give_up(plan, run.attempts)
             served = await self._attempt(run, option)
@@ -231,8 +237,9 @@ class Failover:
         except GatewayError as error:
             self._failed(run, option, error)
             return None
-        except BaseException:
-            health.stats.finished(ok=True, latency=None, now=self.board.clock())  # caller gone: no verdict
+        except BaseException:  # cancelled (caller gone, or a hedge lost): no verdict on the deployment
+            health.stats.finished(ok=True, latency=None, now=self.board.clock())
+            health.breaker.release_probe()
             raise
         return Served(value, option, run.attempts.count, started, self.board, run.plan.reserved_tokens)
 
@@ -300,6 +307,8 @@ class Failover:
         if rest is not None and rest > self.policy.max_queue_wait:
             rest = None
         wait = self.policy.backoff.delay(rounds + 1, retry_after=rest, rng=self._rng)
+        if rest is not None:
+            wait += TIMER_MARGIN  # event-loop timers may fire a little early: wake after the key is free
         if deadline is not None and now + wait >= deadline:
             return None
         return wait

@@ -23,7 +23,7 @@ from llmgate.routing.health import HealthBoard
 from llmgate.routing.strategies.base import Candidate, PickContext, Strategy
 
 NEAR_LIMIT = 0.1  # a key with less than this fraction of its upstream limit left is avoided
-OUTPUT_GUESS = 256  # output tokens assumed for a cost estimate when the request sets no limit
+OUTPUT_GUESS = 256  # output tokens assumed (cost estimate, token reservation) when the request sets no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,7 @@ class Plan:
         strategy_of: Callable[[ModelGroup], Strategy],
         resolve: Callable[[str], ModelGroup],
         rng: random.Random,
+        output_reserve: int = OUTPUT_GUESS,
     ) -> None:
         self.request = request
         self.chain = chain
@@ -55,6 +56,7 @@ class Plan:
         self._strategy_of = strategy_of
         self._resolve = resolve
         self._rng = rng
+        self._output_reserve = output_reserve
         self.failed: set[str] = set()
         """Deployments that failed in this round (each is tried once per round)."""
         self.rejected: set[tuple[str, str]] = set()
@@ -75,7 +77,7 @@ class Plan:
     def reserved_tokens(self) -> int:
         """Tokens to reserve against token limits: the prompt plus the output limit (or a guess)."""
         if self._reserved is None:
-            self._reserved = self.prompt_tokens + (self.request.output_limit or OUTPUT_GUESS)
+            self._reserved = self.prompt_tokens + (self.request.output_limit or self._output_reserve)
         return self._reserved
 
     def next(self, now: float, turn: Mapping[str, int] | None = None) -> Option | None:
@@ -184,7 +186,7 @@ class Plan:
         return reading.fraction_left_at(now) if reading is not None else None
 
     def _cost(self, deployment: Deployment) -> float | None:
-        output = self.request.output_limit or OUTPUT_GUESS
+        output = self.request.output_limit or self._output_reserve
         return cost_of(make_usage(prompt=self.prompt_tokens, completion=output), deployment.prices)
 
     def _key(self, deployment: Deployment, keys: list[ApiKey], now: float) -> ApiKey:

@@ -1,0 +1,34 @@
+"""Shared pieces of the policy tests: an injected clock and in-memory counters that follow it."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmgate.state.memory import MemoryCounters
+
+MINUTE_START = 1_699_999_980.0
+"""2023-11-14 22:13:00 UTC, the start of a minute window."""
+START = MINUTE_START + 20
+
+
+class FakeClock:
+    """Unix-like seconds that move only when told to."""
+
+    def __init__(self, start: float = START) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def counters(clock: FakeClock) -> MemoryCounters:
+    return MemoryCounters(clock=clock)
