@@ -17,9 +17,9 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, Self
 
-from llmgate.catalogue import UNKNOWN, Catalogue, ModelInfo, Prices, cost_of
-from llmgate.config import ConfigError, ProviderSettings, Settings, load_settings
-from llmgate.config.settings import DeploymentSettings, ModelGroupSettings, Timeouts
+from llmgate.assembly import Assembly
+from llmgate.catalogue import Catalogue, ModelInfo, cost_of
+from llmgate.config import Settings, load_settings
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
 from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, NotFound
@@ -30,20 +30,14 @@ from llmgate.core.usage import make_usage
 from llmgate.policies.guard import Call, Pass
 from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
 from llmgate.providers.base import (
-    AdapterConfigError,
-    ChatProvider,
     EmbeddingProvider,
     ModelLister,
-    ProviderSpec,
     Target,
-    TimeoutPolicy,
 )
-from llmgate.providers.mock import MockBehaviour, MockFailurePlan
-from llmgate.providers.registry import build_provider
 from llmgate.providers.transport import Transport
 from llmgate.routing.backoff import Backoff
 from llmgate.routing.breaker import BreakerPolicy, BreakerState
-from llmgate.routing.deployments import Deployment, Hedge, ModelGroup, ProviderAccount
+from llmgate.routing.deployments import Deployment, ModelGroup, ProviderAccount
 from llmgate.routing.failover import Failover, RetryPolicy
 from llmgate.routing.health import HealthBoard
 from llmgate.routing.plan import Option, Plan
@@ -55,7 +49,6 @@ from llmgate.streaming import ChatStream
 from llmgate.wiring import State, open_state
 
 log = logging.getLogger("llmgate")
-DEFAULT_MAX_TOKENS = 4096
 PROMPT_MARGIN = 1.25  # the prompt estimate is ~4 chars/token: a budget reserves this much more
 
 
@@ -67,13 +60,13 @@ class Gateway:
         self.catalogue = catalogue if catalogue is not None else Catalogue.load()
         self._transport = Transport()
         self._ids = random.Random(os.urandom(16))  # seeded once from the OS; no syscall per request
-        self._extra_adapters: list[ChatProvider] = []
-        self.accounts = self._build_accounts(self.settings.providers)
+        self._assembly = Assembly(self.settings, self.catalogue, self._transport)
+        self.accounts = self._assembly.accounts
         self.router = Router(
-            groups=self._build_groups(),
+            groups=self._assembly.build_groups(),
             accounts=self.accounts,
-            facts=self._model_facts,
-            catalogue_provider=self._catalogue_provider,
+            facts=self._assembly.model_facts,
+            catalogue_provider=self._assembly.catalogue_provider,
         )
         routing = self.settings.routing
         breaker = routing.breaker
@@ -140,7 +133,7 @@ class Gateway:
             self._state = None
         for account in self.accounts.values():
             await account.adapter.close()
-        for adapter in self._extra_adapters:
+        for adapter in self._assembly.extra_adapters:
             await adapter.close()
         await self._transport.close()
 
@@ -209,7 +202,7 @@ class Gateway:
         costs = []
         for group in plan.chain:
             for deployment in group.deployments:
-                output = request.output_limit or self._default_max_tokens(deployment.model)
+                output = request.output_limit or self._assembly.default_max_tokens(deployment.model)
                 cost = cost_of(make_usage(prompt=prompt, completion=output), deployment.prices)
                 if cost is not None:
                     costs.append(cost)
@@ -410,7 +403,7 @@ class Gateway:
         """What callers can ask for: model groups, then catalogue models of configured providers."""
         cards = [ModelCard(id=name, owned_by="llmgate") for name in self.router.groups]
         for account in self.accounts.values():
-            for info in self.catalogue.search(provider=self._catalogue_name(account)):
+            for info in self.catalogue.search(provider=self._assembly.catalogue_name(account)):
                 cards.append(ModelCard(id=f"{account.name}:{info.id}", owned_by=account.name))
         return cards
 
@@ -518,108 +511,6 @@ class Gateway:
             raise InvalidRequest("messages are required", param="messages")
         return parse_chat_request({**params, "model": model, "messages": list(messages), "stream": stream})
 
-    def _build_accounts(self, providers: Mapping[str, ProviderSettings]) -> dict[str, ProviderAccount]:
-        accounts: dict[str, ProviderAccount] = {}
-        default_timeouts = _policy(self.settings.routing.timeouts)
-        for name, config in providers.items():
-            adapter = self._adapter(name, config, base_url=config.base_url)
-            keys = tuple(key.get_secret_value() for key in config.api_keys)
-            timeouts = _policy(config.timeouts) if config.timeouts else default_timeouts
-            accounts[name] = ProviderAccount(
-                name, config.type, adapter, keys, timeouts, config.rpm, config.tpm
-            )
-        return accounts
-
-    def _adapter(self, name: str, config: ProviderSettings, *, base_url: str | None) -> ChatProvider:
-        spec = ProviderSpec(
-            name=name,
-            type=config.type,
-            base_url=base_url,
-            headers=config.headers,
-            api_version=config.api_version,
-            options=self._adapter_options(config, _mock_behaviour(config)),
-        )
-        try:
-            return build_provider(spec, self._transport)
-        except AdapterConfigError as exc:
-            raise ConfigError(f"{self.settings.source}: {exc}") from None
-
-    def _adapter_options(self, config: ProviderSettings, mock: MockBehaviour | None) -> dict[str, object]:
-        options: dict[str, object] = {**config.options, "default_max_tokens": self._default_max_tokens}
-        if mock is not None:
-            options["mock"] = mock
-        return options
-
-    def _default_max_tokens(self, model: str) -> int:
-        """The catalogue's output limit for a model (for APIs that require max_tokens), else 4096."""
-        info = self.catalogue.lookup(model)
-        return info.max_output_tokens if info is not None and info.max_output_tokens else DEFAULT_MAX_TOKENS
-
-    def _build_groups(self) -> dict[str, ModelGroup]:
-        groups: dict[str, ModelGroup] = {}
-        for group in self.settings.models:
-            deployments = tuple(self._build_deployment(group, d) for d in group.deployments)
-            hedge = Hedge(group.hedge.after_ms / 1000, group.hedge.max_share) if group.hedge else None
-            groups[group.name] = ModelGroup(
-                group.name, deployments, group.fallbacks, group.strategy, group.context_fallbacks, hedge
-            )
-        return groups
-
-    def _build_deployment(self, group: ModelGroupSettings, d: DeploymentSettings) -> Deployment:
-        account = self.accounts.get(d.provider)
-        if account is None:
-            raise ConfigError(
-                f"{self.settings.source}: model group '{group.name}': "
-                f"provider '{d.provider}' is not available"
-            )
-        prices, context = self._model_facts(d.model, account)
-        if d.price is not None:
-            prices = prices.overridden(
-                input=d.price.input_per_mtok,
-                output=d.price.output_per_mtok,
-                cached_input=d.price.cached_input_per_mtok,
-            )
-        adapter, suffix = None, ""
-        if d.base_url is not None and d.base_url != self.settings.providers[d.provider].base_url:
-            adapter = self._adapter(d.provider, self.settings.providers[d.provider], base_url=d.base_url)
-            self._extra_adapters.append(adapter)
-            suffix = "@" + d.base_url.split("://", 1)[-1]
-        keys = tuple(k.get_secret_value() for k in d.api_keys) if d.api_keys is not None else None
-        return Deployment(
-            account,
-            d.model,
-            prices,
-            context,
-            d.weight,
-            d.priority,
-            _policy(d.timeouts) if d.timeouts else None,
-            adapter_override=adapter,
-            api_keys=keys,
-            rpm=d.rpm,
-            tpm=d.tpm,
-            name=f"{account.name}/{d.model}{suffix}",
-        )
-
-    def _model_facts(self, model: str, account: ProviderAccount) -> tuple[Prices, int | None]:
-        info = self.catalogue.lookup(model, self._catalogue_name(account))
-        prices = Prices.of(info) if info is not None else UNKNOWN
-        override = self.settings.model_prices.get(model)
-        if override is not None:
-            prices = prices.overridden(
-                input=override.input_per_mtok,
-                output=override.output_per_mtok,
-                cached_input=override.cached_input_per_mtok,
-            )
-        return prices, info.context_length if info is not None else None
-
-    @staticmethod
-    def _catalogue_name(account: ProviderAccount) -> str:
-        return account.type if account.type != "openai" or account.name == "openai" else account.name
-
-    def _catalogue_provider(self, model: str) -> str | None:
-        info = self.catalogue.lookup(model)
-        return info.provider if info is not None else None
-
 
 def _limit_view(status: LimitStatus | None) -> dict[str, Any] | None:
     if status is None:
@@ -639,20 +530,3 @@ async def _close_failed(gate: Pass, request_id: str, model: str, exc: BaseExcept
 async def _chat_once(request: ChatRequest, option: Option, target: Target) -> ChatResponse:
     """One non-streaming attempt."""
     return await option.deployment.adapter.chat(request, target)
-
-
-def _policy(timeouts: Timeouts) -> TimeoutPolicy:
-    return TimeoutPolicy(timeouts.connect, timeouts.first_token, timeouts.idle, timeouts.total)
-
-
-def _mock_behaviour(config: ProviderSettings) -> MockBehaviour | None:
-    if config.type != "mock":
-        return None
-    mock = config.mock
-    if mock is None:
-        return MockBehaviour()
-    failure = mock.failure
-    plan = MockFailurePlan(
-        failure.kind, failure.status, failure.retry_after, failure.message, failure.after_chunks
-    )
-    return MockBehaviour(mock.latency_ms, mock.tokens_per_second, mock.failure_rate, plan, mock.seed)
