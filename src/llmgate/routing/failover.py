@@ -157,6 +157,8 @@ class Failover:
         )
 
     def _chain(self, group: ModelGroup, extra: tuple[str, ...]) -> list[ModelGroup]:
+        if not extra and not group.fallbacks:
+            return [group]
         chain = [group]
         seen = {group.name}
         index = 0

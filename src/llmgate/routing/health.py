@@ -113,6 +113,11 @@ class HealthBoard:
         """The state of a key for one deployment: a 429 rests the key for that model, not for all."""
         return self.key((deployment, label))
 
+    @property
+    def calm(self) -> bool:
+        """No key has failed lately: every key is usable (the hot path's shortcut)."""
+        return not self._keys
+
     def usable(self, deployment: str, label: str, now: float) -> bool:
         """Whether a key may serve a deployment now (not rejected, not resting for that model)."""
         keys = self._keys

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 from llmgate.state.ports import GroupBy, UsageRecord, UsageRow, VirtualKey
@@ -69,9 +70,13 @@ def key_from_row(row: Iterable[Any]) -> VirtualKey:
     return VirtualKey(**values)
 
 
+_usage_values = attrgetter(*USAGE_COLUMNS)
+
+
 def usage_row(record: UsageRecord) -> tuple[object, ...]:
     """A usage record as column values, in ``USAGE_COLUMNS`` order."""
-    return tuple(getattr(record, column) for column in USAGE_COLUMNS)
+    values: tuple[object, ...] = _usage_values(record)
+    return values
 
 
 def usage_from_row(row: Iterable[Any]) -> UsageRecord:
