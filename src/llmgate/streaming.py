@@ -20,7 +20,6 @@ from llmgate.core.errors import ClientClosed, GatewayError, UnexpectedResponse
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk
 from llmgate.core.results import CallInfo
-from llmgate.core.tokens import CHARS_PER_TOKEN
 from llmgate.core.usage import Usage, make_usage
 from llmgate.policies.guard import Pass
 from llmgate.providers.base import Target
@@ -108,7 +107,7 @@ class ChatStream:
         self._started = False
         self._closed = False
         self._forward_usage = request.wants_usage_chunk
-        self._chars = 0  # of content streamed so far: usage of a stream its client abandons
+        self._seen = 0  # chunks streamed so far: about one token each (a stream its client abandons)
 
     async def start(self) -> None:
         """Route the request and buffer the upstream's first content."""
@@ -204,9 +203,8 @@ class ChatStream:
 
     def _estimate_usage(self, served: Served[Opened]) -> None:
         """A stream abandoned before its usage chunk: estimate what was generated (it was billed)."""
-        if self.usage is None:
-            completion = -(-self._chars // CHARS_PER_TOKEN)
-            self.usage = make_usage(prompt=self._plan.prompt_tokens, completion=completion)
+        if self.usage is None:  # OpenAI-style streams carry about one token per chunk
+            self.usage = make_usage(prompt=self._plan.prompt_tokens, completion=self._seen)
             self.cost = cost_of(self.usage, served.option.deployment.prices)
 
     @staticmethod
@@ -231,11 +229,8 @@ class ChatStream:
     def _account(self, batch: list[ChatChunk]) -> list[ChatChunk]:
         forward = self._forward_usage
         kept: list[ChatChunk] = []
+        self._seen += len(batch)
         for chunk in batch:
-            for choice in chunk.choices:
-                content = choice.delta.content
-                if content:
-                    self._chars += len(content)
             usage = chunk.usage
             if usage:
                 self.usage = usage

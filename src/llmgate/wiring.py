@@ -26,6 +26,7 @@ from llmgate.state.ports import BreakerBoard, Counters, Database, Degradable, St
 
 log = logging.getLogger("llmgate")
 BOARD_SYNC_INTERVAL = 1.0
+SETTLE_EVERY = 0.1  # seconds: token settlements to a shared Redis are written together
 
 
 @dataclass
@@ -62,6 +63,7 @@ class State:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         try:
+            await self.guard.limits.close()
             await self.recorder.close()
         finally:
             await self.counters.close()
@@ -86,6 +88,7 @@ async def open_state(settings: Settings, health: HealthBoard) -> State:
             counters,
             global_rate=Rate(limits.global_.rpm, limits.global_.tpm),
             default_key=Rate(limits.default_key.rpm, limits.default_key.tpm),
+            settle_every=SETTLE_EVERY if shared else None,
         ),
         # A process-local counter starts from the ledger; a shared one outlives any one process.
         budgets=Budgets(counters, spend_since=None if shared else _spend(database)),

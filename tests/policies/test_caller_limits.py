@@ -196,3 +196,21 @@ def test_applies_to(counters: MemoryCounters, clock: FakeClock) -> None:
     default_only = limits_of(counters, clock, default_key=Rate(tpm=10))
     assert default_only.applies_to(key())
     assert not default_only.applies_to(ANONYMOUS)
+
+
+async def test_settlements_to_a_shared_store_are_gathered_and_written_together(
+    counters: MemoryCounters, clock: FakeClock
+) -> None:
+    limits = CallerLimits(counters, clock=clock, settle_every=60.0)  # the test flushes by hand
+    caller = key(tpm=1000)
+    tickets = [await limits.admit(caller, 200) for _ in range(3)]
+    bucket = tickets[0].token_buckets[0]
+    for ticket in tickets:
+        await limits.settle(ticket, 50)
+
+    assert await counters.value(bucket) == 600  # reservations hold until the settlements are written
+    with pytest.raises(RateLimited):
+        await limits.admit(caller, 500)  # so the limit never admits more meanwhile
+    await limits.close()
+    assert await counters.value(bucket) == 150  # three settlements, one write
+    await limits.admit(caller, 500)

@@ -8,6 +8,7 @@ output limit) and settled with the real usage afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -50,8 +51,14 @@ class CallerLimits:
         global_rate: Rate = Rate(),
         default_key: Rate = Rate(),
         clock: Callable[[], float] = time.time,
+        settle_every: float | None = None,
     ) -> None:
         self.counters = counters
+        self.settle_every = settle_every
+        """Seconds to gather token settlements before writing them (a shared store: one call, not one
+        per request). Reservations are still taken at once, so limits never admit more meanwhile."""
+        self._pending: dict[str, float] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self.global_rate = global_rate
         self.default_key = default_key
         self._clock = clock
@@ -152,8 +159,34 @@ class CallerLimits:
         if used is None or not ticket.token_buckets:
             return
         delta = used - ticket.reserved
-        if delta:
+        if not delta:
+            return
+        if self.settle_every is None:
             for bucket in ticket.token_buckets:
+                await self.counters.adjust(bucket, delta, ttl=BUCKET_TTL)
+            return
+        for bucket in ticket.token_buckets:  # summed per bucket, written together: one call per window
+            self._pending[bucket] = self._pending.get(bucket, 0) + delta
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.settle_every or 0.0)
+        self._flusher = None
+        await self.flush()
+
+    async def close(self) -> None:
+        """Write what is gathered, and stop the pending write."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.cancel()
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the token settlements gathered so far."""
+        pending, self._pending = self._pending, {}
+        for bucket, delta in pending.items():
+            if delta:
                 await self.counters.adjust(bucket, delta, ttl=BUCKET_TTL)
 
     async def status(self, caller: Caller) -> LimitStatus | None:
