@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from llmgate.state import UsageRecord, UsageRow
 
@@ -140,7 +141,9 @@ async def test_summary_by_each_grouping(ledger: Backend[Any], group_by: str) -> 
     store = await _filled(ledger)
     rows = await store.summary(since=None, until=None, group_by=group_by)
     assert rows == [
-        replace(row, cost_usd=pytest.approx(row.cost_usd), avg_latency_ms=pytest.approx(row.avg_latency_ms))
+        dataclasses.replace(
+            row, cost_usd=pytest.approx(row.cost_usd), avg_latency_ms=pytest.approx(row.avg_latency_ms)
+        )
         for row in EXPECTED[group_by]
     ]
 

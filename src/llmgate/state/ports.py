@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+import msgspec
+
 GroupBy = Literal["provider", "model", "key", "day"]
 """How ``UsageLedger.summary`` groups: provider, model group, virtual key (``-`` when none), UTC day."""
 
@@ -128,8 +130,7 @@ class KeyStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
+class UsageRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """One request as the ledger keeps it (SPEC section 7)."""
 
     time: float

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import fields
 from operator import attrgetter
 from typing import Any
 
@@ -29,7 +28,7 @@ KEY_COLUMNS = (
     "created_at",
     "revoked",
 )
-USAGE_COLUMNS = tuple(field.name for field in fields(UsageRecord))
+USAGE_COLUMNS: tuple[str, ...] = UsageRecord.__struct_fields__
 
 SUMMARY_TOTALS = """COUNT(*),
     SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
