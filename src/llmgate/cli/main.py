@@ -24,14 +24,7 @@ from llmgate.server.app import create_app, tune_process
 log = logging.getLogger("llmgate")
 
 
-@click.group()
-@click.version_option(package_name="llmgate")
-def main() -> None:
-    """llmgate: one OpenAI-compatible API in front of many LLM providers."""
-
-
-@main.command()
-@click.option(
+config_option = click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
@@ -39,6 +32,16 @@ def main() -> None:
     envvar="LLMGATE_CONFIG",
     help="YAML config file (default: environment only).",
 )
+
+
+@click.group()
+@click.version_option(package_name="llmgate")
+def main() -> None:
+    """llmgate: one OpenAI-compatible API in front of many LLM providers."""
+
+
+@main.command()
+@config_option
 @click.option("--host", default=None, help="Interface to bind (default: server.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: server.port, 8000).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
@@ -93,16 +96,6 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         server_header=False,
         proxy_headers=False,
     )
-
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    envvar="LLMGATE_CONFIG",
-    help="YAML config file (default: environment only).",
-)
 
 
 @main.group()

@@ -80,18 +80,18 @@ class Failover(Generic[Backend]):
             await self._local.close()
 
 
-class FallbackCounters:
-    """``Counters`` served by ``primary`` (e.g. Redis), or by ``local`` (memory) while it is unreachable."""
+class _Fallback(Generic[Backend]):
+    """What both fallbacks share: the failover between the backends, and whether it is degraded."""
 
     def __init__(
         self,
-        primary: Counters,
-        local: Counters,
+        primary: Backend,
+        local: Backend,
         *,
         retry_after: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._failover = Failover[Counters](primary, local, retry_after=retry_after, clock=clock)
+        self._failover = Failover[Backend](primary, local, retry_after=retry_after, clock=clock)
 
     @property
     def degraded(self) -> bool:
@@ -102,6 +102,14 @@ class FallbackCounters:
     def last_error(self) -> str | None:
         """Why the primary failed, while degraded."""
         return self._failover.last_error
+
+    async def close(self) -> None:
+        """Close both backends."""
+        await self._failover.close()
+
+
+class FallbackCounters(_Fallback[Counters]):
+    """``Counters`` served by ``primary`` (e.g. Redis), or by ``local`` (memory) while it is unreachable."""
 
     async def take(self, bucket: str, amount: float, *, limit: float, ttl: float | None) -> Taken:
         """``Counters.take`` on the serving backend."""
@@ -123,33 +131,9 @@ class FallbackCounters:
         """``Counters.next_turn`` on the serving backend."""
         return await self._failover.call(lambda counters: counters.next_turn(name))
 
-    async def close(self) -> None:
-        """Close both backends."""
-        await self._failover.close()
 
-
-class FallbackBoard:
+class FallbackBoard(_Fallback[BreakerBoard]):
     """``BreakerBoard`` served by ``primary``, or by ``local`` while it is unreachable."""
-
-    def __init__(
-        self,
-        primary: BreakerBoard,
-        local: BreakerBoard,
-        *,
-        retry_after: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._failover = Failover[BreakerBoard](primary, local, retry_after=retry_after, clock=clock)
-
-    @property
-    def degraded(self) -> bool:
-        """Whether the local backend is serving."""
-        return self._failover.degraded
-
-    @property
-    def last_error(self) -> str | None:
-        """Why the primary failed, while degraded."""
-        return self._failover.last_error
 
     async def trip(self, deployment: str, until: float) -> None:
         """``BreakerBoard.trip`` on the serving backend."""
@@ -158,7 +142,3 @@ class FallbackBoard:
     async def tripped(self, now: float) -> dict[str, float]:
         """``BreakerBoard.tripped`` on the serving backend."""
         return await self._failover.call(lambda board: board.tripped(now))
-
-    async def close(self) -> None:
-        """Close both backends."""
-        await self._failover.close()
