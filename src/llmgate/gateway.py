@@ -164,7 +164,11 @@ class Gateway:
         state = await self.start()
         request_id = request_id or self.new_request_id()
         plan = self.failover.plan(request, self.router.group(request.model), self._fallbacks(fallbacks))
-        gate = await state.guard.open(caller, self._call(request, plan, caller))
+        try:
+            gate = await state.guard.open(caller, self._call(request, plan, caller))
+        except GatewayError as refused:
+            refused.request_id = request_id
+            raise
         try:
             served = await self.failover.run(
                 plan, partial(_chat_once, request), deadline=self._deadline(time_limit)
@@ -523,6 +527,7 @@ async def _close_failed(gate: Pass, request_id: str, model: str, exc: BaseExcept
     error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
     if error.limit is None:
         error.limit = gate.limit
+    error.request_id = request_id
     info = CallInfo(request_id, "", "", "", limit=gate.limit)
     await asyncio.shield(gate.close(info=info, usage=None, cost=None, error=error))
 

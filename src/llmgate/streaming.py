@@ -114,16 +114,20 @@ class ChatStream:
         if self._started:
             return
         self._started = True
-        if self._admit is not None:
-            self._pass = await self._admit()
+        try:
+            if self._admit is not None:
+                self._pass = await self._admit()
+        except GatewayError as refused:
+            refused.request_id = self.info.request_id
+            raise
         try:
             served = await self._failover.run(
                 self._plan, stream_opener(self.request), deadline=self._deadline, discard=discard_opened
             )
         except BaseException as exc:
-            await self._close_pass(
-                exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
-            )
+            error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
+            error.request_id = self.info.request_id
+            await self._close_pass(error)
             raise
         self._served = served
         option = served.option

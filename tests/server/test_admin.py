@@ -487,3 +487,16 @@ async def test_an_abandoned_stream_still_charges_what_was_generated() -> None:
         assert record.completion_tokens > 0
         spent = await state.guard.budgets.spent(caller)
         assert spent is not None and spent > 0
+
+
+def test_errors_carry_the_request_id(client: TestClient) -> None:
+    _, secret = create(client, rpm=1, models=["a"])
+    headers = {**bearer(secret), "x-request-id": "req-from-the-client"}
+    body = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
+
+    limited = client.post("/v1/chat/completions", json=body, headers=headers)
+    denied = client.post("/v1/chat/completions", json={**body, "model": "b"}, headers=headers)
+
+    assert limited.status_code == 429 and limited.headers["x-request-id"] == "req-from-the-client"
+    assert denied.status_code == 403 and denied.headers["x-request-id"] == "req-from-the-client"

@@ -47,6 +47,8 @@ class GatewayError(Exception):
         self.retry_after = retry_after
         self.limit: LimitStatus | None = None
         """The caller's rate-limit status when it is known (for the ``X-RateLimit-*`` headers)."""
+        self.request_id: str | None = None
+        """The request the error ended, once the gateway has given it an id (``x-request-id``)."""
 
 
 class InvalidRequest(GatewayError):

@@ -94,6 +94,8 @@ def error_headers(error: GatewayError, status: int) -> dict[str, str]:
     if status in (429, 503):
         wait = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_AFTER
         headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    if error.request_id is not None:
+        headers["x-request-id"] = error.request_id
     limit = error.limit
     if limit is not None:
         headers["X-RateLimit-Limit"] = str(limit.limit)
