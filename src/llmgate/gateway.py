@@ -161,7 +161,7 @@ class Gateway:
         when the requested group fails (the ``x-llmgate-fallbacks`` header); ``caller`` is whose limits,
         budget and model list apply.
         """
-        state = await self.start()
+        state = self._state or await self.start()
         request_id = request_id or self.new_request_id()
         plan = self.failover.plan(request, self.router.group(request.model), self._fallbacks(fallbacks))
         try:
@@ -192,14 +192,17 @@ class Gateway:
         )
         usage = response.usage
         cost = cost_of(usage, deployment.prices) if usage is not None else None
-        await self.failover.release(served, usage.total_tokens if usage is not None else None)
+        if deployment.limited:
+            await self.failover.release(served, usage.total_tokens if usage is not None else None)
         await gate.close(info=info, usage=usage, cost=cost, first_token_ms=info.latency_ms)
         return ChatResult(response, info, cost)
 
     def _call(self, request: ChatRequest, plan: Plan, caller: Caller) -> Call:
-        """What the guard reserves: tokens always, the worst-case cost only for a key with a budget."""
+        """What the guard reserves: tokens when a token limit applies, the worst-case cost only for a key
+        with a budget (each estimate is only made when something will read it)."""
+        counted = self._state is not None and self._state.guard.limits.applies_to(caller)
         worst = self._worst_cost(request, plan) if caller.budget_usd is not None else None
-        return Call(request.model, plan.reserved_tokens, worst, bool(request.stream))
+        return Call(request.model, plan.reserved_tokens if counted else 0, worst, bool(request.stream))
 
     def _worst_cost(self, request: ChatRequest, plan: Plan) -> float | None:
         prompt = int(plan.prompt_tokens * PROMPT_MARGIN) + 1

@@ -189,7 +189,7 @@ class Failover:
                 self.board.hedge_budget(group.name).earn(group.hedge.max_share)
         rounds = 0
         while True:
-            option = await self._next(plan)
+            option = await self._next(plan) if self._takes_turns(plan) else self._pick_now(plan)
             if option is None:
                 wait = self._wait_for_more(run, rounds)
                 if wait is not None:
@@ -202,29 +202,36 @@ class Failover:
                     raise self._give_up(plan, run.attempts)
             if run.attempts.count >= self.policy.max_attempts:
                 raise self._give_up(plan, run.attempts)
-            served = await self._attempt(run, option)
+            hedge = option.group.hedge
+            if hedge is not None and len(option.group.deployments) > 1:
+                served = await self._hedged(run, option, hedge.after)
+            else:
+                served = await self._single(run, option)
             if served is not None:
                 return served
 
-    async def _next(self, plan: Plan) -> Option | None:
+    def _takes_turns(self, plan: Plan) -> bool:
+        """Whether the first group's strategy needs its shared turn counter (round robin does)."""
+        group = plan.chain[0]
+        return len(group.deployments) > 1 and self._strategy_of(group).name == "round_robin"
+
+    def _pick_now(self, plan: Plan) -> Option | None:
         now = self.board.clock()
         self.board.sweep(now)
-        turns = None
+        return plan.next(now)
+
+    async def _next(self, plan: Plan) -> Option | None:
+        if not self._takes_turns(plan):
+            return self._pick_now(plan)
+        now = self.board.clock()
+        self.board.sweep(now)
         group = plan.chain[0]
-        if self._strategy_of(group).name == "round_robin":
-            turns = {group.name: await self.turn(group.name)}
-        return plan.next(now, turns)
+        return plan.next(now, {group.name: await self.turn(group.name)})
 
     async def _local_turn(self, group: str) -> int:
         turn = self._turns.get(group, 0)
         self._turns[group] = turn + 1
         return turn
-
-    async def _attempt(self, run: _Run[T], option: Option) -> Served[T] | None:
-        hedge = option.group.hedge
-        if hedge is not None and len(option.group.deployments) > 1:
-            return await self._hedged(run, option, hedge.after)
-        return await self._single(run, option)
 
     async def _single(self, run: _Run[T], option: Option) -> Served[T] | None:
         target = self._target(option, run)

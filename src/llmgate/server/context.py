@@ -43,40 +43,56 @@ class ServerContext:
 
     def request_id(self, request: Request) -> str:
         """The caller's ``x-request-id`` when it is a sane token, else a new one."""
-        given = request.headers.get("x-request-id")
+        return self._request_id(request.headers.get("x-request-id"))
+
+    def _request_id(self, given: str | None) -> str:
         if given and _SAFE_ID.match(given):
             return given
         return self.gateway.new_request_id()
 
-    @staticmethod
-    def time_limit(request: Request) -> float | None:
-        """``x-llmgate-timeout``: seconds for the whole call, all attempts included."""
-        raw = request.headers.get("x-llmgate-timeout")
-        if raw is None:
-            return None
-        try:
-            seconds = float(raw)
-        except ValueError:
-            seconds = -1.0
-        if not 0 < seconds <= MAX_TIME_LIMIT:
-            raise InvalidRequest(
-                f"x-llmgate-timeout must be a number of seconds in (0, {MAX_TIME_LIMIT:g}], not '{raw[:40]}'",
-                param="x-llmgate-timeout",
-            )
-        return seconds
+    def call_options(self, request: Request) -> tuple[str, float | None, tuple[str, ...]]:
+        """Request id, ``x-llmgate-timeout`` and ``x-llmgate-fallbacks``, from one pass over the headers."""
+        found: dict[bytes, bytes] = {}
+        for name, value in request.scope["headers"]:
+            if name in _CALL_HEADERS:
+                found[name] = value
+        if not found:
+            return self.gateway.new_request_id(), None, ()
+        given = found.get(b"x-request-id")
+        timeout = found.get(b"x-llmgate-timeout")
+        fallbacks = found.get(b"x-llmgate-fallbacks")
+        return (
+            self._request_id(given.decode("latin-1") if given is not None else None),
+            parse_time_limit(timeout.decode("latin-1")) if timeout is not None else None,
+            parse_fallbacks(fallbacks.decode("latin-1")) if fallbacks is not None else (),
+        )
 
-    @staticmethod
-    def fallbacks(request: Request) -> tuple[str, ...]:
-        """``x-llmgate-fallbacks``: model groups to fall back to, comma separated, in order."""
-        raw = request.headers.get("x-llmgate-fallbacks")
-        if not raw:
-            return ()
-        names = tuple(name.strip() for name in raw.split(",") if name.strip())
-        if len(names) > MAX_FALLBACKS:
-            raise InvalidRequest(
-                f"x-llmgate-fallbacks names at most {MAX_FALLBACKS} groups", param="x-llmgate-fallbacks"
-            )
-        return names
+
+_CALL_HEADERS = frozenset((b"x-request-id", b"x-llmgate-timeout", b"x-llmgate-fallbacks"))
+
+
+def parse_time_limit(raw: str) -> float:
+    """``x-llmgate-timeout``: seconds in (0, 3600], else 400."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_TIME_LIMIT:
+        raise InvalidRequest(
+            f"x-llmgate-timeout must be a number of seconds in (0, {MAX_TIME_LIMIT:g}], not '{raw[:40]}'",
+            param="x-llmgate-timeout",
+        )
+    return seconds
+
+
+def parse_fallbacks(raw: str) -> tuple[str, ...]:
+    """``x-llmgate-fallbacks``: up to 10 group names, comma separated."""
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    if len(names) > MAX_FALLBACKS:
+        raise InvalidRequest(
+            f"x-llmgate-fallbacks names at most {MAX_FALLBACKS} groups", param="x-llmgate-fallbacks"
+        )
+    return names
 
 
 def limit_headers(status: LimitStatus | None) -> dict[str, str]:

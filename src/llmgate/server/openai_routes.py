@@ -7,6 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmgate.core.caller import ANONYMOUS
 from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_request
 from llmgate.core.results import CallInfo
 from llmgate.server.context import ServerContext, limit_headers
@@ -26,10 +27,9 @@ class OpenAIRoutes:
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions``, whole or streamed."""
         ctx = self.ctx
-        caller = await ctx.authenticate(request)
+        caller = ANONYMOUS if ctx.master_key is None else await ctx.authenticate(request)
         chat = parse_chat_request(decode_json(await read_body(request, ctx.max_body)))
-        request_id = ctx.request_id(request)
-        limit, fallbacks = ctx.time_limit(request), ctx.fallbacks(request)
+        request_id, limit, fallbacks = ctx.call_options(request)
         if chat.stream:
             stream = ctx.gateway.open_stream(
                 chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks, caller=caller
