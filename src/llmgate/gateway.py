@@ -9,7 +9,6 @@ import asyncio
 import logging
 import os
 import random
-import time
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -37,7 +36,7 @@ from llmgate.providers.base import (
 from llmgate.providers.transport import Transport
 from llmgate.routing.backoff import Backoff
 from llmgate.routing.breaker import BreakerPolicy, BreakerState
-from llmgate.routing.deployments import Deployment, ModelGroup, ProviderAccount
+from llmgate.routing.deployments import ApiKey, Deployment, ModelGroup, ProviderAccount
 from llmgate.routing.failover import Failover, RetryPolicy
 from llmgate.routing.health import HealthBoard
 from llmgate.routing.plan import Option, Plan
@@ -89,6 +88,7 @@ class Gateway:
             output_reserve=self.settings.limits.reserve_output_tokens,
         )
         self._state: State | None = None
+        self._quota: UpstreamQuota | None = None
         self._starting = asyncio.Lock()
 
     def new_request_id(self) -> str:
@@ -116,7 +116,8 @@ class Gateway:
         async with self._starting:
             if self._state is None:
                 self._state = await open_state(self.settings, self.board)
-                self.failover.admission = UpstreamQuota(self._state.counters)
+                self._quota = UpstreamQuota(self._state.counters)
+                self.failover.admission = self._quota
                 if self._state.shared:
                     self.failover.turn = self._state.counters.next_turn
         return self._state
@@ -174,7 +175,7 @@ class Gateway:
                 plan, partial(_chat_once, request), deadline=self._deadline(time_limit)
             )
         except BaseException as exc:
-            await _close_failed(gate, request_id, request.model, exc)
+            await _close_failed(gate, request_id, exc)
             raise
         served.finish(ok=True)
         option = served.option
@@ -192,8 +193,7 @@ class Gateway:
         )
         usage = response.usage
         cost = cost_of(usage, deployment.prices) if usage is not None else None
-        if deployment.limited:
-            await self.failover.release(served, usage.total_tokens if usage is not None else None)
+        await self.failover.release(served, usage.total_tokens if usage is not None else None)
         await gate.close(info=info, usage=usage, cost=cost, first_token_ms=info.latency_ms)
         return ChatResult(response, info, cost)
 
@@ -255,7 +255,7 @@ class Gateway:
         """
         state = await self.start()
         own = await state.guard.limits.status(caller)
-        upstream = await self._upstream_status(state, name)
+        upstream = await self._upstream_status(name)
         spent = await state.guard.budgets.spent(caller)
         return {
             "caller": _limit_view(own),
@@ -265,9 +265,7 @@ class Gateway:
             "upstream": upstream,
         }
 
-    async def _upstream_status(self, state: State, name: str | None) -> list[dict[str, Any]]:
-        now = time.time()
-        minute = int(now // 60)
+    async def _upstream_status(self, name: str | None) -> list[dict[str, Any]]:
         rows = []
         seen: set[str] = set()
         for group in self.router.groups.values():
@@ -275,28 +273,24 @@ class Gateway:
                 if name is not None and name not in (deployment.name, deployment.account.name):
                     continue
                 for key in deployment.keys:
-                    if key.label in seen:
-                        continue
-                    seen.add(key.label)
-                    rows.append(await self._key_status(state, deployment, key, minute, now))
+                    if key.label not in seen:
+                        seen.add(key.label)
+                        rows.append(await self._key_status(deployment, key))
         return rows
 
-    async def _key_status(
-        self, state: State, deployment: Deployment, key: Any, minute: int, now: float
-    ) -> dict[str, Any]:
+    async def _key_status(self, deployment: Deployment, key: ApiKey) -> dict[str, Any]:
         account = deployment.account
-        used = await state.counters.value(f"rpm:ukey:{key.label}:{minute}")
+        used, reset = await self._quota.key_requests(key.label) if self._quota else (0.0, 0.0)
         reading = deployment.headroom(key)
+        now = self.board.clock()
         return {
             "key": key.label,
             "provider": account.name,
             "limit": account.rpm,
             "remaining": None if account.rpm is None else max(0, int(account.rpm - used)),
-            "reset": round((minute + 1) * 60 - now, 3),
-            "upstream_remaining_fraction": None
-            if reading is None
-            else reading.fraction_left_at(self.board.clock()),
-            "usable": self.board.usable(deployment.name, key.label, self.board.clock()),
+            "reset": round(reset, 3),
+            "upstream_remaining_fraction": None if reading is None else reading.fraction_left_at(now),
+            "usable": self.board.usable(deployment.name, key.label, now),
         }
 
     def _fallbacks(self, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -350,7 +344,7 @@ class Gateway:
         try:
             response = await adapter.embed(request, deployment.target())
         except BaseException as exc:
-            await _close_failed(gate, request_id, request.model, exc)
+            await _close_failed(gate, request_id, exc)
             raise
         info = CallInfo(
             request_id,
@@ -525,7 +519,7 @@ def _limit_view(status: LimitStatus | None) -> dict[str, Any] | None:
     return {"limit": status.limit, "remaining": status.remaining, "reset": round(status.reset, 3)}
 
 
-async def _close_failed(gate: Pass, request_id: str, model: str, exc: BaseException) -> None:
+async def _close_failed(gate: Pass, request_id: str, exc: BaseException) -> None:
     """Close a call that failed (or whose caller went away) with its usage record."""
     error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
     if error.limit is None:

@@ -197,8 +197,8 @@ class ChatStream:
         if served is None or self._closed:
             return
         self._closed = True
-        if gone:
-            self._no_verdict(served)
+        if gone:  # the caller left mid-stream: the call ends, but says nothing about the deployment
+            served.board.of(served.option.deployment.name).abandoned(served.board.clock())
             self._estimate_usage(served)
             await self._settle(served, ClientClosed("the client went away"))
             return
@@ -210,12 +210,6 @@ class ChatStream:
         if self.usage is None:  # OpenAI-style streams carry about one token per chunk
             self.usage = make_usage(prompt=self._plan.prompt_tokens, completion=self._seen)
             self.cost = cost_of(self.usage, served.option.deployment.prices)
-
-    @staticmethod
-    def _no_verdict(served: Served[Opened]) -> None:
-        """The caller left mid-stream: the call ends, but says nothing about the deployment's health."""
-        board = served.board
-        board.of(served.option.deployment.name).stats.finished(ok=True, latency=None, now=board.clock())
 
     async def _settle(self, served: Served[Opened], error: GatewayError | None) -> None:
         usage = self.usage
@@ -251,9 +245,5 @@ class ChatStream:
         """Stop the upstream (cancels the HTTP request when the caller goes away)."""
         served = self._served
         if served is not None:
-            if not self._closed:  # closed before its end: the caller went away, no verdict on the upstream
-                self._closed = True
-                self._no_verdict(served)
-                self._estimate_usage(served)
-                await self._settle(served, ClientClosed("the client went away"))
+            await self._finish(None, gone=True)  # closed before its end: the caller went away
             await served.value.upstream.aclose()  # type: ignore[attr-defined]

@@ -60,7 +60,7 @@ class Pass:
             return
         self.closed = True
         guard = self.guard
-        used = usage.prompt_tokens + usage.completion_tokens if usage is not None else None
+        used = usage.total_tokens if usage is not None else None
         if self.ticket is not None:
             await guard.limits.settle(self.ticket, used if error is None else used or 0)
         if self.hold is not None:

@@ -68,14 +68,18 @@ class Attempts:
     errors: list[tuple[str, GatewayError]] = field(default_factory=list)
 
 
+Call = Callable[[Option, Target], Awaitable[T]]
+Discard = Callable[[T], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class _Run(Generic[T]):
     """One request's run over its plan."""
 
     plan: Plan
-    call: Callable[[Option, Target], Awaitable[T]]
+    call: Call[T]
     deadline: float | None
-    discard: Callable[[T], Awaitable[None]] | None
+    discard: Discard[T] | None
     attempts: Attempts = field(default_factory=Attempts)
 
 
@@ -104,12 +108,7 @@ class Served(Generic[T]):
         if ok:
             health.breaker.record_success(now)
         elif error is not None and _counts_against_deployment(error):
-            stats = health.stats
-            health.breaker.record_failure(now, error_rate=stats.error_rate, requests=stats.requests)
-
-
-Call = Callable[[Option, Target], Awaitable[T]]
-Discard = Callable[[T], Awaitable[None]]
+            health.count_failure(now)
 
 
 class Failover:
@@ -247,8 +246,7 @@ class Failover:
             self._failed(run, option, error)
             return None
         except BaseException:  # cancelled (caller gone, or a hedge lost): no verdict on the deployment
-            health.stats.finished(ok=True, latency=None, now=self.board.clock())
-            health.breaker.release_probe()
+            health.abandoned(self.board.clock())
             raise
         return Served(value, option, run.attempts.count, started, self.board, run.plan.reserved_tokens)
 
@@ -298,8 +296,7 @@ class Failover:
             return
         plan.failed.add(deployment.name)
         if unwell:
-            stats = health.stats
-            health.breaker.record_failure(now, error_rate=stats.error_rate, requests=stats.requests)
+            health.count_failure(now)
 
     def _wait_for_more(self, run: _Run[T], rounds: int) -> float | None:
         """How long to wait before another round, or ``None`` to give up now."""

@@ -46,6 +46,18 @@ class DeploymentHealth:
     breaker: CircuitBreaker
     provider: str = ""
 
+    def count_failure(self, now: float) -> bool:
+        """A failure that blames the deployment: tell the breaker (with the window's figures); whether it
+        opened."""
+        stats = self.stats
+        return self.breaker.record_failure(now, error_rate=stats.error_rate, requests=stats.requests)
+
+    def abandoned(self, now: float) -> None:
+        """A call ended because its caller left (or it lost a hedge): no verdict on the deployment, and a
+        half-open probe slot is free again."""
+        self.stats.finished(ok=True, latency=None, now=now)
+        self.breaker.release_probe()
+
     def state(self, now: float) -> str:
         """``healthy``, ``degraded`` (errors in the window) or ``open`` / ``half_open``."""
         breaker = self.breaker.state(now)

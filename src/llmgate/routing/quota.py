@@ -57,3 +57,10 @@ class UpstreamQuota:
         for scope, _, tpm in self._limits(option):
             if tpm:
                 await self.counters.adjust(f"tpm:{scope}:{minute}", used - tokens, ttl=TTL)
+
+    async def key_requests(self, label: str) -> tuple[float, float]:
+        """Requests an upstream key has made in the current window, and the seconds until it resets."""
+        now = self._clock()
+        minute = int(now // WINDOW)
+        used = await self.counters.value(f"rpm:ukey:{label}:{minute}")
+        return used, (minute + 1) * WINDOW - now
