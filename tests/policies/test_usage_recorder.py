@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from llmgate.policies.usage import BATCH_SIZE, UsageRecorder
+from llmgate.policies.usage import BATCH_SIZE, CLOSE_ROUNDS, UsageRecorder
 from llmgate.state.ports import StateUnavailable, UsageRecord
 
 SLOW = 3600.0  # a flush interval the tests never reach: they flush by hand or through the size trigger
@@ -228,3 +228,43 @@ async def test_close_during_a_write_does_not_write_the_batch_twice() -> None:
     await asyncio.wait_for(ledger.writing.wait(), 5)  # the background writer is mid-write
     await recorder.close()
     assert ledger.ids == ["req_0", "req_1", "req_2"]
+
+
+async def test_records_arriving_during_a_write_wait_for_the_next_flush() -> None:
+    # Under steady load, chasing the queue would write a transaction every few records.
+    ledger = FakeLedger()
+    recorder = UsageRecorder(ledger, flush_interval=SLOW)  # type: ignore[arg-type]
+    original = ledger.write
+
+    async def write_while_requests_finish(records: Sequence[UsageRecord]) -> None:
+        if len(ledger.batches) < 4:
+            recorder.record(record(100 + len(ledger.batches)))
+        await original(records)
+
+    ledger.write = write_while_requests_finish  # type: ignore[method-assign]
+    for number in range(3):
+        recorder.record(record(number))
+    await recorder.flush()
+    assert [len(batch) for batch in ledger.batches] == [3]
+    assert recorder.pending == 1
+    await recorder.flush()
+    assert [len(batch) for batch in ledger.batches] == [3, 1]
+    await recorder.close()  # writes what arrived during the last writes too
+    assert recorder.pending == 0
+    assert ledger.ids == ["req_0", "req_1", "req_2", "req_100", "req_101", "req_102", "req_103"]
+
+
+async def test_close_is_bounded_when_records_keep_arriving() -> None:
+    ledger = FakeLedger()
+    recorder = UsageRecorder(ledger, flush_interval=SLOW)  # type: ignore[arg-type]
+    original = ledger.write
+
+    async def endless(records: Sequence[UsageRecord]) -> None:
+        recorder.record(record(1000 + len(ledger.batches)))
+        await original(records)
+
+    ledger.write = endless  # type: ignore[method-assign]
+    recorder.record(record(0))
+    await asyncio.wait_for(recorder.close(), timeout=5)
+    assert recorder.pending == 1
+    assert len(ledger.batches) == 1 + CLOSE_ROUNDS  # the background writer's last flush, then the rounds

@@ -17,6 +17,7 @@ from llmgate.state.ports import StateUnavailable, UsageLedger, UsageRecord
 log = logging.getLogger("llmgate.usage")
 BATCH_SIZE = 500
 MAX_QUEUED = 100_000
+CLOSE_ROUNDS = 10
 
 
 class UsageRecorder:
@@ -58,10 +59,16 @@ class UsageRecorder:
         return self.last_error is not None
 
     async def flush(self) -> None:
-        """Write every queued record now (in batches)."""
+        """Write the records queued now (in batches of up to ``BATCH_SIZE``).
+
+        Records that arrive during the write wait for the next flush: under steady load, writing
+        them at once would chase the queue with a transaction every few records.
+        """
         async with self._lock:
-            while self._queue:
-                batch = self._queue[:BATCH_SIZE]
+            remaining = len(self._queue)
+            while remaining > 0:
+                batch = self._queue[: min(BATCH_SIZE, remaining)]
+                remaining -= len(batch)
                 try:
                     await self.ledger.write(batch)
                 except StateUnavailable as error:
@@ -88,4 +95,7 @@ class UsageRecorder:
         if task is not None:
             self._wake.set()
             await task  # never cancelled mid-write: a batch must not be written twice
-        await self.flush()
+        for _ in range(CLOSE_ROUNDS):  # then what arrived during those writes (calls still ending)
+            await self.flush()
+            if not self._queue or self.last_error is not None:
+                return
