@@ -1,8 +1,12 @@
 """Noticing that the client went away, so its upstream work is cancelled instead of orphaned.
 
-One watcher task per request reads the ASGI ``receive`` channel; on ``http.disconnect`` it cancels the
-task serving the request. The serving task then sees ``CancelledError`` wherever it is (waiting for
-the upstream, or writing a stream), and ``ClientGone`` tells it apart from a server shutdown.
+A watcher task reads the ASGI ``receive`` channel; on ``http.disconnect`` it cancels the task serving
+the request. The serving task then sees ``CancelledError`` wherever it is (waiting for the upstream,
+or writing a stream), and ``ClientGone`` tells it apart from a server shutdown.
+
+The watcher starts ``WATCH_AFTER`` seconds into the request, from a timer: a call answered sooner
+(a fast upstream, a cached reply) never pays for a task, and a client that leaves within that time
+has its upstream call cancelled that much later.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 T = TypeVar("T")
+WATCH_AFTER = 0.02  # seconds
 
 
 class ClientGone(Exception):
@@ -24,17 +29,23 @@ class ClientGone(Exception):
 class DisconnectWatch:
     """While active, cancels the current task when the client disconnects."""
 
-    __slots__ = ("_finished", "_gone", "_task", "_watcher")
+    __slots__ = ("_finished", "_gone", "_receive", "_task", "_timer", "_watcher")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, *, after: float = WATCH_AFTER) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
+        self._receive = receive
         self._gone = self._finished = False
-        self._watcher = asyncio.ensure_future(_disconnected(receive))
+        self._watcher: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(after, self._watch)
+
+    def _watch(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.ensure_future(_disconnected(self._receive))
         self._watcher.add_done_callback(self._on_disconnect)
 
-    def _on_disconnect(self, watcher: asyncio.Task[None]) -> None:
+    def _on_disconnect(self, watcher: asyncio.Future[None]) -> None:
         if not self._finished and not watcher.cancelled():  # a queued callback may run after stop()
             self._gone = True
             self._task.cancel()
@@ -58,8 +69,12 @@ class DisconnectWatch:
     def stop(self) -> None:
         """Stop watching."""
         self._finished = True
-        self._watcher.remove_done_callback(self._on_disconnect)
-        self._watcher.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._watcher is not None:
+            self._watcher.remove_done_callback(self._on_disconnect)
+            self._watcher.cancel()
 
 
 async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
