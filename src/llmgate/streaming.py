@@ -9,7 +9,7 @@ After it, a failure ends the stream with the error (the server writes an SSE err
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -18,7 +18,7 @@ from msgspec import UNSET
 from llmgate.catalogue import cost_of
 from llmgate.core.errors import ClientClosed, GatewayError, UnexpectedResponse
 from llmgate.core.request import ChatRequest
-from llmgate.core.response import ChatChunk
+from llmgate.core.response import ChatChunk, StreamItem, as_chunk
 from llmgate.core.results import CallInfo
 from llmgate.core.usage import Usage, make_usage
 from llmgate.policies.guard import Pass
@@ -31,23 +31,17 @@ from llmgate.routing.plan import Option, Plan
 class Opened:
     """An upstream stream that has produced its first content, and what it produced so far."""
 
-    upstream: AsyncIterator[list[ChatChunk]]
-    buffered: list[list[ChatChunk]]
+    upstream: AsyncIterator[Sequence[StreamItem]]
+    buffered: list[Sequence[StreamItem]]
     first_token: float
 
 
-def has_content(batch: list[ChatChunk]) -> bool:
-    """Whether a batch carries anything beyond a bare role announcement."""
-    for chunk in batch:
-        if chunk.usage:
-            return True
-        for choice in chunk.choices:
-            delta = choice.delta
-            if choice.finish_reason is not None or delta.content or delta.tool_calls or delta.function_call:
-                return True
-            if delta.refusal or delta.reasoning_content or delta.reasoning:
-                return True
-    return False
+def has_content(batch: Sequence[StreamItem]) -> bool:
+    """Whether a batch carries anything beyond a bare role announcement.
+
+    A raw item counts: translators pass chunks on raw only after the stream's first substantive one.
+    """
+    return any(isinstance(item, bytes) or item.is_substantive for item in batch)
 
 
 def stream_opener(request: ChatRequest) -> Callable[[Option, Target], Awaitable[Opened]]:
@@ -56,7 +50,7 @@ def stream_opener(request: ChatRequest) -> Callable[[Option, Target], Awaitable[
     async def open_stream(option: Option, target: Target) -> Opened:
         started = time.monotonic()
         upstream = option.deployment.adapter.stream(request, target)
-        buffered: list[list[ChatChunk]] = []
+        buffered: list[Sequence[StreamItem]] = []
         try:
             async for batch in upstream:
                 buffered.append(batch)
@@ -160,11 +154,11 @@ class ChatStream:
 
     async def _chunks(self) -> AsyncIterator[ChatChunk]:
         async for batch in self.batches():
-            for chunk in batch:
-                yield chunk
+            for item in batch:
+                yield as_chunk(item)
 
-    async def batches(self) -> AsyncIterator[list[ChatChunk]]:
-        """The chunks, in the batches they arrived in (never empty)."""
+    async def batches(self) -> AsyncIterator[list[StreamItem]]:
+        """The chunks, in the batches they arrived in (never empty); raw items are for writing as is."""
         await self.start()
         served = self._served
         assert served is not None
@@ -224,21 +218,24 @@ class ChatStream:
             info=self.info, usage=self.usage, cost=self.cost, error=error, first_token_ms=first_token
         )
 
-    def _account(self, batch: list[ChatChunk]) -> list[ChatChunk]:
+    def _account(self, batch: Sequence[StreamItem]) -> list[StreamItem]:
         forward = self._forward_usage
-        kept: list[ChatChunk] = []
+        kept: list[StreamItem] = []
         self._seen += len(batch)
-        for chunk in batch:
-            usage = chunk.usage
+        for item in batch:
+            if isinstance(item, bytes):  # never carries usage
+                kept.append(item)
+                continue
+            usage = item.usage
             if usage:
                 self.usage = usage
                 if self._served is not None:
                     self.cost = cost_of(usage, self._served.option.deployment.prices)
-                if not chunk.choices and not forward:
+                if not item.choices and not forward:
                     continue
             if not forward and usage is not UNSET:
-                chunk.usage = UNSET
-            kept.append(chunk)
+                item.usage = UNSET
+            kept.append(item)
         return kept
 
     async def aclose(self) -> None:

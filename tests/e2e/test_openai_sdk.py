@@ -505,3 +505,26 @@ def test_upstream_401_stream_never_leaks_the_provider_key(gateway: GatewayProces
 
     assert response.status_code == 502
     assert UPSTREAM_KEY not in response.text
+
+
+def test_stream_chunks_after_the_first_content_pass_as_the_upstream_sent_them(
+    gateway: GatewayProcess, marker: str
+) -> None:
+    # The upstream writes its chunks with json.dumps (", " and ": " separators); llmgate's own encoder
+    # writes compact JSON. So a frame with the upstream's spacing was forwarded without re-encoding.
+    body = {"model": "gpt-test", "messages": user(f"one two three {marker}"), "stream": True}
+    headers = {"Authorization": "Bearer sk-e2e-client"}
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=body, headers=headers) as response:
+        assert response.status_code == 200
+        raw = response.read()
+    frames = [block[len(b"data: ") :] for block in raw.split(b"\n\n") if block.startswith(b"data: ")]
+    assert frames[-1] == b"[DONE]"
+    chunks = frames[:-1]
+    role, first_word, rest = chunks[0], chunks[1], chunks[2:]
+    assert b'", "' not in role and b'", "' not in first_word  # read by the gateway (routing needs them)
+    assert rest and all(b'"object": "chat.completion.chunk"' in frame for frame in rest)
+    assert all(b'"system_fingerprint": "fp_e2e_upstream"' in frame for frame in rest)
+    text = "".join(json.loads(frame)["choices"][0]["delta"].get("content") or "" for frame in chunks)
+    assert text == f"Echo: one two three {marker}"
+    # The gateway asked for usage; this client did not, so no usage chunk is forwarded.
+    assert all(json.loads(frame)["choices"] for frame in chunks)

@@ -23,6 +23,7 @@ from llmgate.core.errors import (
     UpstreamTimeout,
     redact,
 )
+from llmgate.core.response import ChatChunk
 from llmgate.providers.openai import OpenAIStream, OpenAIWire, error_from_body
 from llmgate.providers.ratelimit import retry_after_seconds
 
@@ -328,6 +329,62 @@ def test_azure_prompt_filter_report_is_skipped() -> None:
 def test_non_chunk_without_filter_report_still_raises() -> None:
     with pytest.raises(UnexpectedResponse):
         OpenAIStream().feed(b'{"choices":[],"created":0,"id":"","model":"","object":""}')
+
+
+# --- chunks passed on as sent --------------------------------------------------------------------------
+
+ROLE = b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}'
+TEXT = b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null,"obfuscation":"x1"}'
+MORE = b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" there"},"finish_reason":null}],"obfuscation":"x2"}'
+USAGE = b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}'
+
+
+def started() -> OpenAIStream:
+    stream = OpenAIStream()
+    assert all(isinstance(item, ChatChunk) for item in stream.feed(ROLE))  # routing must see these
+    assert all(isinstance(item, ChatChunk) for item in stream.feed(TEXT))
+    return stream
+
+
+def test_after_the_first_content_plain_chunks_pass_as_sent() -> None:
+    stream = started()
+    assert stream.feed(MORE) == [MORE]  # unknown fields and all: never decoded and re-encoded
+    [usage] = stream.feed(USAGE)
+    assert isinstance(usage, ChatChunk) and usage.usage is not None  # usage is always read
+    assert usage.usage.total_tokens == 5
+    assert stream.feed(b"[DONE]") == []
+    assert stream.finished
+
+
+def test_a_role_only_chunk_does_not_start_passing() -> None:
+    stream = OpenAIStream()
+    stream.feed(ROLE)
+    [again] = stream.feed(ROLE)
+    assert isinstance(again, ChatChunk)
+
+
+def test_an_error_event_after_content_still_raises() -> None:
+    stream = started()
+    with pytest.raises(UpstreamError) as caught:
+        stream.feed(b'{"error": {"message": "The model is overloaded", "type": "server_error"}}')
+    assert caught.value.message == "The model is overloaded"
+
+
+def test_an_unreadable_event_after_content_still_raises() -> None:
+    stream = started()
+    with pytest.raises(UnexpectedResponse):
+        stream.feed(MORE[:-5])
+
+
+def test_usage_on_a_content_chunk_after_content_still_moves_to_its_own_chunk() -> None:
+    stream = started()
+    last = MORE.replace(
+        b'"obfuscation":"x2"', b'"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}'
+    )
+    [chunk] = stream.feed(last)
+    assert isinstance(chunk, ChatChunk) and chunk.usage is None and chunk.choices
+    [usage] = stream.feed(b"[DONE]")
+    assert isinstance(usage, ChatChunk) and usage.choices == [] and usage.usage is not None
 
 
 # --- redaction -------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,7 @@ from llmgate.core.errors import (
     UpstreamTimeout,
 )
 from llmgate.core.request import ChatRequest
-from llmgate.core.response import ChatChunk
+from llmgate.core.response import ChatChunk, StreamItem, as_chunk
 from llmgate.providers.base import Target, TimeoutPolicy, key_label
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
 from llmgate.providers.transport import Transport
@@ -168,10 +168,10 @@ def sse(events: list[str], *, piece: int = 7, then: str = "end") -> Handler:
     return handle
 
 
-async def collect(stream: AsyncIterator[list[ChatChunk]], into: list[ChatChunk]) -> None:
+async def collect(stream: AsyncIterator[Sequence[StreamItem]], into: list[ChatChunk]) -> None:
     async for batch in stream:
         assert batch, "batches are never empty"
-        into.extend(batch)
+        into.extend(as_chunk(item) for item in batch)
 
 
 def assert_key_hidden(error: GatewayError) -> None:
@@ -260,7 +260,9 @@ async def test_unreadable_success_body_is_an_error(transport: Transport) -> None
 async def test_stream_in_pieces(transport: Transport) -> None:
     async with serve({("POST", "/v1/chat/completions"): sse(STREAM_EVENTS, piece=7)}) as upstream:
         chunks = [
-            c async for b in provider(transport, upstream.base_url).stream(chat_request(), TARGET) for c in b
+            as_chunk(item)
+            async for batch in provider(transport, upstream.base_url).stream(chat_request(), TARGET)
+            for item in batch
         ]
     assert len(chunks) == 4
     accumulator = StreamAccumulator()
@@ -282,7 +284,9 @@ async def test_stream_in_pieces(transport: Transport) -> None:
 async def test_stream_piece_size_does_not_matter(transport: Transport, piece: int) -> None:
     async with serve({("POST", "/v1/chat/completions"): sse(STREAM_EVENTS, piece=piece)}) as upstream:
         chunks = [
-            c async for b in provider(transport, upstream.base_url).stream(chat_request(), TARGET) for c in b
+            as_chunk(item)
+            async for batch in provider(transport, upstream.base_url).stream(chat_request(), TARGET)
+            for item in batch
         ]
     assert [c.choices[0].delta.content for c in chunks[:2]] == ["Hello", " wörld"]
     assert len(chunks) == 4

@@ -28,7 +28,7 @@ from llmgate.core.errors import (
     RateLimited,
 )
 from llmgate.core.request import CHAT_FIELDS, EMBEDDING_FIELDS
-from llmgate.core.response import ChatChunk, ChatResponse
+from llmgate.core.response import ChatChunk, ChatResponse, as_chunk
 from llmgate.core.usage import Usage
 from llmgate.providers.base import HttpCall, Target
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
@@ -500,18 +500,41 @@ def _recorded_events(text: str) -> tuple[list[dict[str, Any]], bool]:
     return events, done
 
 
-def _translate(pieces: list[bytes]) -> tuple[list[ChatChunk], bool]:
+def _translate(pieces: list[bytes]) -> tuple[list[ChatChunk], bool, int]:
+    """The chunks of a stream, whether it finished, and how many were passed on as sent."""
     decoder = SSEDecoder()
     translator = OpenAIWire().stream_translator(
         parse_chat_request({"model": "m", "messages": [{"role": "user"}]})
     )
     chunks: list[ChatChunk] = []
+    raw = 0
     for piece in [*pieces, b""]:
         events = decoder.feed(piece) if piece else decoder.close()
         for event in events:
             assert not translator.finished, "an event arrived after [DONE]"
-            chunks.extend(translator.feed(event.data))
-    return chunks, translator.finished
+            for item in translator.feed(event.data):
+                if isinstance(item, bytes):
+                    assert item == event.data, "a raw chunk is the upstream's bytes, unchanged"
+                    raw += 1
+                chunks.append(as_chunk(item))
+    return chunks, translator.finished, raw
+
+
+def _passed_as_sent(events: list[dict[str, Any]]) -> int:
+    """How many events come after the first substantive chunk with choices and without usage."""
+    first = next(index for index, event in enumerate(events) if _substantive(event))
+    return sum(1 for event in events[first + 1 :] if "choices" in event and not event.get("usage"))
+
+
+def _substantive(event: dict[str, Any]) -> bool:
+    if event.get("usage"):
+        return True
+    output = ("content", "tool_calls", "function_call", "refusal", "reasoning_content", "reasoning")
+    for choice in event.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if choice.get("finish_reason") is not None or any(delta.get(name) for name in output):
+            return True
+    return False
 
 
 def _check_stream(recording: Recording) -> None:
@@ -526,10 +549,11 @@ def _check_stream(recording: Recording) -> None:
             assert event["choices"] == []
 
     results = {name: _translate(pieces) for name, pieces in fragmentations(text.encode()).items()}
-    chunks, finished = results.pop("whole")
+    chunks, finished, raw = results.pop("whole")
     assert finished
     for name, result in results.items():
-        assert result == (chunks, True), f"fragmentation {name!r} changed the chunks"
+        assert result == (chunks, True, raw), f"fragmentation {name!r} changed the chunks"
+    assert raw == _passed_as_sent(events), "after the first content, plain chunks pass as sent"
 
     # Usage that a server put on a content chunk comes out as its own final chunk with no choices.
     usage_on_content = [e for e in chunk_events if e.get("usage") and e.get("choices")]

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from msgspec import UNSET
 
 from llmgate.core.request import FunctionCall, ToolCall
-from llmgate.core.response import ChatChunk, ChatResponse, Choice, Delta, ResponseMessage
+from llmgate.core.response import (
+    ChatResponse,
+    Choice,
+    Delta,
+    ResponseMessage,
+    StreamItem,
+    as_chunk,
+)
 from llmgate.core.usage import Usage
 
 
@@ -45,8 +52,9 @@ class StreamAccumulator:
         self.system_fingerprint: str | None = None
         self._choices: dict[int, _ChoiceParts] = {}
 
-    def add(self, chunk: ChatChunk) -> None:
-        """Take one chunk into account."""
+    def add(self, item: StreamItem) -> None:
+        """Take one chunk (or raw chunk) into account."""
+        chunk = as_chunk(item)
         self.id = self.id or chunk.id
         self.model = self.model or chunk.model
         self.created = self.created or chunk.created

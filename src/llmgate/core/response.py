@@ -133,6 +133,28 @@ class ChatChunk(msgspec.Struct, gc=False, kw_only=True):
                 return True
         return False
 
+    @property
+    def is_substantive(self) -> bool:
+        """Whether this chunk is more than a bare role announcement: output, a finish reason or usage."""
+        if self.usage or self.has_content:
+            return True
+        return any(choice.finish_reason is not None for choice in self.choices)
+
+
+StreamItem = ChatChunk | bytes
+"""What a stream yields: a chunk, or a chunk still in the JSON an OpenAI-compatible upstream sent it.
+
+The second kind is forwarded to clients byte for byte (never decoded and re-encoded). Translators
+produce it only after the stream's first substantive chunk, and never for a chunk that carries usage.
+"""
+
+_chunk_decoder = msgspec.json.Decoder(ChatChunk)
+
+
+def as_chunk(item: StreamItem) -> ChatChunk:
+    """The chunk an item stands for (a raw one is decoded)."""
+    return item if isinstance(item, ChatChunk) else _chunk_decoder.decode(item)
+
 
 class Embedding(msgspec.Struct, gc=False, kw_only=True):
     """One vector (or its base64 form when the caller asked for it)."""

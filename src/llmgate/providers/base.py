@@ -7,14 +7,14 @@ are separate optional protocols, so no adapter carries "not supported" stubs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from llmgate.core.errors import GatewayError
 from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest, EmbeddingRequest
-from llmgate.core.response import ChatChunk, ChatResponse, EmbeddingResponse, ModelCard
+from llmgate.core.response import ChatResponse, EmbeddingResponse, ModelCard, StreamItem
 
 
 def key_label(api_key: str | None) -> str:
@@ -57,7 +57,7 @@ class ChatProvider(Protocol):
         """One complete response; raises a ``GatewayError`` subclass on failure."""
         ...
 
-    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[ChatChunk]]:
+    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[Sequence[StreamItem]]:
         """Canonical chunks as they arrive, in batches: the chunks that arrived together (one network
         read) come as one list, so the layers above pay their per-item cost once per read, not per token.
         Batches are never empty. The final usage chunk (no choices) is always included.
@@ -107,7 +107,7 @@ class HttpCall:
 class StreamTranslator(Protocol):
     """Turns one upstream stream's events into canonical chunks; one per stream (it may keep state)."""
 
-    def feed(self, data: bytes) -> list[ChatChunk]:
+    def feed(self, data: bytes) -> Sequence[StreamItem]:
         """Translate one event's data; raise a ``GatewayError`` for an in-band error event."""
         ...
 

@@ -53,6 +53,7 @@ from llmgate.core.response import (
     EmbeddingResponse,
     FunctionCallDelta,
     ResponseMessage,
+    StreamItem,
     ToolCallDelta,
     encode_vector,
 )
@@ -505,11 +506,12 @@ class CohereProvider(HttpProvider):
         response.model = response.model or target.model
         return response
 
-    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[ChatChunk]]:
-        """Streamed chunks, named after the upstream model."""
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[StreamItem]]:
+        """Streamed chunks, named after the upstream model (Cohere's translator makes no raw ones)."""
         async for batch in super().stream(request, target):
             for chunk in batch:
-                chunk.model = target.model
+                if isinstance(chunk, ChatChunk):
+                    chunk.model = target.model
             yield batch
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResponse:

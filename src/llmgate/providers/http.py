@@ -24,7 +24,7 @@ from llmgate.core.errors import (
 )
 from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest
-from llmgate.core.response import ChatChunk, ChatResponse
+from llmgate.core.response import ChatResponse, StreamItem
 from llmgate.providers.base import HttpCall, Target, TimeoutPolicy, WireFormat, key_label
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
@@ -98,7 +98,7 @@ class HttpProvider:
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from exc
 
-    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[ChatChunk]]:
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[StreamItem]]:
         """Send a streaming call and translate its events as they arrive."""
         call = self.wire.chat_call(request, target, stream=True)
         timeouts = target.timeouts
@@ -129,7 +129,7 @@ class HttpProvider:
 
     async def _events(
         self, response: aiohttp.ClientResponse, request: ChatRequest, target: Target
-    ) -> AsyncIterator[list[ChatChunk]]:
+    ) -> AsyncIterator[list[StreamItem]]:
         timeouts = target.timeouts
         # Until the first chunk, the wait is bounded by first_token; between chunks, by idle.
         wait, waiting_for = timeouts.first_token, "first token"
@@ -150,7 +150,7 @@ class HttpProvider:
                 payloads = sse.feed_data(data) if data else [event.data for event in sse.close()]
             else:
                 payloads = ndjson.feed(data) if data else ndjson.close()
-            batch: list[ChatChunk] = []
+            batch: list[StreamItem] = []
             try:
                 for payload in payloads:
                     batch += translator.feed(payload)

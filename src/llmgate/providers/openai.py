@@ -27,7 +27,7 @@ from llmgate.core.errors import (
 )
 from llmgate.core.headroom import NOTHING_UNSUPPORTED, Headroom, ParamReport
 from llmgate.core.request import ChatRequest, EmbeddingRequest
-from llmgate.core.response import ChatChunk, ChatResponse, EmbeddingResponse, ModelCard
+from llmgate.core.response import ChatChunk, ChatResponse, EmbeddingResponse, ModelCard, StreamItem
 from llmgate.providers.base import HttpCall, Target
 from llmgate.providers.http import HttpProvider
 from llmgate.providers.ratelimit import openai_headroom, retry_after_seconds
@@ -51,22 +51,36 @@ class _ModelList(msgspec.Struct, gc=False):
     data: list[ModelCard]
 
 
+class _Glance(msgspec.Struct, gc=False):
+    """What a chunk must show to be forwarded as sent: JSON with choices, and no usage."""
+
+    choices: msgspec.Raw
+    usage: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_glance_decoder = msgspec.json.Decoder(_Glance)
+_NULL = msgspec.Raw(b"null")
+
+
 class OpenAIStream:
     """Translates one OpenAI SSE stream: each ``data:`` is already a canonical chunk.
 
+    Chunks are decoded until the first substantive one (routing needs to see it); after that, a chunk
+    that is well-formed JSON with choices and no usage is passed on as the bytes the upstream sent.
     Some compatible servers (Mistral, Groq, OpenRouter, Together) put ``usage`` on their last content
     chunk instead of a separate one; that usage is moved to its own final chunk with no choices, as
     OpenAI sends it, so every client sees one shape.
     """
 
-    __slots__ = ("_seen", "_usage_chunk", "finished")
+    __slots__ = ("_passing", "_seen", "_usage_chunk", "finished")
 
     def __init__(self) -> None:
         self.finished = False
         self._seen = False
+        self._passing = False
         self._usage_chunk: ChatChunk | None = None
 
-    def feed(self, data: bytes) -> list[ChatChunk]:
+    def feed(self, data: bytes) -> list[StreamItem]:
         """One event's data -> its chunk; ``[DONE]`` ends the stream; an error event raises."""
         if data == b"[DONE]":
             if not self._seen:  # [DONE] with no chunk at all is not an answer
@@ -74,6 +88,14 @@ class OpenAIStream:
             self.finished = True
             pending, self._usage_chunk = self._usage_chunk, None
             return [pending] if pending is not None else []
+        if self._passing:
+            try:
+                glance = _glance_decoder.decode(data)
+            except msgspec.DecodeError:
+                pass  # not a plain chunk (an error event, or unreadable): the full decode says which
+            else:
+                if glance.usage == _NULL:
+                    return [data]
         try:
             chunk = _chunk_decoder.decode(data)
         except msgspec.DecodeError as exc:
@@ -81,6 +103,8 @@ class OpenAIStream:
                 return []
             raise stream_error(data) from exc
         self._seen = True
+        if not self._passing:
+            self._passing = chunk.is_substantive
         usage = chunk.usage
         if usage and chunk.choices:
             chunk.usage = None

@@ -9,7 +9,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 
 from llmgate.core.errors import GatewayError, PayloadTooLarge
-from llmgate.core.response import ChatChunk
+from llmgate.core.response import StreamItem
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_message
 
@@ -37,9 +37,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def sse_frame(chunk: ChatChunk) -> bytes:
-    """One ``data:`` frame."""
-    return b"data: " + encoder.encode(chunk) + b"\n\n"
+def sse_frame(item: StreamItem) -> bytes:
+    """One ``data:`` frame (a raw chunk as the upstream sent it)."""
+    return b"data: " + (item if isinstance(item, bytes) else encoder.encode(item)) + b"\n\n"
 
 
 def sse_error_frame(error: GatewayError) -> bytes:
@@ -48,7 +48,7 @@ def sse_error_frame(error: GatewayError) -> bytes:
     return b"data: " + encode_error(error_message(error), error_type, error.param, error.code) + b"\n\n"
 
 
-async def sse_stream(batches: AsyncIterable[list[ChatChunk]]) -> AsyncIterator[bytes]:
+async def sse_stream(batches: AsyncIterable[list[StreamItem]]) -> AsyncIterator[bytes]:
     """OpenAI SSE framing: every chunk, then ``[DONE]``; a failure mid-way ends with an error event.
 
     Chunks that arrived together are written together: one send per upstream read, not per token.
