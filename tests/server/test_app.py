@@ -160,6 +160,16 @@ def test_oversize_body_is_413(client: TestClient) -> None:
     assert error_of(response)["code"] == "payload_too_large"
 
 
+def test_a_body_sent_in_pieces_is_read_whole(client: TestClient) -> None:
+    def pieces() -> Iterator[bytes]:  # no content-length: several ASGI messages
+        yield b'{"model": "chat", "messages": [{"role": "user", '
+        yield b'"content": "in pieces"}]}'
+
+    response = client.post("/v1/chat/completions", content=pieces())
+    assert response.status_code == 200
+    assert "in pieces" in response.json()["choices"][0]["message"]["content"]
+
+
 def test_unknown_model_is_404_with_close_matches(client: TestClient) -> None:
     response = chat(client, "chta")
     assert response.status_code == 404
@@ -278,3 +288,19 @@ def test_master_key_guards_the_api(tmp_path: Path) -> None:
         )
         assert client.get("/api/models").status_code == 401
         assert client.get("/health").status_code == 200
+
+
+def test_the_chat_fast_path_answers_like_every_other_route(client: TestClient) -> None:
+    # /v1/chat/completions skips Starlette's middleware: errors must still get the app's handlers.
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/chat/completions", json=body).status_code == 200
+    gateway = client.app.state.gateway  # type: ignore[attr-defined]
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    gateway.complete = broken
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 500
+    assert error_of(response)["type"] == "api_error"
+    assert "a bug" not in response.text  # logged, not shown

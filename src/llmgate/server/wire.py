@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator
 
 import msgspec
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from llmgate.core.errors import GatewayError, PayloadTooLarge
 from llmgate.core.response import StreamItem
@@ -24,17 +24,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
+    receive = request.receive
     parts: list[bytes] = []
     size = 0
-    try:
-        async for part in request.stream():
-            size += len(part)
-            if size > limit:
-                raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
-            parts.append(part)
-    except ClientDisconnect:  # the client left while sending: nobody to answer, nothing went wrong
-        raise ClientGone from None
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    while True:  # straight from the ASGI channel: a body comes in one message, most of the time
+        message = await receive()
+        if message["type"] == "http.disconnect":  # the client left while sending: nothing went wrong
+            raise ClientGone
+        part: bytes = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        if not message.get("more_body", False):
+            return b"".join([*parts, part]) if parts else part
+        parts.append(part)
 
 
 def sse_frame(item: StreamItem) -> bytes:
