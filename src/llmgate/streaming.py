@@ -18,7 +18,7 @@ from msgspec import UNSET
 from llmgate.catalogue import cost_of
 from llmgate.core.errors import ClientClosed, GatewayError, UnexpectedResponse
 from llmgate.core.request import ChatRequest
-from llmgate.core.response import ChatChunk, StreamItem, as_chunk
+from llmgate.core.response import ChatChunk, LastBatch, StreamItem, as_chunk
 from llmgate.core.results import CallInfo
 from llmgate.core.usage import Usage, make_usage
 from llmgate.policies.guard import Pass
@@ -220,7 +220,7 @@ class ChatStream:
 
     def _account(self, batch: Sequence[StreamItem]) -> list[StreamItem]:
         forward = self._forward_usage
-        kept: list[StreamItem] = []
+        kept: list[StreamItem] = LastBatch() if isinstance(batch, LastBatch) else []
         self._seen += len(batch)
         for item in batch:
             if isinstance(item, bytes):  # never carries usage

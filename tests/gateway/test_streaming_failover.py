@@ -11,6 +11,7 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from llmgate import Gateway, load_settings
@@ -24,6 +25,8 @@ from llmgate.core.response import (
     ChunkChoice,
     Delta,
     FunctionCallDelta,
+    LastBatch,
+    StreamItem,
     ToolCallDelta,
 )
 from llmgate.core.usage import make_usage
@@ -178,8 +181,11 @@ class Upstream:
         error: Exception | None = None,
         stall: asyncio.Event | None = None,
         pause: asyncio.Event | None = None,
+        raw: bool = False,
     ) -> None:
         self.name = name
+        self.raw = raw
+        """Send the second content chunk as an OpenAI-compatible upstream's bytes."""
         self.fail_after = fail_after
         """Raise ``error`` after this many batches (1: after the role-only batch, before content)."""
         self.error = error or UpstreamConnectionError(f"{name}: connection reset")
@@ -196,16 +202,17 @@ class Upstream:
     async def chat(self, request: ChatRequest, target: Target) -> ChatResponse:
         raise NotImplementedError
 
-    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[ChatChunk]]:
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[StreamItem]]:
         self.opened += 1
         try:
             if self.stall is not None:
                 await self.stall.wait()
-            batches = [
+            two: StreamItem = piece(Delta(content=" two"))
+            batches: list[list[StreamItem]] = [
                 [piece(Delta(role="assistant"))],
                 [piece(Delta(content=f"{self.name} one"))],
-                [piece(Delta(content=" two"))],
-                [piece(Delta(), finish="stop"), usage_only()],
+                [msgspec.json.encode(two) if self.raw else two],
+                LastBatch([piece(Delta(), finish="stop"), usage_only()]),
             ]
             for sent, batch in enumerate(batches):
                 if sent == self.fail_after:
@@ -305,6 +312,22 @@ async def test_a_stream_read_to_its_end_is_a_success_for_the_deployment() -> Non
     assert board.of("only/m").breaker.consecutive_failures == 0
     stats = board.of("only/m").stats
     assert (stats.total_requests, stats.total_errors, stats.in_flight) == (1, 0, 0)
+
+
+async def test_raw_items_and_the_mark_of_the_last_batch_pass_through() -> None:
+    only = Upstream("only", raw=True)
+    failover, group, _ = routed(only)
+    batches = [batch async for batch in open_stream(failover, group).batches()]
+    assert [item for batch in batches for item in batch if isinstance(item, bytes)] == [
+        msgspec.json.encode(piece(Delta(content=" two")))
+    ]
+    assert isinstance(batches[-1], LastBatch)
+    assert not any(isinstance(batch, LastBatch) for batch in batches[:-1])
+
+    stream = open_stream(*routed(Upstream("again", raw=True))[:2])
+    chunks = [chunk async for chunk in stream]  # the library API decodes raw items
+    assert content(chunks) == "again one two"
+    assert stream.usage is not None
 
 
 async def test_a_stream_closed_early_by_its_caller_gives_no_verdict() -> None:

@@ -27,7 +27,7 @@ from llmgate.core.errors import (
     UpstreamTimeout,
 )
 from llmgate.core.request import ChatRequest
-from llmgate.core.response import ChatChunk, StreamItem, as_chunk
+from llmgate.core.response import ChatChunk, LastBatch, StreamItem, as_chunk
 from llmgate.providers.base import Target, TimeoutPolicy, key_label
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
 from llmgate.providers.transport import Transport
@@ -290,6 +290,14 @@ async def test_stream_piece_size_does_not_matter(transport: Transport, piece: in
         ]
     assert [c.choices[0].delta.content for c in chunks[:2]] == ["Hello", " wörld"]
     assert len(chunks) == 4
+
+
+async def test_the_batch_that_ends_the_stream_says_so(transport: Transport) -> None:
+    async with serve({("POST", "/v1/chat/completions"): sse(STREAM_EVENTS, piece=40)}) as upstream:
+        batches = [b async for b in provider(transport, upstream.base_url).stream(chat_request(), TARGET)]
+    assert len(batches) > 1
+    assert isinstance(batches[-1], LastBatch)
+    assert not any(isinstance(batch, LastBatch) for batch in batches[:-1])
 
 
 async def test_stream_without_done_is_interrupted(transport: Transport) -> None:

@@ -148,6 +148,13 @@ The second kind is forwarded to clients byte for byte (never decoded and re-enco
 produce it only after the stream's first substantive chunk, and never for a chunk that carries usage.
 """
 
+
+class LastBatch(list[StreamItem]):
+    """A stream's final batch: the upstream has signalled the end of the stream, nothing follows."""
+
+    __slots__ = ()
+
+
 _chunk_decoder = msgspec.json.Decoder(ChatChunk)
 
 

@@ -24,7 +24,7 @@ from llmgate.core.errors import (
 )
 from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest
-from llmgate.core.response import ChatResponse, StreamItem
+from llmgate.core.response import ChatResponse, LastBatch, StreamItem
 from llmgate.providers.base import HttpCall, Target, TimeoutPolicy, WireFormat, key_label
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
@@ -158,7 +158,7 @@ class HttpProvider:
                 raise self._owned(exc, target) from None
             if batch:
                 wait, waiting_for = timeouts.idle, "stream event"
-                yield batch
+                yield LastBatch(batch) if translator.finished else batch
             if not data or translator.finished:
                 break
         if not translator.finished:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -91,6 +91,19 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
+class StreamBody(Protocol):
+    """A streamed body: its pieces as they come, then the piece that closes it."""
+
+    def frames(self) -> AsyncIterator[bytes]:
+        """The pieces, as they come."""
+        ...
+
+    @property
+    def ending(self) -> bytes:
+        """Written with the end of the response, once every piece is through."""
+        ...
+
+
 class EventStreamResponse(Response):
     """A ``text/event-stream`` response written straight to the ASGI ``send``.
 
@@ -103,7 +116,7 @@ class EventStreamResponse(Response):
 
     def __init__(
         self,
-        stream: AsyncIterator[bytes],
+        body: StreamBody,
         headers: dict[str, str],
         watch: DisconnectWatch,
         close_upstream: Callable[[], Awaitable[None]],
@@ -114,7 +127,7 @@ class EventStreamResponse(Response):
         self.close_upstream = close_upstream
         self.status_code = 200
         self.background = None
-        self.stream = stream
+        self.body_source = body
         self.raw_headers = [(b"content-type", b"text/event-stream")] + [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
         ]
@@ -123,11 +136,12 @@ class EventStreamResponse(Response):
         """Send the head, then every piece of the body as it comes; stop quietly if the client leaves."""
         start: Message = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
         watch = self.watch
+        frames = self.body_source.frames()
         try:
             await send(start)
-            async for piece in self.stream:
+            async for piece in frames:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": self.body_source.ending, "more_body": False})
         except asyncio.CancelledError:
             if not watch.gone():
                 raise
@@ -135,5 +149,5 @@ class EventStreamResponse(Response):
             pass
         finally:
             watch.stop()
-            await self.stream.aclose()  # type: ignore[attr-defined]
+            await frames.aclose()  # type: ignore[attr-defined]
             await self.close_upstream()

@@ -12,7 +12,7 @@ from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_
 from llmgate.core.results import CallInfo
 from llmgate.server.context import ServerContext, limit_headers
 from llmgate.server.disconnect import DisconnectWatch, EventStreamResponse, until_disconnected
-from llmgate.server.wire import SSE_HEADERS, encoder, read_body, sse_stream
+from llmgate.server.wire import SSE_HEADERS, SSEBody, encoder, read_body
 
 JSON = "application/json"
 _HEADER_SAFE = re.compile(r"^[A-Za-z0-9_.\[\]-]{1,64}$")
@@ -38,7 +38,7 @@ class OpenAIRoutes:
             try:
                 await watch.guard(stream.start())
                 headers = {**SSE_HEADERS, **call_headers(stream.info)}
-                return EventStreamResponse(sse_stream(stream.batches()), headers, watch, stream.aclose)
+                return EventStreamResponse(SSEBody(stream.batches()), headers, watch, stream.aclose)
             except BaseException:
                 watch.stop()
                 await stream.aclose()

@@ -9,7 +9,7 @@ import msgspec
 from starlette.requests import Request
 
 from llmgate.core.errors import GatewayError, PayloadTooLarge
-from llmgate.core.response import StreamItem
+from llmgate.core.response import LastBatch, StreamItem
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_message
 
@@ -51,19 +51,37 @@ def sse_error_frame(error: GatewayError) -> bytes:
     return b"data: " + encode_error(error_message(error), error_type, error.param, error.code) + b"\n\n"
 
 
-async def sse_stream(batches: AsyncIterable[list[StreamItem]]) -> AsyncIterator[bytes]:
-    """OpenAI SSE framing: every chunk, then ``[DONE]``; a failure mid-way ends with an error event.
+class SSEBody:
+    """OpenAI SSE framing of a stream: every chunk, then ``[DONE]``; a failure mid-way ends with an
+    error event instead.
 
-    Chunks that arrived together are written together: one send per upstream read, not per token.
+    ``frames()`` gives the frames of each batch as it arrives (one send per upstream read, not per
+    token); ``ending`` is what closes the body once they are through, for the server to write with the
+    end of the response. The final batch (the upstream signalled the end) goes into ``ending`` too,
+    with ``[DONE]``: the stream's last three writes become one.
     """
-    try:
-        async for batch in batches:
-            yield b"".join([sse_frame(chunk) for chunk in batch])
-    except GatewayError as exc:
-        yield sse_error_frame(exc)
-        return
-    except Exception as exc:  # a bug must still not look like a clean end of stream
-        log.exception("stream failed")
-        yield sse_error_frame(GatewayError(f"internal error: {type(exc).__name__}"))
-        return
-    yield DONE
+
+    __slots__ = ("_batches", "ending")
+
+    def __init__(self, batches: AsyncIterable[list[StreamItem]]) -> None:
+        self._batches = batches
+        self.ending = b""
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The frames of each batch, as the batches arrive."""
+        held = b""
+        try:
+            async for batch in self._batches:
+                frames = b"".join([sse_frame(item) for item in batch])
+                if isinstance(batch, LastBatch):
+                    held = frames  # nothing follows it: written once the stream has wound up
+                else:
+                    yield frames
+        except GatewayError as exc:
+            yield held + sse_error_frame(exc)
+            return
+        except Exception as exc:  # a bug must still not look like a clean end of stream
+            log.exception("stream failed")
+            yield held + sse_error_frame(GatewayError(f"internal error: {type(exc).__name__}"))
+            return
+        self.ending = held + DONE
