@@ -84,11 +84,9 @@ class GatewayApp(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chat = self.chat
-        if chat is None or scope["type"] != "http" or scope["path"] not in CHAT_PATHS:
-            await super().__call__(scope, receive, send)
-            return
-        if scope["method"] != "POST":
-            await super().__call__(scope, receive, send)  # 405 from the router
+        is_chat = scope["type"] == "http" and scope["path"] in CHAT_PATHS and scope["method"] == "POST"
+        if chat is None or not is_chat:
+            await super().__call__(scope, receive, send)  # everything else, a 405 for GET included
             return
         request = Request(scope, receive)
         try:
