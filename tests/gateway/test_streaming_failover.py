@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from clock import FakeClock
 from llmgate import Gateway, load_settings
 from llmgate.core.codec import parse_chat_request
 from llmgate.core.errors import Overloaded, StreamInterrupted, UpstreamConnectionError
@@ -162,14 +163,6 @@ def test_has_content(batch: list[ChatChunk], expected: bool) -> None:
 # --- ChatStream over fake upstreams ----------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Upstream:
     """A streaming provider: a role-only batch, then content batches; it can fail or stall on the way."""
 
@@ -233,7 +226,7 @@ def routed(*upstreams: Upstream, hedge: Hedge | None = None) -> tuple[Failover, 
         for i, u in enumerate(upstreams)
     )
     group = ModelGroup("g", deployments, strategy="priority", hedge=hedge)
-    board = HealthBoard(clock=Clock())
+    board = HealthBoard(clock=FakeClock(500.0))
     failover = Failover(
         board=board,
         strategy_of=lambda _: make_strategy("priority"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from clock import FakeClock
 from llmgate.state.memory import MemoryCounters
 
 MINUTE_START = 1_699_999_980.0
@@ -11,22 +12,9 @@ MINUTE_START = 1_699_999_980.0
 START = MINUTE_START + 20
 
 
-class FakeClock:
-    """Unix-like seconds that move only when told to."""
-
-    def __init__(self, start: float = START) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture

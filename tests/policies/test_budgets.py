@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from clock import FakeClock
 from llmgate.core.caller import ANONYMOUS, BudgetPeriod, Caller
 from llmgate.core.errors import QuotaExceeded
 from llmgate.policies.budgets import Budgets, period_start
 from llmgate.state.memory import MemoryCounters
 from llmgate.state.ports import StateUnavailable
-
-from .conftest import FakeClock
 
 
 def key(budget: float | None = 1.0, period: BudgetPeriod = "total", key_id: str = "key_1") -> Caller:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from clock import FakeClock
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.errors import RateLimited
 from llmgate.policies.limits import CallerLimits, Rate
 from llmgate.state.memory import MemoryCounters
 
-from .conftest import MINUTE_START, FakeClock
+from .conftest import MINUTE_START
 
 
 def key(key_id: str = "key_1", **limits: int | None) -> Caller:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from clock import FakeClock
 from llmgate.core.caller import Caller, LimitStatus
 from llmgate.core.errors import Overloaded, PermissionDenied, QuotaExceeded, UpstreamError
 from llmgate.core.results import CallInfo
@@ -15,7 +16,7 @@ from llmgate.policies.usage import UsageRecorder
 from llmgate.state.memory import MemoryCounters, MemoryLedger
 from llmgate.state.ports import StateUnavailable
 
-from .conftest import MINUTE_START, FakeClock
+from .conftest import MINUTE_START
 
 SLOW = 3600.0
 

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from clock import FakeClock
 from llmgate.core.errors import AuthenticationError, InvalidRequest, NotFound, Overloaded
 from llmgate.policies.keys import (
     KEY_PREFIX,
@@ -22,8 +23,6 @@ from llmgate.policies.keys import (
 )
 from llmgate.state.memory import MemoryKeyStore
 from llmgate.state.ports import StateUnavailable, VirtualKey
-
-from .conftest import FakeClock
 
 
 class Store(MemoryKeyStore):

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from clock import FakeClock
 from llmgate.core.codec import parse_chat_request
 from llmgate.core.errors import GatewayError, ProviderAuthError
 from llmgate.core.headroom import Headroom, ParamReport
@@ -30,21 +31,9 @@ from llmgate.routing.plan import Option, Plan
 from llmgate.routing.strategies import Candidate, PickContext, Strategy, make_strategy
 
 T = TypeVar("T")
+MONOTONIC_START = 1000.0
 Step = Callable[["Call"], Awaitable[GatewayError | None]]
 Outcome = GatewayError | Step | None
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test (or the fake sleep) moves them."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -249,7 +238,7 @@ class Rig:
         admission: Admission | None = None,
         seed: int = 0,
     ) -> None:
-        self.clock = FakeClock()
+        self.clock = FakeClock(MONOTONIC_START)
         self.sleep = FakeSleep(self.clock)
         self.groups = {g.name: g for g in groups}
         self.board = HealthBoard(breaker or BreakerPolicy(), clock=self.clock)

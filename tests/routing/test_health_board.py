@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from fake_providers import FakeClock, FakeProvider, Rig, chat_via, deployment, group, request
+from fake_providers import MONOTONIC_START, FakeProvider, Rig, chat_via, deployment, group, request
 
+from clock import FakeClock
 from llmgate.core.errors import UpstreamTimeout
 from llmgate.routing import health
 from llmgate.routing.breaker import BreakerPolicy
@@ -21,7 +22,7 @@ def row(board: HealthBoard, name: str) -> dict[str, object]:
 
 
 def test_configured_deployments_are_reported_healthy_before_any_traffic() -> None:
-    board = board_at(FakeClock())
+    board = board_at(FakeClock(MONOTONIC_START))
     rows = board.report([("p/a", "p"), ("q/b", "q")])
     assert [(r["deployment"], r["provider"], r["state"]) for r in rows] == [
         ("p/a", "p", "healthy"),
@@ -36,7 +37,7 @@ def test_configured_deployments_are_reported_healthy_before_any_traffic() -> Non
 
 
 def test_latency_percentiles_are_reported_in_milliseconds() -> None:
-    clock = FakeClock()
+    clock = FakeClock(MONOTONIC_START)
     board = board_at(clock)
     stats = board.of("p/a", "p").stats
     for i in range(1, 21):  # 10 ms .. 200 ms
@@ -51,7 +52,7 @@ def test_latency_percentiles_are_reported_in_milliseconds() -> None:
 
 
 def test_errors_make_a_deployment_degraded_until_they_leave_the_window() -> None:
-    clock = FakeClock()
+    clock = FakeClock(MONOTONIC_START)
     board = board_at(clock)
     stats = board.of("p/a", "p").stats
     stats.finished(ok=True, latency=0.1, now=clock())
@@ -73,7 +74,7 @@ def test_errors_make_a_deployment_degraded_until_they_leave_the_window() -> None
 
 
 def test_an_open_breaker_is_reported_with_the_time_left_then_half_open() -> None:
-    clock = FakeClock()
+    clock = FakeClock(MONOTONIC_START)
     board = board_at(clock, BreakerPolicy(failure_threshold=2, cooldown=30.0))
     breaker = board.of("p/a", "p").breaker
     breaker.record_failure(clock())
@@ -111,7 +112,7 @@ def test_the_board_stays_bounded_and_keeps_deployments_with_requests_in_flight(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(health, "MAX_TRACKED", 4)
-    board = board_at(FakeClock())
+    board = board_at(FakeClock(MONOTONIC_START))
     board.of("busy").stats.started()  # the oldest entry, but a request is in flight on it
     for i in range(20):
         board.of(f"direct/model-{i}")
@@ -194,7 +195,7 @@ def test_hedge_budget_credit_is_capped() -> None:
 
 
 def test_each_group_has_its_own_hedge_budget() -> None:
-    board = board_at(FakeClock())
+    board = board_at(FakeClock(MONOTONIC_START))
     assert board.hedge_budget("a") is board.hedge_budget("a")
     board.hedge_budget("a").earn(1.0)
     assert not board.hedge_budget("b").spend()

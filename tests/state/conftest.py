@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
+from clock import FakeClock
 from llmgate.state import StateUnavailable
 from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters, MemoryKeyStore, MemoryLedger
 from llmgate.state.postgres import PostgresStore
@@ -41,19 +42,6 @@ def postgres_dsn() -> str:
 def redis_url() -> str:
     """The test server's URL (override with LLMGATE_TEST_REDIS_URL)."""
     return os.environ.get("LLMGATE_TEST_REDIS_URL", REDIS_URL)
-
-
-class FakeClock:
-    """A clock that moves only when told to (unix-like seconds)."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from msgspec.structs import replace
 
+from clock import FakeClock
 from llmgate.state import open_database, open_redis
 from llmgate.state.memory import MemoryCounters, MemoryLedger, MemoryStore
 from llmgate.state.sqlite import SqliteStore, sqlite_path
 
-from .conftest import FakeClock
 from .test_ledger import BASE
 
 

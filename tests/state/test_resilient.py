@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from clock import FakeClock
 from llmgate.state import StateUnavailable, Taken, open_database, open_redis
 from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters
 from llmgate.state.postgres import PostgresStore
 from llmgate.state.redis import RedisBreakerBoard, RedisCounters
 from llmgate.state.resilient import FallbackBoard, FallbackCounters
 from llmgate.state.sqlite import SqliteStore
-
-from .conftest import FakeClock
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 CLOSED_POSTGRES = "postgresql://postgres@127.0.0.1:1/test"
