@@ -76,67 +76,50 @@ async def test_stopping_a_started_watch_cancels_its_watcher() -> None:
     assert not watch.gone()  # the client left after the answer: nothing is cancelled
 
 
-async def test_a_stream_ends_with_done_in_the_same_write_as_the_end_of_the_body() -> None:
+async def written(batches: AsyncIterator[list[StreamItem]], closed: list[bool]) -> list[tuple[bytes, bool]]:
+    """The body messages an event-stream response sends for these batches (``closed`` notes the
+    upstream's release)."""
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
         sent.append(message)
-
-    async def batches() -> AsyncIterator[list[StreamItem]]:
-        yield [b'{"id":"c","choices":[]}']
-
-    closed: list[bool] = []
 
     async def close_upstream() -> None:
         closed.append(True)
 
     watch = DisconnectWatch(Channel().receive)
-    response = EventStreamResponse(SSEBody(batches()), {}, watch, close_upstream)
+    response = EventStreamResponse(SSEBody(batches), {}, watch, close_upstream)
     await response({"type": "http"}, Channel().receive, send)
-    bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
+    return [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
+
+
+async def test_a_stream_ends_with_done_in_the_same_write_as_the_end_of_the_body() -> None:
+    async def batches() -> AsyncIterator[list[StreamItem]]:
+        yield [b'{"id":"c","choices":[]}']
+
+    closed: list[bool] = []
+    bodies = await written(batches(), closed)
     assert bodies == [(b'data: {"id":"c","choices":[]}\n\n', True), (b"data: [DONE]\n\n", False)]
     assert closed == [True]
 
 
 async def test_a_broken_stream_ends_with_its_error_event_and_no_done() -> None:
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
     async def batches() -> AsyncIterator[list[StreamItem]]:
         yield [b'{"id":"c","choices":[]}']
         raise StreamInterrupted("the upstream went away")
 
-    async def close_upstream() -> None:
-        return None
-
-    watch = DisconnectWatch(Channel().receive)
-    response = EventStreamResponse(SSEBody(batches()), {}, watch, close_upstream)
-    await response({"type": "http"}, Channel().receive, send)
-    bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
+    bodies = await written(batches(), [])
     assert len(bodies) == 3
     assert b"the upstream went away" in bodies[1][0] and bodies[1][1]
     assert bodies[2] == (b"", False)
 
 
 async def test_the_final_batch_is_written_with_done_and_the_end_of_the_body() -> None:
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
     async def batches() -> AsyncIterator[list[StreamItem]]:
         yield [b'{"n":1}']
         yield LastBatch([b'{"n":2}', b'{"n":3}'])
 
-    async def close_upstream() -> None:
-        return None
-
-    watch = DisconnectWatch(Channel().receive)
-    response = EventStreamResponse(SSEBody(batches()), {}, watch, close_upstream)
-    await response({"type": "http"}, Channel().receive, send)
-    bodies = [(m["body"], m["more_body"]) for m in sent if m["type"] == "http.response.body"]
+    bodies = await written(batches(), [])
     assert bodies == [
         (b'data: {"n":1}\n\n', True),
         (b'data: {"n":2}\n\ndata: {"n":3}\n\ndata: [DONE]\n\n', False),
