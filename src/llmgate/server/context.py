@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from llmgate.core.caller import Caller, LimitStatus
+from llmgate.core.caller import Caller
 from llmgate.core.errors import InvalidRequest
 from llmgate.gateway import Gateway
 from llmgate.server.auth import identify, require_admin
@@ -93,14 +92,3 @@ def parse_fallbacks(raw: str) -> tuple[str, ...]:
             f"x-llmgate-fallbacks names at most {MAX_FALLBACKS} groups", param="x-llmgate-fallbacks"
         )
     return names
-
-
-def limit_headers(status: LimitStatus | None) -> dict[str, str]:
-    """``X-RateLimit-*`` for the tightest request limit that applies to the caller."""
-    if status is None:
-        return {}
-    return {
-        "X-RateLimit-Limit": str(status.limit),
-        "X-RateLimit-Remaining": str(status.remaining),
-        "X-RateLimit-Reset": str(max(1, math.ceil(status.reset))),
-    }

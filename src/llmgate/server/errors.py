@@ -6,6 +6,7 @@ import math
 
 import msgspec
 
+from llmgate.core.caller import LimitStatus
 from llmgate.core.errors import (
     AuthenticationError,
     ContextLengthExceeded,
@@ -96,9 +97,16 @@ def error_headers(error: GatewayError, status: int) -> dict[str, str]:
         headers["Retry-After"] = str(max(1, math.ceil(wait)))
     if error.request_id is not None:
         headers["x-request-id"] = error.request_id
-    limit = error.limit
-    if limit is not None:
-        headers["X-RateLimit-Limit"] = str(limit.limit)
-        headers["X-RateLimit-Remaining"] = str(limit.remaining)
-        headers["X-RateLimit-Reset"] = str(max(1, math.ceil(limit.reset)))
+    headers.update(limit_headers(error.limit))
     return headers
+
+
+def limit_headers(status: LimitStatus | None) -> dict[str, str]:
+    """``X-RateLimit-*`` for the tightest request limit that applies to the caller."""
+    if status is None:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(status.limit),
+        "X-RateLimit-Remaining": str(status.remaining),
+        "X-RateLimit-Reset": str(max(1, math.ceil(status.reset))),
+    }

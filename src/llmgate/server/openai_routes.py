@@ -10,8 +10,9 @@ from starlette.responses import Response
 from llmgate.core.caller import ANONYMOUS
 from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_request
 from llmgate.core.results import CallInfo
-from llmgate.server.context import ServerContext, limit_headers
+from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import DisconnectWatch, EventStreamResponse, until_disconnected
+from llmgate.server.errors import limit_headers
 from llmgate.server.wire import SSE_HEADERS, SSEBody, encoder, read_body
 
 JSON = "application/json"
@@ -85,8 +86,7 @@ def call_headers(info: CallInfo) -> dict[str, str]:
         "x-llmgate-deployment": info.deployment,
         "x-llmgate-attempts": str(info.attempts),
     }
-    if info.limit is not None:
-        headers.update(limit_headers(info.limit))
+    headers.update(limit_headers(info.limit))
     if info.dropped_params:
         # Names can come from the caller (unknown fields): only header-safe ones are listed.
         names = [name for name in info.dropped_params if _HEADER_SAFE.match(name)]
