@@ -193,8 +193,10 @@ class Gateway:
         )
         usage = response.usage
         cost = cost_of(usage, deployment.prices) if usage is not None else None
-        await self.failover.release(served, usage.total_tokens if usage is not None else None)
-        await gate.close(info=info, usage=usage, cost=cost, first_token_ms=info.latency_ms)
+        try:
+            await self.failover.release(served, usage.total_tokens if usage is not None else None)
+        finally:
+            await gate.close(info=info, usage=usage, cost=cost, first_token_ms=info.latency_ms)
         return ChatResult(response, info, cost)
 
     def _call(self, request: ChatRequest, plan: Plan, caller: Caller) -> Call:
@@ -526,7 +528,7 @@ async def _close_failed(gate: Pass, request_id: str, exc: BaseException) -> None
         error.limit = gate.limit
     error.request_id = request_id
     info = CallInfo(request_id, "", "", "", limit=gate.limit)
-    await asyncio.shield(gate.close(info=info, usage=None, cost=None, error=error))
+    await gate.close(info=info, usage=None, cost=None, error=error)
 
 
 async def _chat_once(request: ChatRequest, option: Option, target: Target) -> ChatResponse:

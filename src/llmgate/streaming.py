@@ -207,8 +207,10 @@ class ChatStream:
 
     async def _settle(self, served: Served[Opened], error: GatewayError | None) -> None:
         usage = self.usage
-        await self._failover.release(served, usage.total_tokens if usage is not None else None)
-        await self._close_pass(error)
+        try:
+            await self._failover.release(served, usage.total_tokens if usage is not None else None)
+        finally:
+            await self._close_pass(error)
 
     async def _close_pass(self, error: GatewayError | None) -> None:
         if self._pass is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from clock import FakeClock
@@ -161,4 +163,45 @@ async def test_a_ledger_outage_while_seeding_does_not_leak_the_parallel_slot(
     caller = key(max_parallel=1, budget_usd=1.0)
     with pytest.raises(Exception):  # noqa: B017 - whatever it raises, it must not keep the slot
         await guard.open(caller, Call("chat", 10, 0.1))
+    assert await counters.value("par:key:key_1") == 0
+
+
+class SlowCounters(MemoryCounters):
+    """Memory counters whose adjustments wait on the network, like a remote store's."""
+
+    async def adjust(self, bucket: str, delta: float, *, ttl: float | None) -> float:
+        await asyncio.sleep(0.01)
+        return await super().adjust(bucket, delta, ttl=ttl)
+
+
+async def test_a_caller_cancelled_while_closing_still_settles_everything(clock: FakeClock) -> None:
+    # The client leaves while the settlement waits on the store: the parallel slot and the budget
+    # hold are still released, and the record is written.
+    counters = SlowCounters(clock=clock)
+    ledger = MemoryLedger()
+    guard = guard_of(counters, clock, ledger)
+    caller = key(rpm=5, max_parallel=1, budget_usd=1.0)
+    gate = await guard.open(caller, Call("chat", 300, 0.25))
+    closing = asyncio.create_task(gate.close(info=None, usage=make_usage(prompt=4, completion=1), cost=0.01))
+    await asyncio.sleep(0)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.sleep(0.1)  # the shielded settlement finishes on its own
+    assert await counters.value("par:key:key_1") == 0
+    assert await counters.value("budget:key_1:total") == pytest.approx(0.01)
+    assert guard.recorder is not None
+    await guard.recorder.close()
+    assert len(await ledger.records()) == 1
+
+
+async def test_a_failed_take_gives_the_parallel_slot_back(clock: FakeClock) -> None:
+    class Broken(MemoryCounters):
+        async def take_many(self, takes: object) -> object:  # type: ignore[override]
+            raise StateUnavailable("connection reset")
+
+    counters = Broken(clock=clock)
+    guard = guard_of(counters, clock, MemoryLedger())
+    with pytest.raises(StateUnavailable):
+        await guard.open(key(rpm=5, max_parallel=1), Call("chat", 10, None))
     assert await counters.value("par:key:key_1") == 0

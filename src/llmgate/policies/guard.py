@@ -3,6 +3,7 @@ record after it. The gateway opens a ``Pass`` before routing and closes it exact
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,18 +56,30 @@ class Pass:
         error: GatewayError | None = None,
         first_token_ms: float | None = None,
     ) -> None:
-        """Settle the reservations with the real usage and write the usage record (once)."""
+        """Write the usage record and settle the reservations with the real usage (once).
+
+        The settlement runs to its end even when the caller is cancelled meanwhile (its client left):
+        a parallel slot or budget hold left behind would count against the key until it expires.
+        """
         if self.closed:
             return
         self.closed = True
         guard = self.guard
-        used = usage.total_tokens if usage is not None else None
-        if self.ticket is not None:
-            await guard.limits.settle(self.ticket, used if error is None else used or 0)
-        if self.hold is not None:
-            await guard.budgets.settle(self.hold, cost if error is None or usage is not None else 0.0)
         if guard.recorder is not None:
             guard.recorder.record(self.record(info, usage, cost, error, first_token_ms))
+        if self.ticket is None and self.hold is None:
+            return
+        await asyncio.shield(self._settle(usage, cost, error))
+
+    async def _settle(self, usage: Usage | None, cost: float | None, error: GatewayError | None) -> None:
+        guard = self.guard
+        used = usage.total_tokens if usage is not None else None
+        try:
+            if self.ticket is not None:
+                await guard.limits.settle(self.ticket, used if error is None else used or 0)
+        finally:
+            if self.hold is not None:
+                await guard.budgets.settle(self.hold, cost if error is None or usage is not None else 0.0)
 
     def record(
         self,

@@ -89,7 +89,11 @@ class CallerLimits:
             raise self._refusal(caller, "too many parallel requests", reset=1.0, status=None)
         if not takes:
             return ticket
-        taken = await self.counters.take_many(takes)
+        try:
+            taken = await self.counters.take_many(takes)
+        except BaseException:  # the store failed or the caller left: give the parallel slot back
+            await asyncio.shield(self._release_parallel(ticket))
+            raise
         if not taken.allowed:
             await self._release_parallel(ticket)
             reason = await self._which(takes)
