@@ -658,3 +658,31 @@ async def test_a_cancelled_request_cancels_its_upstream_call_during_the_hedge_de
     for _ in range(5):
         await asyncio.sleep(0)
     assert cancelled == 1
+
+
+async def test_a_probe_slot_taken_by_a_refused_admission_is_given_back() -> None:
+    # Half-open: picking the deployment takes its one probe slot; when the call never goes out, the
+    # next request may probe at once instead of waiting out probe_timeout.
+    a, b = FakeProvider("a", then=UpstreamError("500")), FakeProvider("b")
+    policy = BreakerPolicy(failure_threshold=1, cooldown=10.0)
+    admission = DenyFirst("a/m", 1.0)
+    rig = Rig(group("g", deployment(a, rpm=10), deployment(b)), breaker=policy, admission=admission)
+    admission.refused = ""
+    await serve(rig)  # a fails: open
+    rig.clock.advance(10.0)  # half-open
+    admission.refused = "a/m"
+    assert text(await serve(rig)) == "from b"  # a picked, refused by its limit: no call
+    breaker = rig.board.of("a/m").breaker
+    assert breaker.allow(rig.clock())  # the probe slot is free
+
+
+async def test_giving_up_on_max_attempts_takes_no_probe_slot() -> None:
+    a, b = FakeProvider("a", then=UpstreamError("500")), FakeProvider("b")
+    rig = Rig(group("g", deployment(a), deployment(b)), max_attempts=1)
+    b_breaker = rig.board.of("b/m").breaker
+    b_breaker.trip(rig.clock() + 1.0)
+    rig.clock.advance(1.0)  # b is half-open; a comes first and fails
+    with pytest.raises(UpstreamError):
+        await serve(rig)
+    assert b.calls == []
+    assert b_breaker.allow(rig.clock())  # nobody took b's probe slot without calling it

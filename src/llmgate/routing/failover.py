@@ -188,6 +188,8 @@ class Failover:
                 self.board.hedge_budget(group.name).earn(group.hedge.max_share)
         rounds = 0
         while True:
+            if run.attempts.count >= self.policy.max_attempts:  # before picking: a pick takes a probe slot
+                raise self._give_up(plan, run.attempts)
             option = await self._next(plan) if self._takes_turns(plan) else self._pick_now(plan)
             if option is None:
                 wait = self._wait_for_more(run, rounds)
@@ -199,8 +201,6 @@ class Failover:
                 option = await self._next(plan)  # a key may have come free since the last look
                 if option is None:
                     raise self._give_up(plan, run.attempts)
-            if run.attempts.count >= self.policy.max_attempts:
-                raise self._give_up(plan, run.attempts)
             hedge = option.group.hedge
             if hedge is not None and len(option.group.deployments) > 1:
                 served = await self._hedged(run, option, hedge.after)
@@ -233,8 +233,14 @@ class Failover:
         return turn
 
     async def _single(self, run: _Run[T], option: Option) -> Served[T] | None:
-        target = self._target(option, run)
-        if not await self._admit(run.plan, option):
+        try:
+            target = self._target(option, run)
+            admitted = await self._admit(run.plan, option)
+        except BaseException:
+            self._not_sent(option)
+            raise
+        if not admitted:
+            self._not_sent(option)
             return None
         run.attempts.count += 1
         health = self.board.of(option.deployment.name)
@@ -249,6 +255,10 @@ class Failover:
             health.abandoned(self.board.clock())
             raise
         return Served(value, option, run.attempts.count, started, self.board, run.plan.reserved_tokens)
+
+    def _not_sent(self, option: Option) -> None:
+        """A picked option whose call never went out: a half-open probe slot it took is free again."""
+        self.board.of(option.deployment.name).breaker.release_probe()
 
     async def _admit(self, plan: Plan, option: Option) -> bool:
         if self.admission is None or not option.deployment.limited:
