@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -439,8 +438,3 @@ def _describe(error: GatewayError | None) -> str | None:
     if error is None:
         return None
     return f"{type(error).__name__}: {error.message}"[:300]
-
-
-def monotonic_deadline(seconds: float | None, clock: Callable[[], float] = time.monotonic) -> float | None:
-    """An absolute deadline ``seconds`` from now (``None`` stays ``None``)."""
-    return None if seconds is None else clock() + seconds

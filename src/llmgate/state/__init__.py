@@ -83,18 +83,21 @@ async def open_redis(url: str, *, prefix: str = "llmgate:") -> RedisCounters:
     Raises ``ValueError`` for a URL of another kind and ``StateUnavailable`` when the server does not
     answer.
     """
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"unsupported Redis URL {_scheme(url)!r}: expected {REDIS_URLS}")
+    _check_redis_url(url)
     from llmgate.state.redis import RedisCounters
 
     return await RedisCounters.connect(url, prefix=prefix)
 
 
+def _check_redis_url(url: str) -> None:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"unsupported Redis URL {_scheme(url)!r}: expected {REDIS_URLS}")
+
+
 def shared_state(url: str, *, prefix: str = "llmgate:") -> tuple[Counters, BreakerBoard]:
     """Counters and a breaker board on one Redis client, each falling back to local state while Redis
     is unreachable (no I/O yet: the first call connects, so a gateway starts even with Redis down)."""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"unsupported Redis URL {_scheme(url)!r}: expected {REDIS_URLS}")
+    _check_redis_url(url)
     from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters
     from llmgate.state.redis import RedisBreakerBoard, RedisCounters, redis_client
     from llmgate.state.resilient import FallbackBoard, FallbackCounters

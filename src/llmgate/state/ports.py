@@ -14,10 +14,10 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from llmgate.core.caller import BudgetPeriod
+
 GroupBy = Literal["provider", "model", "key", "day"]
 """How ``UsageLedger.summary`` groups: provider, model group, virtual key (``-`` when none), UTC day."""
-
-BudgetPeriod = Literal["day", "month", "total"]
 
 
 class StateUnavailable(Exception):

@@ -111,12 +111,7 @@ class RedisCounters:
         """
         counters = cls(redis_client(url, time_limit=time_limit), prefix=prefix)
         if ping:
-            try:
-                with _reachable():
-                    await counters._client.ping()
-            except StateUnavailable:
-                await counters.close()
-                raise
+            await _answers(counters._client)
         return counters
 
     @property
@@ -179,12 +174,7 @@ class RedisBreakerBoard:
         """A board on the server at ``url`` (see ``RedisCounters.connect``)."""
         board = cls(redis_client(url, time_limit=time_limit), prefix=prefix)
         if ping:
-            try:
-                with _reachable():
-                    await board._client.ping()
-            except StateUnavailable:
-                await board.close()
-                raise
+            await _answers(board._client)
         return board
 
     async def trip(self, deployment: str, until: float) -> None:
@@ -223,3 +213,13 @@ def _reachable() -> Iterator[None]:
         yield
     except UNREACHABLE as error:
         raise StateUnavailable(f"Redis: {type(error).__name__}: {error}") from error
+
+
+async def _answers(client: redis.asyncio.Redis) -> None:
+    """``StateUnavailable`` (and the client closed) unless the server answers a ping now."""
+    try:
+        with _reachable():
+            await client.ping()
+    except StateUnavailable:
+        await client.aclose()
+        raise
