@@ -33,6 +33,8 @@ class ApiKey:
     secret: str | None
     label: str
     """``provider:key-xxxxxxxx`` — safe to show in health, limits and logs."""
+    fingerprint: str
+    """``key-xxxxxxxx``: the name the adapter files this key's rate-limit readings under."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,9 @@ class Deployment:
         if not self.name:
             object.__setattr__(self, "name", f"{self.account.name}/{self.model}")
         secrets = self.api_keys if self.api_keys is not None else self.account.api_keys
-        labels = tuple(ApiKey(s, f"{self.account.name}:{key_label(s)}") for s in secrets)
-        object.__setattr__(self, "keys", labels or (ApiKey(None, f"{self.account.name}:no-key"),))
+        keys = tuple(ApiKey(s, f"{self.account.name}:{key_label(s)}", key_label(s)) for s in secrets)
+        none = ApiKey(None, f"{self.account.name}:{key_label(None)}", key_label(None))
+        object.__setattr__(self, "keys", keys or (none,))
         adapter = self.adapter
         object.__setattr__(self, "reporter", adapter if isinstance(adapter, HeadroomReporter) else None)
         limits = (self.rpm, self.tpm, self.account.rpm, self.account.tpm)
@@ -100,7 +103,7 @@ class Deployment:
         """The latest upstream rate-limit reading for one of this deployment's keys."""
         if self.reporter is None:
             return None
-        return self.reporter.headroom.get(key_label(key.secret))
+        return self.reporter.headroom.get(key.fingerprint)
 
 
 @dataclass(frozen=True, slots=True)
