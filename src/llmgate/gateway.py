@@ -21,7 +21,7 @@ from llmgate.catalogue import Catalogue, ModelInfo, cost_of
 from llmgate.config import Settings, load_settings
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
-from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, NotFound
+from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, NotFound, PermissionDenied
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatResponse, ModelCard
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
@@ -164,7 +164,7 @@ class Gateway:
         """
         state = self._state or await self.start()
         request_id = request_id or self.new_request_id()
-        plan = self.failover.plan(request, self.router.group(request.model), self._fallbacks(fallbacks))
+        plan = self._plan(request, fallbacks, caller)
         try:
             gate = await state.guard.open(caller, self._call(request, plan, caller))
         except GatewayError as refused:
@@ -209,7 +209,7 @@ class Gateway:
     def _worst_cost(self, request: ChatRequest, plan: Plan) -> float | None:
         prompt = int(plan.prompt_tokens * PROMPT_MARGIN) + 1
         costs = []
-        for group in plan.chain:
+        for group in plan.reachable():
             for deployment in group.deployments:
                 output = request.output_limit or self._assembly.default_max_tokens(deployment.model)
                 cost = cost_of(make_usage(prompt=prompt, completion=output), deployment.prices)
@@ -234,7 +234,7 @@ class Gateway:
         caller: Caller = ANONYMOUS,
     ) -> ChatStream:
         """Serve a validated streaming request (the server's entry point); routing runs in ``start()``."""
-        plan = self.failover.plan(request, self.router.group(request.model), self._fallbacks(fallbacks))
+        plan = self._plan(request, fallbacks, caller)
         return ChatStream(
             request,
             plan,
@@ -295,12 +295,26 @@ class Gateway:
             "usable": self.board.usable(deployment.name, key.label, now),
         }
 
-    def _fallbacks(self, names: tuple[str, ...]) -> tuple[str, ...]:
+    def _plan(self, request: ChatRequest, fallbacks: tuple[str, ...], caller: Caller) -> Plan:
+        """The routing plan, with only the groups the caller's key may use (the requested one is checked
+        by the guard; a fallback the key excludes is skipped, one it asked for by name refused)."""
+        allowed = caller.may_use if caller.models else None
+        return self.failover.plan(
+            request, self.router.group(request.model), self._fallbacks(fallbacks, caller), allowed=allowed
+        )
+
+    def _fallbacks(self, names: tuple[str, ...], caller: Caller) -> tuple[str, ...]:
         unknown = [name for name in names if name not in self.router.groups]
         if unknown:
             raise InvalidRequest(
                 f"unknown model group in fallbacks: {', '.join(unknown)[:200]} "
                 f"(groups: {', '.join(self.router.groups) or 'none'})",
+                param="x-llmgate-fallbacks",
+            )
+        denied = [name for name in names if not caller.may_use(name)]
+        if denied:
+            raise PermissionDenied(
+                f"This API key may not use the model group '{denied[0][:256]}' (x-llmgate-fallbacks).",
                 param="x-llmgate-fallbacks",
             )
         return names

@@ -23,10 +23,21 @@ def test_usage_details_from_openai_json() -> None:
 def test_make_usage_only_adds_details_that_carry_information() -> None:
     plain = make_usage(prompt=3, completion=4)
     assert plain.total_tokens == 7
-    assert plain.prompt_tokens_details is None
+    assert not plain.prompt_tokens_details
     assert msgspec.to_builtins(plain) == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     rich = make_usage(prompt=10, completion=5, cached=4, reasoning=2, cache_creation=3)
     assert (rich.cached_tokens, rich.reasoning_tokens, rich.cache_creation_tokens) == (4, 2, 3)
+
+
+def test_zero_counts_are_always_sent_as_openai_sends_them() -> None:
+    # An empty reply, or embeddings of "": the SDK reads a missing count as None, not 0.
+    for usage in (make_usage(prompt=7, completion=0), make_usage(prompt=0, completion=0), Usage()):
+        encoded = msgspec.json.decode(msgspec.json.encode(usage))
+        assert set(encoded) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    upstream = b'{"prompt_tokens": 5, "total_tokens": 5, "prompt_tokens_details": null}'
+    decoded = msgspec.json.decode(upstream, type=Usage)
+    assert (decoded.completion_tokens, decoded.cached_tokens) == (0, 0)
+    assert msgspec.json.decode(msgspec.json.encode(decoded))["completion_tokens"] == 0
 
 
 def test_token_estimate_grows_with_text() -> None:

@@ -261,10 +261,14 @@ class Rig:
         return self.strategies[name]
 
     def plan(
-        self, req: ChatRequest | None = None, name: str | None = None, extra: tuple[str, ...] = ()
+        self,
+        req: ChatRequest | None = None,
+        name: str | None = None,
+        extra: tuple[str, ...] = (),
+        allowed: Callable[[str], bool] | None = None,
     ) -> Plan:
         first = self.groups[name] if name is not None else next(iter(self.groups.values()))
-        return self.failover.plan(req or request(), first, extra)
+        return self.failover.plan(req or request(), first, extra, allowed=allowed)
 
 
 def names(calls: Iterable[Call]) -> list[str]:

@@ -262,3 +262,51 @@ async def test_round_robin_turns_advance_across_requests() -> None:
         result.finish(ok=True)
         served.append(result.option.deployment.name)
     assert served == ["a/m", "b/m", "c/m", "a/m"]
+
+
+# --- a key's model list bounds every group the plan may reach (issue: fallbacks bypassed it) -----------
+
+
+def test_fallback_groups_outside_the_callers_models_are_left_out_of_the_chain() -> None:
+    a, b, c = (deployment(FakeProvider(n)) for n in ("a", "b", "c"))
+    rig = Rig(group("gA", a, fallbacks=("gB",)), group("gB", b, fallbacks=("gC",)), group("gC", c))
+
+    everyone = rig.plan(name="gA")
+    assert [g.name for g in everyone.chain] == ["gA", "gB", "gC"]
+    # gB is not the caller's: it is skipped, but the walk goes on through it to gC, which is.
+    scoped = rig.plan(name="gA", allowed={"gA", "gC"}.__contains__)
+    assert [g.name for g in scoped.chain] == ["gA", "gC"]
+    only_a = rig.plan(name="gA", extra=("gB",), allowed={"gA"}.__contains__)
+    assert [g.name for g in only_a.chain] == ["gA"]
+
+
+def test_context_fallbacks_outside_the_callers_models_are_never_added() -> None:
+    small = deployment(FakeProvider("small"), context_length=100)
+    big = deployment(FakeProvider("big"), context_length=100_000)
+    huge = deployment(FakeProvider("huge"), context_length=1_000_000)
+    rig = Rig(
+        group("g", small, context_fallbacks=("wide",)),
+        group("wide", big, context_fallbacks=("widest",)),
+        group("widest", huge),
+    )
+
+    denied = rig.plan(request(LONG), name="g", allowed={"g"}.__contains__)
+    assert denied.next(rig.clock()) is None
+    assert [g.name for g in denied.chain] == ["g"]
+    assert isinstance(denied.dead_end(), ContextLengthExceeded)
+    assert [g.name for g in denied.reachable()] == ["g"]
+
+    through = rig.plan(request(LONG), name="g", allowed={"g", "widest"}.__contains__)
+    assert [g.name for g in through.reachable()] == ["g", "widest"]
+    option = through.next(rig.clock())
+    assert option is not None and option.group.name == "widest"
+
+
+def test_reachable_lists_the_context_fallbacks_a_plan_could_add_later() -> None:
+    small = deployment(FakeProvider("small"), context_length=100)
+    big = deployment(FakeProvider("big"), context_length=100_000)
+    rig = Rig(group("g", small, context_fallbacks=("wide",)), group("wide", big))
+
+    plan = rig.plan(request("short"), name="g")
+    assert [g.name for g in plan.chain] == ["g"]
+    assert [g.name for g in plan.reachable()] == ["g", "wide"]

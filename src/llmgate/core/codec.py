@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgspec
 
 from llmgate.core.errors import InvalidRequest
-from llmgate.core.request import CHAT_FIELDS, EMBEDDING_FIELDS, ChatRequest, EmbeddingRequest
+from llmgate.core.request import (
+    CHAT_FIELDS,
+    EMBEDDING_FIELDS,
+    MAX_DEPTH,
+    MAX_EMBEDDING_VALUES,
+    ChatRequest,
+    EmbeddingRequest,
+)
 
 T = TypeVar("T", ChatRequest, EmbeddingRequest)
 
 # msgspec reports the location as "... - at `$.messages[0].role`" and a missing field as
 # "Object missing required field `model`"; both formats are documented by msgspec.
-_AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_AT_PATH = re.compile(r" - at (?P<key>`key` in )?`\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
 
 _json_decoder = msgspec.json.Decoder()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Message fields whose values are plain text or typed (so shallow by construction); content parts are
+# typed too, and tool calls.
+_SHALLOW_MESSAGE_FIELDS = frozenset(
+    ("role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal")
+)
 
 
 def decode_json(body: bytes) -> Any:
@@ -33,13 +47,77 @@ def decode_json(body: bytes) -> Any:
 def parse_chat_request(data: Any) -> ChatRequest:
     """Validate a decoded Chat Completions body. Unknown top-level fields go to ``extra``."""
     request = _convert(data, ChatRequest, CHAT_FIELDS)
+    _check_model_name(request.model)
+    _check_free_form(request, data["messages"])
     # Validated above, so the raw list is well-formed; keep it for untouched pass-through.
     return msgspec.structs.replace(request, raw_messages=data["messages"])
 
 
 def parse_embedding_request(data: Any) -> EmbeddingRequest:
     """Validate a decoded embeddings body."""
-    return _convert(data, EmbeddingRequest, EMBEDDING_FIELDS)
+    request = _convert(data, EmbeddingRequest, EMBEDDING_FIELDS)
+    _check_model_name(request.model)
+    _check_nesting(request.extra.items(), "")
+    if request.dimensions is not None and not isinstance(request.input, str):
+        values = len(request.input) * request.dimensions
+        if values > MAX_EMBEDDING_VALUES:
+            raise InvalidRequest(
+                f"{len(request.input)} inputs x {request.dimensions} dimensions is {values} values; the "
+                f"limit is {MAX_EMBEDDING_VALUES} per request: send fewer inputs or fewer dimensions.",
+                param="dimensions",
+                code="invalid_value",
+            )
+    return request
+
+
+def _check_model_name(model: str) -> None:
+    """A model name is text a caller chose: control characters (CR, LF, NUL...) cannot name a model, and
+    must never reach a header or a log line."""
+    if _CONTROL.search(model):
+        raise InvalidRequest(
+            "The model name must not contain control characters (such as CR, LF or NUL).",
+            param="model",
+            code="invalid_value",
+        )
+
+
+def _check_free_form(request: ChatRequest, raw_messages: list[Any]) -> None:
+    """Free-form JSON (tool schemas, pass-through fields) is bounded in depth: code that walks it (schema
+    translation, the mock's example values) must never recurse without limit."""
+    _check_nesting(request.extra.items(), "")
+    for index, tool in enumerate(request.tools or ()):
+        _check_nesting([("parameters", tool.function.parameters)], f"tools[{index}].function.")
+    for index, function in enumerate(request.functions or ()):
+        _check_nesting([("parameters", function.parameters)], f"functions[{index}].")
+    response_format = request.response_format
+    if response_format is not None and response_format.json_schema is not None:
+        _check_nesting([("schema", response_format.json_schema.schema)], "response_format.json_schema.")
+    for index, message in enumerate(raw_messages):
+        if len(message) > 2:  # role and content need no look: only fields llmgate does not model nest
+            extra = [(key, value) for key, value in message.items() if key not in _SHALLOW_MESSAGE_FIELDS]
+            _check_nesting(extra, f"messages[{index}].")
+
+
+def _check_nesting(fields: Iterable[tuple[str, Any]], prefix: str) -> None:
+    for name, value in fields:
+        if isinstance(value, dict | list) and _deeper_than(value, MAX_DEPTH):
+            raise InvalidRequest(
+                f"'{prefix}{name}' is nested more than {MAX_DEPTH} levels deep.",
+                param=f"{prefix}{name}",
+                code="invalid_value",
+            )
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a JSON value nests deeper than ``limit`` (iterative: no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _convert(data: Any, target: type[T], known: frozenset[str]) -> T:
@@ -74,4 +152,6 @@ def _invalid(message: str) -> InvalidRequest:
         param = f"{param}.{field}" if param else field
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required")
     where = f" at '{param}'" if param else ""
+    if located is not None and located.group("key"):
+        where = f" in a key of '{param}'"
     return InvalidRequest(f"Invalid value{where}: {message}", param=param, code="invalid_value")

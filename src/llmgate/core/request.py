@@ -12,9 +12,23 @@ import msgspec
 
 JSONObject = dict[str, Any]
 
-# Bounds on what one request may carry (SPEC.md section 15), besides the body-size limit.
+# Bounds on what one request may carry (SPEC.md section 15), besides the body-size limit: every size a
+# caller chooses is capped, at or above what the providers themselves accept, so no number in a request
+# makes the gateway do unbounded work. Exceeding one is a 400 naming the field.
 MAX_MODEL_NAME = 256
 MAX_MESSAGES = 10_000
+MAX_OUTPUT_TOKENS = 1_000_000  # max_tokens / max_completion_tokens (the largest models emit ~128K)
+MAX_CHOICES = 128  # n (OpenAI's own limit)
+MAX_STOP_SEQUENCES = 16  # OpenAI takes 4, Gemini 5
+MAX_TOOLS = 128  # OpenAI's own limit on tools (and legacy functions)
+MAX_LOGIT_BIAS = 1024
+MAX_METADATA = 16  # OpenAI: 16 pairs, keys up to 64 characters, values up to 512
+MAX_TOP_LOGPROBS = 20
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit on inputs per request
+MAX_DIMENSIONS = 8192
+MAX_EMBEDDING_VALUES = 2048 * 3072  # inputs x dimensions: OpenAI's largest request, ~120 MB of JSON
+MAX_DEPTH = 64  # nesting of free-form JSON (tool schemas, pass-through fields)
+INT64 = 2**63
 
 
 class TextPart(msgspec.Struct, gc=False, tag="text", tag_field="type", omit_defaults=True):
@@ -150,6 +164,11 @@ class StreamOptions(msgspec.Struct, gc=False, omit_defaults=True):
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+OutputTokens = Annotated[int, msgspec.Meta(ge=1, le=MAX_OUTPUT_TOKENS)]
+Metadata = Annotated[
+    dict[Annotated[str, msgspec.Meta(max_length=64)], Annotated[str, msgspec.Meta(max_length=512)]],
+    msgspec.Meta(max_length=MAX_METADATA),
+]
 
 
 class ChatRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
@@ -164,27 +183,27 @@ class ChatRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
     messages: Annotated[list[Message], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
-    stop: str | list[str] | None = None
-    max_tokens: Positive | None = None
-    max_completion_tokens: Positive | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHOICES)] | None = None
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=MAX_STOP_SEQUENCES)] | None = None
+    max_tokens: OutputTokens | None = None
+    max_completion_tokens: OutputTokens | None = None
     presence_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: Annotated[dict[str, float], msgspec.Meta(max_length=MAX_LOGIT_BIAS)] | None = None
     logprobs: bool | None = None
-    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
-    seed: int | None = None
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    seed: Annotated[int, msgspec.Meta(ge=-INT64, le=INT64 - 1)] | None = None
     user: str | None = None
-    tools: list[Tool] | None = None
+    tools: Annotated[list[Tool], msgspec.Meta(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    functions: list[FunctionDefinition] | None = None
+    functions: Annotated[list[FunctionDefinition], msgspec.Meta(max_length=MAX_TOOLS)] | None = None
     function_call: Literal["none", "auto"] | NamedFunction | None = None
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     extra: JSONObject = {}
     raw_messages: list[Any] | None = None
 
@@ -207,9 +226,12 @@ class EmbeddingRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True
     """An embeddings request; ``input`` is normalised to a list of strings or token lists."""
 
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_NAME)]
-    input: str | Annotated[list[str | int | list[int]], msgspec.Meta(min_length=1)]
+    input: (
+        str
+        | Annotated[list[str | int | list[int]], msgspec.Meta(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    )
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: Positive | None = None
+    dimensions: Annotated[int, msgspec.Meta(ge=1, le=MAX_DIMENSIONS)] | None = None
     user: str | None = None
     extra: JSONObject = {}
 

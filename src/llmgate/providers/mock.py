@@ -46,6 +46,7 @@ from llmgate.providers.openai import error_from_body
 
 FINGERPRINT = "llmgate-mock"
 EMBEDDING_DIMENSIONS = 16
+OFF_LOOP_VALUES = 65_536  # embedding values above which the mock computes them in a worker thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,11 @@ class MockProvider:
         await self._wait_first(target, failure)
         texts = request.texts() or [str(request.input)]
         size = request.dimensions or EMBEDDING_DIMENSIONS
-        data = [Embedding(index=i, embedding=_vector(text, size)) for i, text in enumerate(texts)]
+        if len(texts) * size > OFF_LOOP_VALUES:  # a big ask is built in a thread: the loop keeps serving
+            vectors = await asyncio.to_thread(_vectors, texts, size)
+        else:
+            vectors = _vectors(texts, size)
+        data = [Embedding(index=i, embedding=vector) for i, vector in enumerate(vectors)]
         tokens = sum(estimate_text_tokens(text) for text in texts)
         return EmbeddingResponse(data=data, model=target.model, usage=make_usage(prompt=tokens, completion=0))
 
@@ -308,6 +313,10 @@ def _example(schema: dict[str, Any], text: str) -> Any:
     if kind == "null":
         return None
     return text[:100] or "example"
+
+
+def _vectors(texts: list[str], size: int) -> list[list[float]]:
+    return [_vector(text, size) for text in texts]
 
 
 def _vector(text: str, size: int) -> list[float]:

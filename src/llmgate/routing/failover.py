@@ -142,35 +142,51 @@ class Failover:
         if self.admission is not None and served.option.deployment.limited:
             await self.admission.release(served.option, served.reserved, used_tokens)
 
-    def plan(self, request: ChatRequest, group: ModelGroup, extra: tuple[str, ...] = ()) -> Plan:
-        """The plan for a request: the group, then its fallbacks chain (``extra`` first, if given)."""
+    def plan(
+        self,
+        request: ChatRequest,
+        group: ModelGroup,
+        extra: tuple[str, ...] = (),
+        *,
+        allowed: Callable[[str], bool] | None = None,
+    ) -> Plan:
+        """The plan for a request: the group, then its fallbacks chain (``extra`` first, if given).
+
+        ``allowed`` says which groups the caller may use: a fallback (configured, or a context
+        fallback) outside it is skipped, so no fallback serves a caller a model its key excludes.
+        """
         return Plan(
             request,
-            self._chain(group, extra),
+            self._chain(group, extra, allowed),
             board=self.board,
             strategy_of=self._strategy_of,
             resolve=self._resolve,
             rng=self._rng,
             output_reserve=self._output_reserve,
+            allowed=allowed,
         )
 
-    def _chain(self, group: ModelGroup, extra: tuple[str, ...]) -> list[ModelGroup]:
+    def _chain(
+        self, group: ModelGroup, extra: tuple[str, ...], allowed: Callable[[str], bool] | None
+    ) -> list[ModelGroup]:
         if not extra and not group.fallbacks:
             return [group]
-        chain = [group]
+        walked = [group]  # every group reached, breadth first; the chain keeps those the caller may use
         seen = {group.name}
         index = 0
         pending = list(extra)
-        while index < len(chain) or pending:
-            names = pending or list(chain[index].fallbacks)
+        while index < len(walked) or pending:
+            names = pending or list(walked[index].fallbacks)
             if not pending:
                 index += 1
             pending = []
             for name in names:
                 if name not in seen:
                     seen.add(name)
-                    chain.append(self._resolve(name))
-        return chain
+                    walked.append(self._resolve(name))
+        if allowed is None:
+            return walked
+        return [group, *(other for other in walked[1:] if allowed(other.name))]
 
     async def run(
         self,

@@ -49,9 +49,11 @@ class Plan:
         resolve: Callable[[str], ModelGroup],
         rng: random.Random,
         output_reserve: int = OUTPUT_GUESS,
+        allowed: Callable[[str], bool] | None = None,
     ) -> None:
         self.request = request
         self.chain = chain
+        self._allowed = allowed
         self._board = board
         self._strategy_of = strategy_of
         self._resolve = resolve
@@ -95,12 +97,34 @@ class Plan:
         self._too_small.add(deployment)
 
     def extend_for_context(self) -> bool:
-        """Add the ``context_fallbacks`` groups of the chain not in it yet; whether there were any."""
-        names = [name for group in self.chain for name in group.context_fallbacks]
-        known = {group.name for group in self.chain}
-        added = [self._resolve(name) for name in dict.fromkeys(names) if name not in known]
+        """Add the ``context_fallbacks`` groups of the chain not in it yet (those the caller may use);
+        whether there were any."""
+        added = self._context_groups(self.chain)
         self.chain.extend(added)
         return bool(added)
+
+    def reachable(self) -> list[ModelGroup]:
+        """Every group this plan may ever try: the chain, then the ``context_fallbacks`` it could add
+        (for reservations made before routing: a budget must cover the dearest of them)."""
+        groups = list(self.chain)
+        while added := self._context_groups(groups):
+            groups.extend(added)
+        return groups
+
+    def _context_groups(self, groups: list[ModelGroup]) -> list[ModelGroup]:
+        """The next ``context_fallbacks`` of ``groups`` the caller may use (walking through ones it may
+        not use to their own context fallbacks)."""
+        allowed = self._allowed
+        known = {group.name for group in groups}
+        frontier, found = list(groups), list[ModelGroup]()
+        while frontier:
+            names = [name for group in frontier for name in group.context_fallbacks if name not in known]
+            frontier = []
+            for name in dict.fromkeys(names):
+                known.add(name)
+                group = self._resolve(name)
+                (found if allowed is None or allowed(name) else frontier).append(group)
+        return found
 
     def dead_end(self) -> InvalidRequest | None:
         """Why nothing can serve the request at all (400), if that is the reason no option is left."""

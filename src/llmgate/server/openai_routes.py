@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,10 +14,11 @@ from llmgate.core.results import CallInfo
 from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import DisconnectWatch, EventStreamResponse, until_disconnected
 from llmgate.server.errors import limit_headers
-from llmgate.server.wire import SSE_HEADERS, SSEBody, encoder, read_body
+from llmgate.server.wire import SSE_HEADERS, SSEBody, encode_embeddings, encoder, read_body
 
 JSON = "application/json"
 _HEADER_SAFE = re.compile(r"^[A-Za-z0-9_.\[\]-]{1,64}$")
+_PRINTABLE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
 
 
 class OpenAIRoutes:
@@ -61,7 +63,7 @@ class OpenAIRoutes:
         result = await until_disconnected(request.receive, work)
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
-        return Response(encoder.encode(result.response), media_type=JSON, headers=headers)
+        return Response(await encode_embeddings(result.response), media_type=JSON, headers=headers)
 
     async def list_models(self, request: Request) -> Response:
         """``GET /v1/models``."""
@@ -82,8 +84,8 @@ def call_headers(info: CallInfo) -> dict[str, str]:
     """Which provider and deployment served the call, in how many attempts."""
     headers = {
         "x-request-id": info.request_id,
-        "x-llmgate-provider": info.provider,
-        "x-llmgate-deployment": info.deployment,
+        "x-llmgate-provider": header_text(info.provider),
+        "x-llmgate-deployment": header_text(info.deployment),  # names the model: caller text
         "x-llmgate-attempts": str(info.attempts),
     }
     headers.update(limit_headers(info.limit))
@@ -93,6 +95,14 @@ def call_headers(info: CallInfo) -> dict[str, str]:
         if names:
             headers["x-llmgate-dropped-params"] = ",".join(names)
     return headers
+
+
+def header_text(value: str) -> str:
+    """Text for a header value: printable ASCII as it is, anything else percent-encoded (UTF-8), so a
+    name with non-ASCII letters or control characters can neither break nor inject a header."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=_PRINTABLE)
 
 
 def cost_header(cost: float | None) -> str:

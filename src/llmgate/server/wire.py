@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
 
@@ -9,7 +10,7 @@ import msgspec
 from starlette.requests import Request
 
 from llmgate.core.errors import GatewayError, PayloadTooLarge
-from llmgate.core.response import LastBatch, StreamItem
+from llmgate.core.response import EmbeddingResponse, LastBatch, StreamItem
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_message
 
@@ -17,6 +18,7 @@ log = logging.getLogger("llmgate.server")
 encoder = msgspec.json.Encoder()
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SLICED_VALUES = 65_536  # embedding values encoded between two returns to the event loop
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -38,6 +40,21 @@ async def read_body(request: Request, limit: int) -> bytes:
         if not message.get("more_body", False):
             return b"".join([*parts, part]) if parts else part
         parts.append(part)
+
+
+async def encode_embeddings(response: EmbeddingResponse) -> bytes:
+    """An embeddings response as JSON. A large one (up to ~120 MB) is encoded a slice of vectors at a
+    time, giving the event loop back between slices: msgspec holds the GIL, so a thread would not."""
+    data = response.data
+    if sum(len(item.embedding) for item in data[:1]) * len(data) <= SLICED_VALUES:
+        return encoder.encode(response)
+    parts: list[bytes] = []
+    step = max(1, SLICED_VALUES // max(1, len(data[0].embedding)))
+    for start in range(0, len(data), step):
+        parts.append(encoder.encode(data[start : start + step])[1:-1])
+        await asyncio.sleep(0)
+    head = encoder.encode(msgspec.structs.replace(response, data=[]))
+    return head.replace(b'"data":[]', b'"data":[' + b",".join(parts) + b"]", 1)
 
 
 def sse_frame(item: StreamItem) -> bytes:
