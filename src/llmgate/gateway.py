@@ -190,6 +190,7 @@ class Gateway:
             (self.board.clock() - served.started) * 1000,
             option.dropped,
             gate.limit,
+            served.tried,
         )
         usage = response.usage
         cost = cost_of(usage, deployment.prices) if usage is not None else None
@@ -541,8 +542,7 @@ async def _close_failed(gate: Pass, request_id: str, exc: BaseException) -> None
     if error.limit is None:
         error.limit = gate.limit
     error.request_id = request_id
-    info = CallInfo(request_id, "", "", "", limit=gate.limit)
-    await gate.close(info=info, usage=None, cost=None, error=error)
+    await gate.close(info=CallInfo.failed(request_id, error, gate.limit), usage=None, cost=None, error=error)
 
 
 async def _chat_once(request: ChatRequest, option: Option, target: Target) -> ChatResponse:

@@ -121,6 +121,7 @@ class ChatStream:
         except BaseException as exc:
             error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
             error.request_id = self.info.request_id
+            self.info = CallInfo.failed(self.info.request_id, error, self.info.limit)
             await self._close_pass(error)
             raise
         self._served = served
@@ -136,6 +137,7 @@ class ChatStream:
             served.value.first_token * 1000,
             option.dropped,
             self._pass.limit if self._pass is not None else None,
+            served.tried,
         )
 
     @property

@@ -49,6 +49,10 @@ class GatewayError(Exception):
         """The caller's rate-limit status when it is known (for the ``X-RateLimit-*`` headers)."""
         self.request_id: str | None = None
         """The request the error ended, once the gateway has given it an id (``x-request-id``)."""
+        self.attempts = 0
+        """Upstream calls the request made before it ended with this error (for its usage record)."""
+        self.tried: tuple[str, ...] = ()
+        """The deployments those calls went to, in order."""
 
 
 class InvalidRequest(GatewayError):

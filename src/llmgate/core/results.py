@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmgate.core.caller import LimitStatus
+from llmgate.core.errors import GatewayError
 from llmgate.core.response import ChatResponse, Choice, EmbeddingResponse
 from llmgate.core.usage import Usage
 
@@ -21,6 +22,13 @@ class CallInfo:
     latency_ms: float = 0.0
     dropped_params: tuple[str, ...] = ()
     limit: LimitStatus | None = None
+    tried: tuple[str, ...] = ()
+    """Deployments called before the one that served (or all of them, for a failed call)."""
+
+    @classmethod
+    def failed(cls, request_id: str, error: GatewayError, limit: LimitStatus | None) -> CallInfo:
+        """A call no deployment served: its attempts and the deployments they went to."""
+        return cls(request_id, "", "", "", error.attempts, limit=limit, tried=error.tried)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,7 @@ class Pass:
             cache=None,
             attempts=info.attempts if info is not None else 0,
             stream=self.call.stream,
+            tried=",".join(info.tried) if info is not None and info.tried else None,
         )
 
 

@@ -93,6 +93,8 @@ class Served(Generic[T]):
     board: HealthBoard
     reserved: int = 0
     """Tokens reserved against upstream limits for this call."""
+    tried: tuple[str, ...] = ()
+    """Deployments that failed before this one served."""
 
     def finish(
         self, *, ok: bool, first_token: float | None = None, error: GatewayError | None = None
@@ -201,6 +203,15 @@ class Failover:
         for group in plan.chain:  # each request earns its groups a share of a hedge (the spend cap)
             if group.hedge is not None:
                 self.board.hedge_budget(group.name).earn(group.hedge.max_share)
+        try:
+            return await self._rounds(run)
+        except GatewayError as error:  # what was tried goes with the error, into the usage record
+            error.attempts = run.attempts.count
+            error.tried = tuple(name for name, _ in run.attempts.errors)
+            raise
+
+    async def _rounds(self, run: _Run[T]) -> Served[T]:
+        plan = run.plan
         rounds = 0
         while True:
             if run.attempts.count >= self.policy.max_attempts:  # before picking: a pick takes a probe slot
@@ -269,7 +280,8 @@ class Failover:
         except BaseException:  # cancelled (caller gone, or a hedge lost): no verdict on the deployment
             health.abandoned(self.board.clock())
             raise
-        return Served(value, option, run.attempts.count, started, self.board, run.plan.reserved_tokens)
+        tried = tuple(name for name, _ in run.attempts.errors)
+        return Served(value, option, run.attempts.count, started, self.board, run.plan.reserved_tokens, tried)
 
     def _not_sent(self, option: Option) -> None:
         """A picked option whose call never went out: a half-open probe slot it took is free again."""

@@ -153,6 +153,8 @@ class UsageRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     cache: str | None
     attempts: int
     stream: bool
+    tried: str | None = None
+    """Deployments called without success, comma-separated in order (``None``: none failed)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,8 +79,10 @@ CREATE TABLE IF NOT EXISTS usage_records (
     error_type text,
     cache text,
     attempts integer NOT NULL,
-    stream boolean NOT NULL
+    stream boolean NOT NULL,
+    tried text
 );
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS tried text;
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
 CREATE INDEX IF NOT EXISTS usage_records_key_time ON usage_records (key_id, time);
 CREATE TABLE IF NOT EXISTS counters (

@@ -96,7 +96,8 @@ CREATE TABLE IF NOT EXISTS usage_records (
     error_type TEXT,
     cache TEXT,
     attempts INTEGER NOT NULL,
-    stream INTEGER NOT NULL
+    stream INTEGER NOT NULL,
+    tried TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
 CREATE INDEX IF NOT EXISTS usage_records_key_time ON usage_records (key_id, time);
@@ -105,6 +106,9 @@ CREATE INDEX IF NOT EXISTS counters_expires_at ON counters (expires_at);
 CREATE TABLE IF NOT EXISTS turns (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 COMMIT;
 """
+
+ADDED_USAGE_COLUMNS = (("tried", "TEXT"),)
+"""Usage columns added after the first release: created in old databases when they are opened."""
 
 SELECT_KEYS = f"SELECT {', '.join(KEY_COLUMNS)} FROM virtual_keys"
 INSERT_KEY = (
@@ -336,10 +340,19 @@ def _open(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        _add_columns(db)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier version up to date (SQLite has no ADD COLUMN IF NOT EXISTS)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(usage_records)")}
+    for name, kind in ADDED_USAGE_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE usage_records ADD COLUMN {name} {kind}")
 
 
 def _insert_usage(db: sqlite3.Connection, records: Sequence[UsageRecord]) -> None:
