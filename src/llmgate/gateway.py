@@ -21,11 +21,12 @@ from llmgate.catalogue import Catalogue, ModelInfo, cost_of
 from llmgate.config import Settings, load_settings
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
-from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, NotFound, PermissionDenied
+from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, PermissionDenied
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatResponse, ModelCard
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.core.usage import make_usage
+from llmgate.observe.health import Health
 from llmgate.policies.guard import Call, Pass
 from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
 from llmgate.providers.base import (
@@ -35,8 +36,8 @@ from llmgate.providers.base import (
 )
 from llmgate.providers.transport import Transport
 from llmgate.routing.backoff import Backoff
-from llmgate.routing.breaker import BreakerPolicy, BreakerState
-from llmgate.routing.deployments import ApiKey, Deployment, ModelGroup, ProviderAccount
+from llmgate.routing.breaker import BreakerPolicy
+from llmgate.routing.deployments import ApiKey, Deployment, ModelGroup
 from llmgate.routing.failover import Failover, RetryPolicy
 from llmgate.routing.health import HealthBoard
 from llmgate.routing.plan import Option, Plan
@@ -90,6 +91,12 @@ class Gateway:
         self._state: State | None = None
         self._quota: UpstreamQuota | None = None
         self._starting = asyncio.Lock()
+        self.health_report = Health(
+            self.router,
+            self.board,
+            state_problems=lambda: self._state.problems() if self._state is not None else [],
+            recorder=lambda: self._state.recorder if self._state is not None else None,
+        )
 
     def new_request_id(self) -> str:
         """A short random id for one request (unique in practice, not a secret)."""
@@ -448,70 +455,21 @@ class Gateway:
         return self.catalogue.get(model_id)
 
     async def health(self) -> dict[str, Any]:
-        """Overall status and the state of every provider and deployment (from live traffic)."""
-        rows = self.provider_health()
-        states = {row["state"] for row in rows}
-        problems = self._state.problems() if self._state is not None else []
-        status = "ok" if states <= {"healthy"} and not problems else "degraded"
-        return {
-            "status": status,
-            "problems": problems,
-            "providers": {name: account.type for name, account in self.accounts.items()},
-            "model_groups": list(self.router.groups),
-            "deployments": rows,
-        }
+        """Overall status, the problems behind it (named), every deployment's state, the usage-record
+        writer's lag (from live traffic)."""
+        return self.health_report.report()
 
     def provider_health(self) -> list[dict[str, Any]]:
         """Per deployment: state, error rate, latency p50/p95, last error (no secrets)."""
-        configured = [
-            (d.name, d.account.name) for group in self.router.groups.values() for d in group.deployments
-        ]
-        return self.board.report(configured)
+        return self.health_report.deployments()
 
     def provider_metrics(self, name: str) -> dict[str, Any]:
         """Live figures of a provider (all its deployments) or of one deployment, by name."""
-        rows = [row for row in self.provider_health() if name in (row["provider"], row["deployment"])]
-        if not rows and name not in self.accounts:
-            raise NotFound(f"no provider or deployment named '{name}'", param="name")
-        requests = sum(row["requests"] for row in rows)
-        errors = sum(round(row["error_rate"] * row["requests"]) for row in rows)
-        return {
-            "name": name,
-            "requests": requests,
-            "errors": errors,
-            "error_rate": errors / requests if requests else 0.0,
-            "in_flight": sum(row["in_flight"] for row in rows),
-            "total_requests": sum(row["total_requests"] for row in rows),
-            "total_errors": sum(row["total_errors"] for row in rows),
-            "deployments": rows,
-        }
+        return self.health_report.metrics(name)
 
     def is_available(self, name: str) -> bool:
         """Whether a provider, deployment or model group has a deployment that could take a call now."""
-        now = self.board.clock()
-        if name in self.router.groups or name in self.accounts:
-            deployments = [
-                d
-                for group in self.router.groups.values()
-                for d in group.deployments
-                if name in (group.name, d.account.name)
-            ]
-            if not deployments and name in self.accounts:
-                return self._account_ready(self.accounts[name], now)
-        else:
-            deployments = [d for g in self.router.groups.values() for d in g.deployments if d.name == name]
-            if not deployments:
-                raise NotFound(f"no provider, deployment or model group named '{name}'", param="name")
-        return any(self._ready(d, now) for d in deployments)
-
-    def _ready(self, deployment: Deployment, now: float) -> bool:
-        if self.board.of(deployment.name, deployment.account.name).breaker.state(now) is BreakerState.OPEN:
-            return False
-        return any(self.board.usable(deployment.name, key.label, now) for key in deployment.keys)
-
-    def _account_ready(self, account: ProviderAccount, now: float) -> bool:
-        probe = Deployment(account, "")
-        return any(self.board.key(key.label).usable(now) for key in probe.keys)
+        return self.health_report.is_available(name)
 
     # --- building ---------------------------------------------------------------------------------------
 

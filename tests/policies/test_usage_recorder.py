@@ -268,3 +268,23 @@ async def test_close_is_bounded_when_records_keep_arriving() -> None:
     await asyncio.wait_for(recorder.close(), timeout=5)
     assert recorder.pending == 1
     assert len(ledger.batches) == 1 + CLOSE_ROUNDS  # the background writer's last flush, then the rounds
+
+
+async def test_status_shows_the_writers_lag_and_what_a_crash_would_lose() -> None:
+    ledger = FakeLedger()
+    recorder = UsageRecorder(ledger, flush_interval=SLOW)
+    assert recorder.status()["pending"] == 0 and recorder.status()["lag_s"] == 0.0
+    recorder.record(record(1))
+    recorder.record(record(2))
+    waiting = recorder.status()
+    assert (waiting["pending"], waiting["written"], waiting["last_write_s_ago"]) == (2, 0, None)
+    assert waiting["lag_s"] >= 0 and waiting["flush_interval_s"] == SLOW
+    ledger.down = True
+    await recorder.flush()
+    assert recorder.status()["pending"] == 2 and recorder.status()["last_error"] == "connection refused"
+    ledger.down = False
+    await recorder.flush()
+    written = recorder.status()
+    assert (written["pending"], written["written"], written["lag_s"]) == (0, 2, 0.0)
+    assert written["last_write_s_ago"] is not None and written["last_error"] is None
+    await recorder.close()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from typing import Any
 
 from llmgate.state.ports import StateUnavailable, UsageLedger, UsageRecord
 
@@ -34,14 +36,19 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self.dropped = 0
+        self.written = 0
         self.last_error: str | None = None
         self._stopping = False
+        self._waiting_since: float | None = None  # monotonic: when the oldest queued record (at most) came
+        self._last_write: float | None = None
 
     def record(self, record: UsageRecord) -> None:
         """Queue one record (never blocks, never fails the request)."""
         if len(self._queue) >= self.max_queued:
             self.dropped += 1  # the database has been down for long: keep memory bounded
             return
+        if not self._queue:
+            self._waiting_since = time.monotonic()
         self._queue.append(record)
         if self._task is None and not self._stopping:
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -52,6 +59,20 @@ class UsageRecorder:
     def pending(self) -> int:
         """Records not yet written."""
         return len(self._queue)
+
+    def status(self) -> dict[str, Any]:
+        """The writer's lag: what a crash (SIGKILL) would lose right now, besides the calls in flight."""
+        now = time.monotonic()
+        since, last = self._waiting_since, self._last_write
+        return {
+            "pending": len(self._queue),
+            "lag_s": round(now - since, 3) if since is not None and self._queue else 0.0,
+            "last_write_s_ago": None if last is None else round(now - last, 3),
+            "flush_interval_s": self.flush_interval,
+            "written": self.written,
+            "dropped": self.dropped,
+            "last_error": self.last_error,
+        }
 
     @property
     def degraded(self) -> bool:
@@ -65,6 +86,7 @@ class UsageRecorder:
         them at once would chase the queue with a transaction every few records.
         """
         async with self._lock:
+            started = time.monotonic()
             remaining = len(self._queue)
             while remaining > 0:
                 batch = self._queue[: min(BATCH_SIZE, remaining)]
@@ -76,7 +98,11 @@ class UsageRecorder:
                     log.warning("usage records are waiting for the database: %s", error)
                     return
                 del self._queue[: len(batch)]
+                self.written += len(batch)
                 self.last_error = None
+                self._last_write = time.monotonic()
+            # What is left arrived after this flush began: it has waited at most since then.
+            self._waiting_since = started if self._queue else None
 
     async def _run(self) -> None:
         while not self._stopping:

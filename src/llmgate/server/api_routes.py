@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llmgate.core.errors import InvalidRequest, ModelNotFound
+from llmgate.server.auth import bearer_token
 from llmgate.server.context import ServerContext
 from llmgate.server.wire import encoder
 
@@ -81,11 +82,19 @@ class HealthRoutes:
         self.ctx = ctx
 
     async def health(self, request: Request) -> Response:
-        """``GET /health``: liveness plus the overall status (``ok`` or ``degraded``)."""
-        return Response(encoder.encode(await self.ctx.gateway.health()), media_type=JSON)
+        """``GET /health``: liveness and the overall status (``ok`` or ``degraded``) for anyone; the
+        problems, deployments and the usage-record writer's lag only with a key, once one is set."""
+        report = await self.ctx.gateway.health()
+        if self.ctx.master_key is not None and bearer_token(request) is None:
+            report = {"status": report["status"]}  # for load balancers: nothing about the deployments
+        else:
+            await self.ctx.authenticate(request)
+        return Response(encoder.encode(report), media_type=JSON)
 
     async def providers(self, request: Request) -> Response:
-        """``GET /health/providers``: per deployment state, error rate, latency p50/p95, last error."""
+        """``GET /health/providers``: per deployment state, error rate, latency p50/p95, last error (a key
+        is needed once one is set: names and upstream errors are for the operator)."""
+        await self.ctx.authenticate(request)
         gateway = self.ctx.gateway
         body = {"deployments": gateway.provider_health(), "keys": gateway.board.keys_report()}
         return Response(encoder.encode(body), media_type=JSON)
