@@ -14,11 +14,12 @@ from functools import partial
 from pathlib import Path
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, get_args
 
 from llmgate.assembly import Assembly
 from llmgate.catalogue import Catalogue, ModelInfo, cost_of
-from llmgate.config import Settings, load_settings
+from llmgate.config import Settings, how_to_enable, load_settings
+from llmgate.config.settings import ProviderType
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
 from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, PermissionDenied
@@ -67,6 +68,8 @@ class Gateway:
             accounts=self.accounts,
             facts=self._assembly.model_facts,
             catalogue_provider=self._assembly.catalogue_provider,
+            known_providers=frozenset(get_args(ProviderType)),
+            enable_hint=how_to_enable,
         )
         routing = self.settings.routing
         breaker = routing.breaker

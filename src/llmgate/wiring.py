@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from llmgate.config.settings import Settings
 from llmgate.policies.budgets import Budgets, SpendSince
@@ -76,6 +77,7 @@ async def open_state(settings: Settings, health: HealthBoard) -> State:
     """Open the database and (when configured) Redis, and build the policies on them."""
     storage, limits = settings.storage, settings.limits
     database = await open_database(storage.database)
+    log.info("keys and usage records: %s", _without_password(storage.database))
     counters: Counters = MemoryCounters()
     board: BreakerBoard | None = None
     if storage.redis:
@@ -99,6 +101,15 @@ async def open_state(settings: Settings, health: HealthBoard) -> State:
     if board is not None:
         state.tasks.append(asyncio.get_running_loop().create_task(_share_trips(board, health)))
     return state
+
+
+def _without_password(url: str) -> str:
+    """A database URL fit for a log line (``postgresql://user:secret@host`` loses the secret)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _degraded(counters: Counters) -> bool:

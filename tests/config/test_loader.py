@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from llmgate.config import ConfigError, load_settings
+from llmgate.gateway import Gateway
 
 SPEC_EXAMPLE = """\
 server: {host: 127.0.0.1, port: 8000, master_key: ${LLMGATE_MASTER_KEY}}
@@ -168,3 +170,58 @@ def test_unreadable_values_name_their_line(tmp_path: Path, value: str) -> None:
     path = write(tmp_path, f"server:\n  host: 127.0.0.1\n  port: {value}\n")
     with pytest.raises(ConfigError, match=r"llmgate\.yaml:3: cannot read this value"):
         load_settings(path, environ={})
+
+
+def test_the_embedded_database_lives_in_the_data_directory_not_the_current_one(tmp_path: Path) -> None:
+    chosen = tmp_path / "chosen"
+    settings = load_settings(None, environ={"LLMGATE_DATA_DIR": str(chosen)})
+    assert settings.storage.database == f"sqlite:///{chosen / 'llmgate.db'}"
+    assert chosen.is_dir()
+    xdg = load_settings(None, environ={"XDG_DATA_HOME": str(tmp_path / "xdg")})
+    assert xdg.storage.database.startswith("sqlite:///") and "llmgate.db" in xdg.storage.database
+    assert not xdg.storage.database.startswith("sqlite:///llmgate.db")
+    explicit = load_settings(None, environ={"LLMGATE_DATABASE": "memory"})
+    assert explicit.storage.database == "memory"
+
+
+async def test_a_gateway_with_no_config_writes_nothing_into_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LLMGATE_DATA_DIR", str(tmp_path / "data"))
+    caplog.set_level(logging.INFO, logger="llmgate")
+    async with Gateway() as gateway:
+        await gateway.chat("mock:echo", [{"role": "user", "content": "hi"}])
+    assert (tmp_path / "data" / "llmgate.db").is_file()
+    assert not (tmp_path / "llmgate.db").exists()
+    assert any(str(tmp_path / "data" / "llmgate.db") in line for line in caplog.messages)
+
+
+def test_an_unknown_provider_is_reported_at_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers:\n  m: {type: mock}\nmodels:\n  - name: a\n    deployments:\n"
+        "      - provider: m\n        model: echo\n      - provider: nope\n        model: echo\n"
+        "    fallbacks: [a, zzz]\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    lines = str(raised.value).splitlines()[1:]
+    assert lines == [
+        f"  {path}:8: models[0].deployments[1].provider: unknown provider 'nope' (configured: m)",
+        f"  {path}:10: models[0].fallbacks[1]: unknown model group 'zzz' (groups: a)",
+    ]
+
+
+def test_a_misspelt_field_is_one_line_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers:\n  m: {type: mock}\nmodels:\n  - name: a\n    deployments:\n"
+        "      - provider: m\n        model: echo\n        wieght: 2\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    lines = str(raised.value).splitlines()[1:]
+    assert lines == [
+        f"  {path}:8: models[0].deployments[0].wieght: Extra inputs are not permitted: did you mean 'weight'?"
+    ]

@@ -89,6 +89,28 @@ async def test_catalogue_models_of_configured_providers_resolve_without_prefix(t
             gw.router.candidates("claude-3-5-haiku-latest")  # anthropic is not configured
 
 
+async def test_a_catalogue_model_of_an_unconfigured_provider_says_how_to_enable_it() -> None:
+    async with Gateway.from_config(None, environ={"LLMGATE_DATABASE": "memory"}) as gw:
+        for name in ("gpt-4o-mini", "openai:gpt-4o-mini"):
+            with pytest.raises(ModelNotFound) as caught:
+                gw.router.candidates(name)
+            message = caught.value.message
+            assert "provider 'openai'" in message and "not configured" in message
+            assert "OPENAI_API_KEY" in message
+        with pytest.raises(ModelNotFound) as claude:
+            gw.router.candidates("claude-3-5-haiku-latest")
+        assert "ANTHROPIC_API_KEY" in claude.value.message
+        with pytest.raises(ModelNotFound) as unknown:
+            gw.router.candidates("no-such-model-anywhere")
+        assert "does not exist" in unknown.value.message
+
+
+async def test_v1_models_lists_the_mock_models_the_readme_uses() -> None:
+    async with Gateway.from_config(None, environ={"LLMGATE_DATABASE": "memory"}) as gw:
+        ids = {card.id for card in gw.models()}
+    assert {"mock:mock", "mock:echo", "mock:mock-embed"} <= ids
+
+
 async def test_stream_hides_usage_unless_asked() -> None:
     async with Gateway() as gw:
         plain = [chunk async for chunk in gw.stream("mock:echo", HELLO)]

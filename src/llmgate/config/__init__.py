@@ -1,5 +1,6 @@
 """Configuration: YAML + environment, validated into frozen ``Settings``."""
 
+from llmgate.config.detect import how_to_enable
 from llmgate.config.loader import ConfigError, config_path_from_environment, load_settings
 from llmgate.config.settings import (
     DeploymentSettings,
@@ -23,5 +24,6 @@ __all__ = [
     "Settings",
     "Timeouts",
     "config_path_from_environment",
+    "how_to_enable",
     "load_settings",
 ]

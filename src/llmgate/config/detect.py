@@ -5,6 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+ENABLED_BY: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY (or GOOGLE_API_KEY)",
+    "cohere": "COHERE_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT",
+    "huggingface": "HF_TOKEN",
+    "ollama": "OLLAMA_HOST",
+}
+"""The environment variables that make each provider available with zero config."""
+
+
+def how_to_enable(provider: str) -> str:
+    """How a user makes a provider available: its variables, or a config entry."""
+    variables = ENABLED_BY.get(provider)
+    config = f"add a provider named '{provider}' to the config"
+    return f"set {variables} (or {config})" if variables else config
+
 
 def detect_providers(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Provider settings for every provider whose standard variables are set, plus ``mock``.

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmgate.config.detect import detect_providers
-from llmgate.config.settings import Settings
+from llmgate.config.settings import ReferenceProblems, Settings, default_database
 
 _REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-?])(?P<arg>[^}]*))?\}")
 _PLACEHOLDER = "__llmgate_env_"
@@ -50,6 +51,9 @@ def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] 
             )
         data = loaded
     _apply_overrides(data, env)
+    storage = data.setdefault("storage", {})
+    if isinstance(storage, dict) and "database" not in storage:
+        storage["database"] = default_database(env)
     providers = data.get("providers")
     if providers is None or providers == {}:
         data["providers"] = detect_providers(env)
@@ -138,13 +142,61 @@ def _apply_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
 
 def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
     lines = [f"{source}: invalid configuration:"]
+    found: list[tuple[tuple[int | str, ...], str]] = []
     for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ReferenceProblems):
+            found.extend(cause.problems)
+            continue
         loc = tuple(part for part in error["loc"] if part not in ("function-after",))
-        field = _dotted(loc)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = _with_suggestion(message, str(loc[-1]) if loc else "")
+        found.append((loc, message))
+    for loc, message in found:
+        if _only_a_consequence(loc, message, found):
+            continue
         line = _line_of(root, loc)
         where = f"{source}:{line}" if line is not None else source
-        lines.append(f"  {where}: {field or '(top level)'}: {error['msg']}")
+        lines.append(f"  {where}: {_dotted(loc) or '(top level)'}: {message}")
     return "\n".join(lines)
+
+
+def _only_a_consequence(
+    loc: tuple[int | str, ...], message: str, found: list[tuple[tuple[int | str, ...], str]]
+) -> bool:
+    """Pydantic reports a list "too short" when its only items were invalid: that item's own error says
+    what is wrong, the length complaint would mislead."""
+    if "at least" not in message:
+        return False
+    return any(len(other) > len(loc) and other[: len(loc)] == loc for other, _ in found)
+
+
+def _with_suggestion(message: str, name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(_field_names(Settings)), n=1, cutoff=0.7)
+    return f"{message}: did you mean '{close[0]}'?" if close else message
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    """Every field name of the config models, for "did you mean" hints."""
+    names: set[str] = set()
+    pending: list[type[BaseModel]] = [model]
+    seen: set[type[BaseModel]] = set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name, info in current.model_fields.items():
+            names.add(info.alias or name)
+            pending.extend(_models_in(info.annotation))
+    return names
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
+import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 ProviderType = Literal["openai", "azure", "anthropic", "gemini", "cohere", "ollama", "huggingface", "mock"]
 StrategyName = Literal[
     "round_robin", "weighted", "least_loaded", "fastest_response", "cost_optimized", "priority", "hybrid"
 ]
+
+
+class ReferenceProblems(ValueError):
+    """Names in the config that refer to nothing (a provider, a model group), each with where it is, so
+    the loader can point at its line."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {message}" for loc, message in problems))
+        self.problems = problems
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    """Where the embedded database lives: ``LLMGATE_DATA_DIR``, else the user's data directory
+    (``~/.local/share/llmgate`` on Linux, as XDG says), never the current directory. It is created
+    when missing (only this default place: a directory named in the config must exist)."""
+    chosen = env.get("LLMGATE_DATA_DIR")
+    path = Path(chosen).expanduser() if chosen else Path(platformdirs.user_data_dir("llmgate"))
+    with contextlib.suppress(OSError):  # unwritable: opening the database will then say so, naming it
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_database(env: Mapping[str, str]) -> str:
+    """The embedded SQLite database's URL."""
+    return f"sqlite:///{data_dir(env) / 'llmgate.db'}"
 
 
 class _Frozen(BaseModel):
@@ -171,6 +201,19 @@ class ServerSettings(_Frozen):
     master_key: SecretStr | None = None
     max_body_bytes: int = Field(20 * 1024 * 1024, gt=0)
     grace_period: float = Field(30.0, ge=0)
+    header_timeout: float = Field(10.0, gt=0, le=3600)
+    """Seconds a connection has to send a request's line and headers (from when it opens, or from the
+    first byte of a request on a kept-alive connection); then it is closed."""
+    body_timeout: float = Field(10.0, gt=0, le=3600)
+    """Seconds a request has to send its body, extended by one second per ``body_min_rate`` bytes
+    received (a slow upload keeps going as long as it keeps that rate); then 408 and the connection
+    is closed."""
+    body_min_rate: int = Field(1024, gt=0)
+    """Bytes per second a request body must keep up beyond ``body_timeout``."""
+    idle_timeout: float = Field(5.0, gt=0, le=3600)
+    """Seconds an idle kept-alive connection stays open waiting for its next request."""
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+    """Open connections per worker process; a connection over the cap gets 503 and is closed."""
 
     @field_validator("master_key", mode="before")
     @classmethod
@@ -182,7 +225,8 @@ class StorageSettings(_Frozen):
     """Where keys and usage records live (``memory``, ``sqlite:///file.db``, ``postgresql://...``) and the
     Redis that replicas share limits, budgets, breaker trips and round-robin positions through."""
 
-    database: str = "sqlite:///llmgate.db"
+    database: str = Field(default_factory=lambda: default_database(os.environ))
+    """Default: ``llmgate.db`` in the user's data directory (``LLMGATE_DATA_DIR`` to choose another)."""
     redis: str | None = None
     flush_interval: float = Field(1.0, gt=0, le=60)
     """Seconds between usage-record batch writes (the loss window on a crash)."""
@@ -238,19 +282,32 @@ class Settings(_Frozen):
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         names = [group.name for group in self.models]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"model group names must be unique; repeated: {', '.join(duplicates)}")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                problems.append(
+                    (("models", index, "name"), f"model group names must be unique: '{name}' again")
+                )
+        configured = ", ".join(sorted(self.providers)) or "none"
         for index, group in enumerate(self.models):
             for d_index, deployment in enumerate(group.deployments):
                 if deployment.provider not in self.providers:
-                    raise ValueError(
-                        f"models[{index}].deployments[{d_index}].provider: unknown provider "
-                        f"'{deployment.provider}' (configured: {', '.join(sorted(self.providers)) or 'none'})"
+                    problems.append(
+                        (
+                            ("models", index, "deployments", d_index, "provider"),
+                            f"unknown provider '{deployment.provider}' (configured: {configured})",
+                        )
                     )
             for field_name in ("fallbacks", "context_fallbacks"):
-                for fallback in getattr(group, field_name):
+                for f_index, fallback in enumerate(getattr(group, field_name)):
                     if fallback not in names:
-                        raise ValueError(f"models[{index}].{field_name}: unknown model group '{fallback}'")
+                        problems.append(
+                            (
+                                ("models", index, field_name, f_index),
+                                f"unknown model group '{fallback}' (groups: {', '.join(names)})",
+                            )
+                        )
+        if problems:
+            raise ReferenceProblems(problems)
         return self

@@ -20,6 +20,9 @@ ModelFacts = Callable[[str, ProviderAccount], tuple[Prices, int | None]]
 CatalogueProvider = Callable[[str], str | None]
 """model id -> the provider the catalogue lists it under, if any."""
 
+EnableHint = Callable[[str], str]
+"""provider type -> how a user makes it available (e.g. "set OPENAI_API_KEY")."""
+
 
 def _no_facts(model: str, account: ProviderAccount) -> tuple[Prices, int | None]:
     return UNKNOWN, None
@@ -35,11 +38,15 @@ class Router:
         accounts: Mapping[str, ProviderAccount],
         facts: ModelFacts = _no_facts,
         catalogue_provider: CatalogueProvider | None = None,
+        known_providers: frozenset[str] = frozenset(),
+        enable_hint: EnableHint | None = None,
     ) -> None:
         self.groups = dict(groups)
         self.accounts = dict(accounts)
         self._facts = facts
         self._catalogue_provider = catalogue_provider
+        self._known_providers = known_providers
+        self._enable_hint = enable_hint
         self._direct: dict[str, ModelGroup] = {}
 
     def group(self, model: str) -> ModelGroup:
@@ -83,9 +90,32 @@ class Router:
         known = [*self.groups, *(f"{name}:<model>" for name in self.accounts)]
         close = tuple(difflib.get_close_matches(model, list(self.groups), n=5, cutoff=0.5))
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        unconfigured = self._unconfigured_provider(model)
+        if unconfigured is not None:
+            provider, listed = unconfigured
+            enable = self._enable_hint(provider) if self._enable_hint is not None else "configure it"
+            what = f"a catalogue model of provider '{provider}'" if listed else f"for provider '{provider}'"
+            return ModelNotFound(
+                f"The model '{model}' is {what}, which is not configured: {enable}. "
+                f"(available now: {', '.join(known) or 'none'})",
+                param="model",
+                suggestions=close,
+            )
         return ModelNotFound(
             f"The model '{model}' does not exist: it is neither a model group nor 'provider:model' for a "
             f"configured provider (available: {', '.join(known) or 'none'}).{hint}",
             param="model",
             suggestions=close,
         )
+
+    def _unconfigured_provider(self, model: str) -> tuple[str, bool] | None:
+        """(provider type, listed in the catalogue) when ``model`` belongs to a provider llmgate knows
+        but this gateway has not configured: ``gpt-4o-mini`` without ``OPENAI_API_KEY``."""
+        for separator in (":", "/"):
+            prefix, found, rest = model.partition(separator)
+            if found and rest and prefix in self._known_providers:
+                return prefix, False
+        provider = self._catalogue_provider(model) if self._catalogue_provider is not None else None
+        if provider is not None and provider not in self.accounts:
+            return provider, True
+        return None
