@@ -22,7 +22,7 @@ from llmgate.config import Settings, how_to_enable, load_settings
 from llmgate.config.settings import ProviderType
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
-from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, PermissionDenied
+from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, ModelNotFound, PermissionDenied
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatResponse, ModelCard
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
@@ -402,7 +402,9 @@ class Gateway:
         """A new virtual key from admin fields (``name``, ``models``, ``rpm``, ...); the secret is
         returned only here."""
         state = await self.start()
-        key, secret = await state.keys.create(fields_from(fields, KeyFields))
+        checked = fields_from(fields, KeyFields)
+        self._check_models(checked.models)
+        key, secret = await state.keys.create(checked)
         return dict(key_view(key)), secret
 
     async def list_keys(self) -> list[dict[str, Any]]:
@@ -418,7 +420,26 @@ class Gateway:
     async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Change some fields of a virtual key."""
         state = await self.start()
-        return dict(key_view(await state.keys.update(key_id, fields_from(changes, KeyChanges))))
+        checked = fields_from(changes, KeyChanges)
+        if isinstance(checked.models, list):
+            self._check_models(checked.models)
+        return dict(key_view(await state.keys.update(key_id, checked)))
+
+    def _check_models(self, models: Sequence[str] | None) -> None:
+        """A key's models must be names this gateway serves (a typo would lock the key out silently)."""
+        unknown = []
+        for name in models or ():
+            try:
+                self.router.group(name)
+            except ModelNotFound:
+                unknown.append(name)
+        if unknown:
+            groups = ", ".join(self.router.groups) or "none"
+            raise InvalidRequest(
+                f"unknown model '{unknown[0][:256]}' in the key's models: it is neither a model group nor "
+                f"'provider:model' of a configured provider (groups: {groups})",
+                param="models",
+            )
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:
         """Revoke a virtual key."""

@@ -135,3 +135,14 @@ def test_the_budget_reservation_covers_the_context_fallback_a_call_may_reach() -
         assert response.json()["error"]["code"] == "insufficient_quota"
         spent = client.get("/api/rate-limits", headers=key).json()["budget"]["spent_usd"]
         assert spent == 0
+
+
+def test_a_key_naming_a_model_nobody_serves_is_refused(client: TestClient) -> None:
+    response = client.post("/admin/keys", json={"name": "k", "models": ["gA", "smart"]}, headers=ADMIN)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "models" and "'smart'" in error["message"] and "gA, gB, gC" in error["message"]
+    key_id = client.post("/admin/keys", json={"name": "k"}, headers=ADMIN).json()["id"]
+    patched = client.patch(f"/admin/keys/{key_id}", json={"models": ["nope"]}, headers=ADMIN)
+    assert patched.status_code == 400 and patched.json()["error"]["param"] == "models"
+    assert client.post("/admin/keys", json={"name": "k", "models": ["up:echo"]}, headers=ADMIN).status_code == 201

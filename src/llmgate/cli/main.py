@@ -138,11 +138,30 @@ def keys_list(config_path: str | None) -> None:
     """List keys (never their secrets)."""
     rows = _with_gateway(config_path, lambda gw: gw.list_keys())
     for row in rows:
-        state = "revoked" if row["revoked"] else "active"
-        limits = ", ".join(f"{k}={row[k]}" for k in ("rpm", "tpm", "max_parallel", "budget_usd") if row[k])
-        click.echo(f"{row['id']}  {row['key_prefix']}...  {state:7}  {row['name']}  {limits}")
+        click.echo(_key_line(row))
     if not rows:
         click.echo("no keys")
+
+
+def _key_line(row: dict[str, Any]) -> str:
+    """One key as ``keys list`` shows it: id, prefix, state, name, models, limits, budget and period."""
+    state = "revoked" if row["revoked"] else "active"
+    models = ",".join(row["models"]) if row["models"] else "all models"
+    limits = [f"{name}={row[name]}" for name in ("rpm", "tpm", "max_parallel") if row[name] is not None]
+    if row["budget_usd"] is not None:
+        limits.append(f"budget=${row['budget_usd']:g}/{row['budget_period']}")
+    if row["expires_at"] is not None:
+        limits.append(f"expires={time.strftime('%Y-%m-%d %H:%M', time.gmtime(row['expires_at']))}Z")
+    return "  ".join(
+        [
+            row["id"],
+            f"{row['key_prefix']}...",
+            f"{state:7}",
+            row["name"],
+            models,
+            ", ".join(limits) or "no limits",
+        ]
+    )
 
 
 @keys.command("revoke")
