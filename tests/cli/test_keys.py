@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from llmgate.cli.main import main
 
-
 CONFIG = """
 providers: {m: {type: mock}}
 models:

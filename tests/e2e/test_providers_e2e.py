@@ -28,6 +28,8 @@ import httpx
 import openai
 import pytest
 
+from recordings_location import MISSING_REASON, RECORDINGS_DIR
+
 from .conftest import (
     START_TIMEOUT_S,
     GatewayProcess,
@@ -39,13 +41,13 @@ from .conftest import (
 from .replay import last_user_text, split_path
 
 HERE = Path(__file__).resolve().parent
-RECORDINGS = Path("/work/shared/provider-recordings")
+RECORDINGS = RECORDINGS_DIR
 REPLAY_SCRIPT = HERE / "replay.py"
 LAUNCHER = [sys.executable, str(HERE / "loopback_dns.py")]
 KEY = "sk-replay-provider-key"
 FOUNDRY_HOST = "e2e-replay.services.ai.azure.com"
 
-pytestmark = pytest.mark.skipif(not RECORDINGS.is_dir(), reason="provider recordings not available")
+pytestmark = pytest.mark.skipif(not RECORDINGS.is_dir(), reason=MISSING_REASON)
 
 
 # --- reading the recordings (independently of the adapters) ---------------------------------------------------

@@ -6,10 +6,11 @@ import json
 import random
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
-RECORDINGS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "provider-recordings"
+from recordings_location import MISSING_REASON, RECORDINGS_DIR
+
+__all__ = ["MISSING_REASON", "RECORDINGS_DIR", "Recording", "fragmentations", "load"]
 
 
 def fragmentations(raw: bytes) -> dict[str, list[bytes]]:

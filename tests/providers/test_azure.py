@@ -13,9 +13,9 @@ from llmgate.providers.azure import DEFAULT_API_VERSION, AzureWire, build, is_fo
 from llmgate.providers.base import ProviderSpec, Target
 from llmgate.providers.openai import OpenAIProvider
 from llmgate.providers.transport import Transport
+from recordings_location import MISSING_REASON, RECORDINGS_DIR
 
-RECORDINGS = Path(__file__).resolve().parents[2].parent / "shared" / "provider-recordings"
-AZURE = sorted(RECORDINGS.glob("azure*.json")) if RECORDINGS.is_dir() else []
+AZURE = sorted(RECORDINGS_DIR.glob("azure*.json")) if RECORDINGS_DIR.is_dir() else []
 KEY = "azure-key-0123456789"
 
 
@@ -27,7 +27,7 @@ def addressed(path: Path) -> bool:
     return load(path)["request"]["url_path"] is not None
 
 
-@pytest.mark.skipif(not AZURE, reason="../shared/provider-recordings is not beside the project")
+@pytest.mark.skipif(not AZURE, reason=MISSING_REASON)
 @pytest.mark.parametrize("path", [p for p in AZURE if addressed(p)], ids=lambda p: p.name)
 def test_requests_have_the_recorded_address_and_key_header(path: Path) -> None:
     recording = load(path)

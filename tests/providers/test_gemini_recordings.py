@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from recordings import RECORDINGS_DIR
+from recordings import MISSING_REASON, RECORDINGS_DIR
 
 from llmgate.core.accumulate import StreamAccumulator
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
@@ -38,7 +38,7 @@ from llmgate.providers.transport import Transport
 
 if not RECORDINGS_DIR.is_dir():
     pytest.skip(
-        f"the shared provider recordings are not at {RECORDINGS_DIR} (expected next to the repository)",
+        MISSING_REASON,
         allow_module_level=True,
     )
 

@@ -145,4 +145,7 @@ def test_a_key_naming_a_model_nobody_serves_is_refused(client: TestClient) -> No
     key_id = client.post("/admin/keys", json={"name": "k"}, headers=ADMIN).json()["id"]
     patched = client.patch(f"/admin/keys/{key_id}", json={"models": ["nope"]}, headers=ADMIN)
     assert patched.status_code == 400 and patched.json()["error"]["param"] == "models"
-    assert client.post("/admin/keys", json={"name": "k", "models": ["up:echo"]}, headers=ADMIN).status_code == 201
+    assert (
+        client.post("/admin/keys", json={"name": "k", "models": ["up:echo"]}, headers=ADMIN).status_code
+        == 201
+    )
