@@ -81,7 +81,7 @@ async def open_state(settings: Settings, health: HealthBoard) -> State:
     counters: Counters = MemoryCounters()
     board: BreakerBoard | None = None
     if storage.redis:
-        counters, board = shared_state(storage.redis)
+        counters, board = shared_state(storage.redis, prefix=storage.redis_prefix)
     shared = board is not None
     budgets_closed = limits.budget_on_outage == "closed"
     recorder = UsageRecorder(database, flush_interval=storage.flush_interval)

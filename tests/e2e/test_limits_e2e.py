@@ -1,6 +1,6 @@
 """Limits, budgets and usage records across real ``llmgate serve`` processes (SPEC.md 5, 7, 12).
 
-Replicas share one real Redis (a logical database of its own, emptied before and after the module) and,
+Replicas share one real Redis (under a key prefix of this run's own, deleted after the module) and,
 for keys and usage, one real PostgreSQL database created for the module and dropped afterwards: the
 gateway's PostgreSQL schema cannot be chosen from the config, so a fresh database is the isolation unit.
 Every process listens on 127.0.0.1 and is stopped by the end of the module. Without Redis or PostgreSQL
@@ -45,7 +45,7 @@ from .conftest import (
 
 MASTER = "sk-e2e-limits-master"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
-REDIS_URL = os.environ.get("LLMGATE_TEST_REDIS_E2E_URL", "redis://127.0.0.1:6379/7")
+REDIS_URL = os.environ.get("LLMGATE_TEST_REDIS_E2E_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_DSN = os.environ.get("LLMGATE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 GLOBAL_RPM = 30
 WINDOW_MARGIN_S = 20.0  # a burst starts only with this much of its minute left, so it stays in one window
@@ -61,19 +61,22 @@ HELLO = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A Redis logical database for this module only: emptied before and after."""
+def redis_storage() -> Iterator[dict[str, str]]:
+    """Redis settings for this module only: a key prefix of this run's own, whose keys are deleted
+    afterwards (two runs on one machine, or one Redis shared with anything else, never meet)."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
     try:
         client.ping()
     except (redis.exceptions.ConnectionError, OSError) as error:
         client.close()
         pytest.skip(f"Redis not reachable at {REDIS_URL}: {error}")
-    client.flushdb()
+    prefix = f"llmgate-e2e:{uuid.uuid4().hex[:12]}:"
     try:
-        yield REDIS_URL
+        yield {"redis": REDIS_URL, "redis_prefix": prefix}
     finally:
-        client.flushdb()
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
         client.close()
 
 
@@ -184,9 +187,9 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def test_three_replicas_admit_exactly_the_global_rpm_and_a_late_one_agrees(
-    launch: Callable[..., list[GatewayProcess]], redis_url: str
+    launch: Callable[..., list[GatewayProcess]], redis_storage: dict[str, str]
 ) -> None:
-    settings = {**config(redis=redis_url), "limits": {"global": {"rpm": GLOBAL_RPM}}}
+    settings = {**config(**redis_storage), "limits": {"global": {"rpm": GLOBAL_RPM}}}
     gateways = launch(settings, 3)
     minute = fresh_window()
     responses = burst(gateways, per_gateway=GLOBAL_RPM // 2, headers=ADMIN)  # 45 calls for 30 places
@@ -232,9 +235,9 @@ def key_records(database_url: str, key_id: str) -> list[Any]:
 
 
 def test_a_budget_shared_by_three_replicas_is_never_overspent(
-    launch: Callable[..., list[GatewayProcess]], redis_url: str, postgres_url: str
+    launch: Callable[..., list[GatewayProcess]], redis_storage: dict[str, str], postgres_url: str
 ) -> None:
-    settings = config(redis=redis_url, database=postgres_url)
+    settings = config(**redis_storage, database=postgres_url)
     gateways = launch(settings, 3)
     made = httpx.post(
         f"{gateways[0].url}/admin/keys",

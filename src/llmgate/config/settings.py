@@ -228,6 +228,9 @@ class StorageSettings(_Frozen):
     database: str = Field(default_factory=lambda: default_database(os.environ))
     """Default: ``llmgate.db`` in the user's data directory (``LLMGATE_DATA_DIR`` to choose another)."""
     redis: str | None = None
+    redis_prefix: str = Field("llmgate:", min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    """Start of every Redis key this gateway uses: deployments (or test runs) sharing one Redis server
+    keep apart by choosing different prefixes."""
     flush_interval: float = Field(1.0, gt=0, le=60)
     """Seconds between usage-record batch writes (the loss window on a crash)."""
 
