@@ -23,6 +23,9 @@ import redis.exceptions
 
 from clock import FakeClock
 from llmgate.state import StateUnavailable
+from llmgate.state.cache.memory import MemoryCache
+from llmgate.state.cache.redis import RedisCache
+from llmgate.state.cache.sqlite import SqliteCache
 from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters, MemoryKeyStore, MemoryLedger
 from llmgate.state.postgres import PostgresStore
 from llmgate.state.redis import RedisBreakerBoard, RedisCounters
@@ -170,5 +173,32 @@ async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 async def board(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend[Any]]:
     """Every ``BreakerBoard`` backend."""
     backend = await _backend(request.param, "board", tmp_path)
+    async with backend.exits:
+        yield backend
+
+
+CACHE_ENTRIES = 4
+CACHE_BYTES = 10_000
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def cache(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend[Any]]:
+    """Every ``ResponseCache`` backend (bounded to ``CACHE_ENTRIES`` entries and ``CACHE_BYTES``)."""
+    clock = FakeClock()
+    exits = AsyncExitStack()
+    kind = request.param
+    if kind == "memory":
+        memory = MemoryCache(max_entries=CACHE_ENTRIES, max_bytes=CACHE_BYTES, clock=clock)
+        backend: Backend[Any] = Backend(kind, _same(memory), clock, exits=exits)
+    elif kind == "sqlite":
+        path = str(tmp_path / "cache.db")
+
+        def sqlite_cache() -> Awaitable[SqliteCache]:
+            return SqliteCache.connect(path, max_entries=CACHE_ENTRIES, max_bytes=CACHE_BYTES, clock=clock)
+
+        backend = Backend(kind, sqlite_cache, clock, exits=exits)
+    else:
+        prefix = await _redis_prefix(exits)
+        backend = Backend(kind, lambda: RedisCache.connect(redis_url(), prefix=prefix), clock, True, exits)
     async with backend.exits:
         yield backend

@@ -220,6 +220,54 @@ class BreakerBoard(Protocol):
         ...
 
 
+class CacheKey(msgspec.Struct, frozen=True, gc=False):
+    """Where a cached answer lives: the caller's namespace, the model group, and the digest of everything
+    else in the request that changes the answer. Backends keep the first two so entries can be cleared
+    by namespace or by group."""
+
+    namespace: str
+    group: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """What a response cache holds now."""
+
+    entries: int
+    bytes: int
+    exact: bool = True
+    """Whether the figures are exact (a shared backend may only sample)."""
+
+
+class ResponseCache(Protocol):
+    """Cached answers, as opaque bytes with a time to live. Every method may raise ``StateUnavailable``."""
+
+    name: str
+    """The backend's name (``memory``, ``sqlite``, ``redis``), for health reports."""
+
+    async def get(self, key: CacheKey) -> bytes | None:
+        """The stored value, or ``None`` when missing or expired."""
+        ...
+
+    async def put(self, key: CacheKey, value: bytes, *, ttl: float) -> None:
+        """Store a value for ``ttl`` seconds (replacing any); the backend may evict others to stay in
+        bounds, or decline a value larger than it takes."""
+        ...
+
+    async def clear(self, *, namespace: str | None = None, group: str | None = None) -> int:
+        """Remove the entries of a namespace, a group, both, or (neither given) all; how many went."""
+        ...
+
+    async def stats(self) -> CacheStats:
+        """Entries and bytes held."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the object is unusable afterwards."""
+        ...
+
+
 class Database(KeyStore, UsageLedger, Counters, Protocol):
     """One backend holding keys, usage and counters (what ``open_database`` returns)."""
 

@@ -111,7 +111,7 @@ class RedisCounters:
         """
         counters = cls(redis_client(url, time_limit=time_limit), prefix=prefix)
         if ping:
-            await _answers(counters._client)
+            await answers(counters._client)
         return counters
 
     @property
@@ -121,19 +121,19 @@ class RedisCounters:
 
     async def take(self, bucket: str, amount: float, *, limit: float, ttl: float | None) -> Taken:
         """Add ``amount`` only if value + amount <= limit (one script)."""
-        with _reachable():
+        with reachable():
             reply = await self._take(keys=[self._counter(bucket)], args=[amount, limit, _milliseconds(ttl)])
         return _taken(reply)
 
     async def adjust(self, bucket: str, delta: float, *, ttl: float | None) -> float:
         """Add delta unconditionally, flooring at 0 (one script)."""
-        with _reachable():
+        with reachable():
             reply = await self._adjust(keys=[self._counter(bucket)], args=[delta, _milliseconds(ttl)])
         return float(reply)
 
     async def value(self, bucket: str) -> float:
         """The current value (0 when missing or expired)."""
-        with _reachable():
+        with reachable():
             reply = await self._client.get(self._counter(bucket))
         return 0.0 if reply is None else float(reply)
 
@@ -143,13 +143,13 @@ class RedisCounters:
             return Taken(True, 0.0)
         keys = [self._counter(bucket) for bucket, _, _, _ in takes]
         args = [arg for _, amount, limit, ttl in takes for arg in (amount, limit, _milliseconds(ttl))]
-        with _reachable():
+        with reachable():
             reply = await self._take_many(keys=keys, args=args)
         return _taken(reply)
 
     async def next_turn(self, name: str) -> int:
         """0, 1, 2, ... per name, shared by every replica (INCR)."""
-        with _reachable():
+        with reachable():
             return int(await self._client.incr(f"{self._prefix}turn:{name}")) - 1
 
     async def close(self) -> None:
@@ -174,17 +174,17 @@ class RedisBreakerBoard:
         """A board on the server at ``url`` (see ``RedisCounters.connect``)."""
         board = cls(redis_client(url, time_limit=time_limit), prefix=prefix)
         if ping:
-            await _answers(board._client)
+            await answers(board._client)
         return board
 
     async def trip(self, deployment: str, until: float) -> None:
         """Open a deployment until a time, keeping the later end (ZADD GT)."""
-        with _reachable():
+        with reachable():
             await self._client.zadd(self._key, {deployment: until}, gt=True)
 
     async def tripped(self, now: float) -> dict[str, float]:
         """Deployments still open at ``now``; ended trips are removed."""
-        with _reachable():
+        with reachable():
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.zremrangebyscore(self._key, "-inf", now)
                 pipe.zrangebyscore(self._key, f"({now!r}", "+inf", withscores=True)
@@ -207,7 +207,7 @@ def _taken(reply: Sequence[Any]) -> Taken:
 
 
 @contextmanager
-def _reachable() -> Iterator[None]:
+def reachable() -> Iterator[None]:
     """Turn the client's connectivity errors into ``StateUnavailable``."""
     try:
         yield
@@ -215,10 +215,10 @@ def _reachable() -> Iterator[None]:
         raise StateUnavailable(f"Redis: {type(error).__name__}: {error}") from error
 
 
-async def _answers(client: redis.asyncio.Redis) -> None:
+async def answers(client: redis.asyncio.Redis) -> None:
     """``StateUnavailable`` (and the client closed) unless the server answers a ping now."""
     try:
-        with _reachable():
+        with reachable():
             await client.ping()
     except StateUnavailable:
         await client.aclose()

@@ -168,7 +168,7 @@ class SqliteStore:
         path = sqlite_path(url_or_path)
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmgate-sqlite")
         try:
-            db = await _in_thread(thread, lambda: _open(path))
+            db = await in_thread(thread, lambda: _open(path))
         except BaseException:
             thread.shutdown(wait=False)
             raise
@@ -180,12 +180,12 @@ class SqliteStore:
             return
         self._closed = True
         try:
-            await _in_thread(self._thread, self._db.close)
+            await in_thread(self._thread, self._db.close)
         finally:
             self._thread.shutdown(wait=False)
 
     async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        return await _in_thread(self._thread, lambda: job(self._db))
+        return await in_thread(self._thread, lambda: job(self._db))
 
     # KeyStore
 
@@ -322,7 +322,7 @@ class SqliteStore:
             db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
 
 
-async def _in_thread(thread: ThreadPoolExecutor, job: Callable[[], T]) -> T:
+async def in_thread(thread: ThreadPoolExecutor, job: Callable[[], T]) -> T:
     """Run ``job`` on the store's thread; connectivity failures become ``StateUnavailable``."""
     try:
         return await asyncio.get_running_loop().run_in_executor(thread, job)
