@@ -5,6 +5,7 @@ async with Gateway() as gw:
     reply = await gw.chat("mock:echo", [{"role": "user", "content": "Hi"}])
 """
 
+from llmgate.calls import ChatStream
 from llmgate.config import ConfigError, Settings, load_settings
 from llmgate.core import (
     AuthenticationError,
@@ -30,7 +31,6 @@ from llmgate.core import (
 )
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.gateway import Gateway
-from llmgate.streaming import ChatStream
 from llmgate.sync import SyncGateway
 
 __version__ = "0.1.0"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from llmgate.catalogue import UNKNOWN, Catalogue, Prices
 from llmgate.config import ConfigError, ProviderSettings, Settings
 from llmgate.config.settings import DeploymentSettings, ModelGroupSettings, Timeouts
+from llmgate.policies.cache import CacheRule, CacheRules
 from llmgate.providers.base import AdapterConfigError, ChatProvider, ProviderSpec, TimeoutPolicy
 from llmgate.providers.mock import MockBehaviour, MockFailurePlan
 from llmgate.providers.registry import build_provider
@@ -133,10 +134,38 @@ class Assembly:
         """The provider name the catalogue lists an account's models under."""
         return account.type if account.type != "openai" or account.name == "openai" else account.name
 
+    def cache_rules(self) -> CacheRules:
+        """The response cache's rules: the global ``cache`` block, and each group's own."""
+        cache = self.settings.cache
+        default = CacheRule(
+            enabled=cache.mode != "off",
+            mode="semantic" if cache.mode == "semantic" else "exact",
+            ttl=cache.ttl,
+            only_deterministic=cache.only_deterministic,
+            shared=cache.namespace == "shared",
+        )
+        groups = {}
+        for group in self.settings.models:
+            own = group.cache
+            if own is None:
+                continue
+            groups[group.name] = CacheRule(
+                enabled=own.enabled if own.enabled is not None else default.enabled or own.mode is not None,
+                mode=own.mode or default.mode,
+                ttl=own.ttl or default.ttl,
+                only_deterministic=_either(own.only_deterministic, default.only_deterministic),
+                shared=(own.namespace or cache.namespace) == "shared",
+            )
+        return CacheRules(default, groups, cache.max_entry_bytes)
+
     def catalogue_provider(self, model: str) -> str | None:
         """The provider the catalogue lists a model under."""
         info = self.catalogue.lookup(model)
         return info.provider if info is not None else None
+
+
+def _either(own: bool | None, default: bool) -> bool:
+    return default if own is None else own
 
 
 def _policy(timeouts: Timeouts) -> TimeoutPolicy:

@@ -10,30 +10,31 @@ import logging
 import os
 import random
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Self, get_args
 
 from llmgate.assembly import Assembly
+from llmgate.calls import CallOptions, ChatCalls, ChatStream, close_failed
 from llmgate.catalogue import Catalogue, ModelInfo, cost_of
 from llmgate.config import Settings, how_to_enable, load_settings
 from llmgate.config.settings import ProviderType
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
-from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, ModelNotFound, PermissionDenied
+from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
+from llmgate.core.errors import InvalidRequest, ModelNotFound
 from llmgate.core.request import ChatRequest, EmbeddingRequest
-from llmgate.core.response import ChatResponse, ModelCard
+from llmgate.core.response import ModelCard
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.core.usage import make_usage
 from llmgate.observe.health import Health
-from llmgate.policies.guard import Call, Pass
+from llmgate.policies.cache import ResponseCaching
+from llmgate.policies.guard import Call, Guard
 from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
 from llmgate.providers.base import (
     EmbeddingProvider,
     ModelLister,
-    Target,
 )
 from llmgate.providers.transport import Transport
 from llmgate.routing.backoff import Backoff
@@ -41,16 +42,13 @@ from llmgate.routing.breaker import BreakerPolicy
 from llmgate.routing.deployments import ApiKey, Deployment, ModelGroup
 from llmgate.routing.failover import Failover, RetryPolicy
 from llmgate.routing.health import HealthBoard
-from llmgate.routing.plan import Option, Plan
 from llmgate.routing.quota import UpstreamQuota
 from llmgate.routing.router import Router
 from llmgate.routing.strategies import make_strategy
 from llmgate.routing.strategies.base import Strategy
-from llmgate.streaming import ChatStream
 from llmgate.wiring import State, open_state
 
 log = logging.getLogger("llmgate")
-PROMPT_MARGIN = 1.25  # the prompt estimate is ~4 chars/token: a budget reserves this much more
 
 
 class Gateway:
@@ -94,6 +92,15 @@ class Gateway:
         self._state: State | None = None
         self._quota: UpstreamQuota | None = None
         self._starting = asyncio.Lock()
+        self.caching = ResponseCaching(self._assembly.cache_rules(), None)
+        self.calls = ChatCalls(
+            router=self.router,
+            failover=self.failover,
+            caching=self.caching,
+            guard=self._guard,
+            total_timeout=routing.timeouts.total,
+            default_max_tokens=self._assembly.default_max_tokens,
+        )
         self.health_report = Health(
             self.router,
             self.board,
@@ -125,7 +132,8 @@ class Gateway:
             return state
         async with self._starting:
             if self._state is None:
-                self._state = await open_state(self.settings, self.board)
+                self._state = await open_state(self.settings, self.board, self.caching.rules)
+                self.caching.store = self._state.cache
                 self._quota = UpstreamQuota(self._state.counters)
                 self.failover.admission = self._quota
                 if self._state.shared:
@@ -151,11 +159,16 @@ class Gateway:
     # --- chat -------------------------------------------------------------------------------------------
 
     async def chat(
-        self, model: str | ChatRequest, messages: Sequence[Mapping[str, Any]] | None = None, **params: Any
+        self,
+        model: str | ChatRequest,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        cache: CacheControl = DEFAULT_CACHE_CONTROL,
+        **params: Any,
     ) -> ChatResult:
         """One complete reply. ``model`` is a group name or ``provider:model``; params as OpenAI's."""
         request = self._chat_request(model, messages, params, stream=False)
-        return await self.complete(request)
+        return await self.complete(request, cache=cache)
 
     async def complete(
         self,
@@ -165,75 +178,29 @@ class Gateway:
         time_limit: float | None = None,
         fallbacks: tuple[str, ...] = (),
         caller: Caller = ANONYMOUS,
+        cache: CacheControl = DEFAULT_CACHE_CONTROL,
     ) -> ChatResult:
-        """Serve a validated request (the server's entry point), with limits, retries and failover.
+        """Serve a validated request (the server's entry point): from the cache, or with limits, retries
+        and failover.
 
         ``time_limit`` (seconds) bounds all attempts together; ``fallbacks`` are groups to try first
         when the requested group fails (the ``x-llmgate-fallbacks`` header); ``caller`` is whose limits,
-        budget and model list apply.
+        budget, model list and cache namespace apply; ``cache`` is the request's cache control.
         """
-        state = self._state or await self.start()
-        request_id = request_id or self.new_request_id()
-        plan = self._plan(request, fallbacks, caller)
-        try:
-            gate = await state.guard.open(caller, self._call(request, plan, caller))
-        except GatewayError as refused:
-            refused.request_id = request_id
-            raise
-        try:
-            served = await self.failover.run(
-                plan, partial(_chat_once, request), deadline=self._deadline(time_limit)
-            )
-        except BaseException as exc:
-            await _close_failed(gate, request_id, exc)
-            raise
-        served.finish(ok=True)
-        option = served.option
-        deployment = option.deployment
-        response = served.value
-        info = CallInfo(
-            request_id,
-            deployment.account.name,
-            deployment.name,
-            deployment.model,
-            served.attempts,
-            (self.board.clock() - served.started) * 1000,
-            option.dropped,
-            gate.limit,
-            served.tried,
-        )
-        usage = response.usage
-        cost = cost_of(usage, deployment.prices) if usage is not None else None
-        try:
-            await self.failover.release(served, usage.total_tokens if usage is not None else None)
-        finally:
-            await gate.close(info=info, usage=usage, cost=cost, first_token_ms=info.latency_ms)
-        return ChatResult(response, info, cost)
-
-    def _call(self, request: ChatRequest, plan: Plan, caller: Caller) -> Call:
-        """What the guard reserves: tokens when a token limit applies, the worst-case cost only for a key
-        with a budget (each estimate is only made when something will read it)."""
-        counted = self._state is not None and self._state.guard.limits.applies_to(caller)
-        worst = self._worst_cost(request, plan) if caller.budget_usd is not None else None
-        return Call(request.model, plan.reserved_tokens if counted else 0, worst, bool(request.stream))
-
-    def _worst_cost(self, request: ChatRequest, plan: Plan) -> float | None:
-        prompt = int(plan.prompt_tokens * PROMPT_MARGIN) + 1
-        costs = []
-        for group in plan.reachable():
-            for deployment in group.deployments:
-                output = request.output_limit or self._assembly.default_max_tokens(deployment.model)
-                cost = cost_of(make_usage(prompt=prompt, completion=output), deployment.prices)
-                if cost is not None:
-                    costs.append(cost)
-        return max(costs) if costs else None
+        options = CallOptions(request_id or self.new_request_id(), time_limit, fallbacks, cache)
+        return await self.calls.complete(request, options, caller)
 
     def stream(
-        self, model: str | ChatRequest, messages: Sequence[Mapping[str, Any]] | None = None, **params: Any
+        self,
+        model: str | ChatRequest,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        cache: CacheControl = DEFAULT_CACHE_CONTROL,
+        **params: Any,
     ) -> ChatStream:
         """A streamed reply: ``async for chunk in gw.stream(...)``."""
         request = self._chat_request(model, messages, params, stream=True)
-        return self.open_stream(request)
+        return self.open_stream(request, cache=cache)
 
     def open_stream(
         self,
@@ -243,21 +210,24 @@ class Gateway:
         time_limit: float | None = None,
         fallbacks: tuple[str, ...] = (),
         caller: Caller = ANONYMOUS,
+        cache: CacheControl = DEFAULT_CACHE_CONTROL,
     ) -> ChatStream:
         """Serve a validated streaming request (the server's entry point); routing runs in ``start()``."""
-        plan = self._plan(request, fallbacks, caller)
-        return ChatStream(
-            request,
-            plan,
-            self.failover,
-            request_id or self.new_request_id(),
-            deadline=self._deadline(time_limit),
-            admit=partial(self._admit_stream, request, plan, caller),
-        )
+        options = CallOptions(request_id or self.new_request_id(), time_limit, fallbacks, cache)
+        return self.calls.open_stream(request, options, caller)
 
-    async def _admit_stream(self, request: ChatRequest, plan: Plan, caller: Caller) -> Pass:
-        state = await self.start()
-        return await state.guard.open(caller, self._call(request, plan, caller))
+    async def _guard(self) -> Guard:
+        return (self._state or await self.start()).guard
+
+    async def cache_stats(self) -> dict[str, Any]:
+        """The response cache: backend, entries, bytes, hits, misses, hit rate, coalesced, saved cost."""
+        await self.start()
+        return await self.caching.stats()
+
+    async def clear_cache(self, *, namespace: str | None = None, model: str | None = None) -> int:
+        """Remove cached answers: all, or those of a namespace (a key id) and/or a model group."""
+        await self.start()
+        return await self.caching.clear(namespace=namespace, group=model)
 
     async def rate_limit_status(
         self, name: str | None = None, *, caller: Caller = ANONYMOUS
@@ -306,34 +276,6 @@ class Gateway:
             "usable": self.board.usable(deployment.name, key.label, now),
         }
 
-    def _plan(self, request: ChatRequest, fallbacks: tuple[str, ...], caller: Caller) -> Plan:
-        """The routing plan, with only the groups the caller's key may use (the requested one is checked
-        by the guard; a fallback the key excludes is skipped, one it asked for by name refused)."""
-        allowed = caller.may_use if caller.models else None
-        return self.failover.plan(
-            request, self.router.group(request.model), self._fallbacks(fallbacks, caller), allowed=allowed
-        )
-
-    def _fallbacks(self, names: tuple[str, ...], caller: Caller) -> tuple[str, ...]:
-        unknown = [name for name in names if name not in self.router.groups]
-        if unknown:
-            raise InvalidRequest(
-                f"unknown model group in fallbacks: {', '.join(unknown)[:200]} "
-                f"(groups: {', '.join(self.router.groups) or 'none'})",
-                param="x-llmgate-fallbacks",
-            )
-        denied = [name for name in names if not caller.may_use(name)]
-        if denied:
-            raise PermissionDenied(
-                f"This API key may not use the model group '{denied[0][:256]}' (x-llmgate-fallbacks).",
-                param="x-llmgate-fallbacks",
-            )
-        return names
-
-    def _deadline(self, time_limit: float | None) -> float:
-        total = self.settings.routing.timeouts.total if time_limit is None else time_limit
-        return self.board.clock() + total
-
     def _strategy_of(self, group: ModelGroup) -> Strategy:
         name = group.strategy or self.settings.routing.strategy
         strategy = self._strategies.get(name)
@@ -371,7 +313,7 @@ class Gateway:
         try:
             response = await adapter.embed(request, deployment.target())
         except BaseException as exc:
-            await _close_failed(gate, request_id, exc)
+            await close_failed(gate, request_id, exc)
             raise
         info = CallInfo(
             request_id,
@@ -516,17 +458,3 @@ def _limit_view(status: LimitStatus | None) -> dict[str, Any] | None:
     if status is None:
         return None
     return {"limit": status.limit, "remaining": status.remaining, "reset": round(status.reset, 3)}
-
-
-async def _close_failed(gate: Pass, request_id: str, exc: BaseException) -> None:
-    """Close a call that failed (or whose caller went away) with its usage record."""
-    error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
-    if error.limit is None:
-        error.limit = gate.limit
-    error.request_id = request_id
-    await gate.close(info=CallInfo.failed(request_id, error, gate.limit), usage=None, cost=None, error=error)
-
-
-async def _chat_once(request: ChatRequest, option: Option, target: Target) -> ChatResponse:
-    """One non-streaming attempt."""
-    return await option.deployment.adapter.chat(request, target)

@@ -16,14 +16,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from llmgate.config.settings import Settings
 from llmgate.policies.budgets import Budgets, SpendSince
+from llmgate.policies.cache import AnswerStore, CacheRules
 from llmgate.policies.guard import Guard
 from llmgate.policies.keys import KeyService
 from llmgate.policies.limits import CallerLimits, Rate
 from llmgate.policies.usage import UsageRecorder
 from llmgate.routing.health import HealthBoard
 from llmgate.state import open_database, shared_state
+from llmgate.state.cache.memory import MemoryCache
+from llmgate.state.cache.redis import RedisCache
+from llmgate.state.cache.sqlite import SqliteCache
 from llmgate.state.memory import MemoryCounters
-from llmgate.state.ports import BreakerBoard, Counters, Database, Degradable, StateUnavailable
+from llmgate.state.ports import BreakerBoard, Counters, Database, Degradable, ResponseCache, StateUnavailable
+from llmgate.state.redis import redis_client
 
 log = logging.getLogger("llmgate")
 BOARD_SYNC_INTERVAL = 1.0
@@ -41,6 +46,7 @@ class State:
     guard: Guard
     recorder: UsageRecorder
     shared: bool
+    cache: AnswerStore | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -49,6 +55,9 @@ class State:
         for name, part in (("redis", self.counters), ("redis breaker board", self.board)):
             if isinstance(part, Degradable) and part.degraded:
                 problems.append(f"{name} unreachable, using local state: {part.last_error}")
+        problem = self.cache.problem() if self.cache is not None else None
+        if problem is not None:
+            problems.append(problem)
         if self.recorder.degraded:
             problems.append(
                 f"database unreachable, {self.recorder.pending} usage records waiting: "
@@ -67,14 +76,16 @@ class State:
             await self.guard.limits.close()
             await self.recorder.close()
         finally:
+            if self.cache is not None:
+                await self.cache.backend.close()
             await self.counters.close()
             if self.board is not None:
                 await self.board.close()
             await self.database.close()
 
 
-async def open_state(settings: Settings, health: HealthBoard) -> State:
-    """Open the database and (when configured) Redis, and build the policies on them."""
+async def open_state(settings: Settings, health: HealthBoard, rules: CacheRules | None = None) -> State:
+    """Open the database, Redis and the response cache (when configured), and build the policies."""
     storage, limits = settings.storage, settings.limits
     database = await open_database(storage.database)
     log.info("keys and usage records: %s", _without_password(storage.database))
@@ -97,10 +108,28 @@ async def open_state(settings: Settings, health: HealthBoard) -> State:
         recorder=recorder,
         budgets_closed=lambda: budgets_closed and _degraded(counters),
     )
-    state = State(database, counters, board, KeyService(database), guard, recorder, shared)
+    cache = await _open_cache(settings) if rules is not None and rules.any_enabled else None
+    state = State(database, counters, board, KeyService(database), guard, recorder, shared, cache)
     if board is not None:
         state.tasks.append(asyncio.get_running_loop().create_task(_share_trips(board, health)))
     return state
+
+
+async def _open_cache(settings: Settings) -> AnswerStore:
+    """The response cache's backend, behind the store that bounds and bypasses it."""
+    cache, storage = settings.cache, settings.storage
+    backend: ResponseCache
+    if cache.backend == "redis" and storage.redis:
+        # No ping: a Redis that is down at start is bypassed like one that goes down later.
+        backend = RedisCache(redis_client(storage.redis), prefix=storage.redis_prefix)
+    elif cache.backend == "sqlite":
+        backend = await SqliteCache.connect(
+            cache.path, max_entries=cache.max_entries, max_bytes=cache.max_bytes
+        )
+    else:
+        backend = MemoryCache(max_entries=cache.max_entries, max_bytes=cache.max_bytes)
+    log.info("response cache: %s", backend.name)
+    return AnswerStore(backend, timeout=cache.timeout, max_entry_bytes=cache.max_entry_bytes)
 
 
 def _without_password(url: str) -> str:

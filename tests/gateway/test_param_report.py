@@ -28,7 +28,7 @@ class Picky(MockProvider):
 def picky_gateway() -> Gateway:
     gw = Gateway()
     account = ProviderAccount("picky", "mock", Picky(name="picky"))
-    gw.router = Router(groups={}, accounts={"picky": account})
+    gw.router = gw.calls.router = Router(groups={}, accounts={"picky": account})
     return gw
 
 
@@ -68,7 +68,7 @@ class Untidy(MockProvider):
 
 def test_unsafe_dropped_names_are_left_out_of_the_header() -> None:
     gw = Gateway()
-    gw.router = Router(
+    gw.router = gw.calls.router = Router(
         groups={}, accounts={"untidy": ProviderAccount("untidy", "mock", Untidy(name="untidy"))}
     )
     with TestClient(create_app(gw)) as client:

@@ -16,6 +16,7 @@ import pytest
 
 from clock import FakeClock
 from llmgate import Gateway, load_settings
+from llmgate.calls import ChatStream, has_content
 from llmgate.core.codec import parse_chat_request
 from llmgate.core.errors import Overloaded, StreamInterrupted, UpstreamConnectionError
 from llmgate.core.headroom import NOTHING_UNSUPPORTED, ParamReport
@@ -37,7 +38,6 @@ from llmgate.routing.deployments import Deployment, Hedge, ModelGroup, ProviderA
 from llmgate.routing.failover import Failover, RetryPolicy
 from llmgate.routing.health import HealthBoard
 from llmgate.routing.strategies import make_strategy
-from llmgate.streaming import ChatStream, has_content
 
 HELLO = [{"role": "user", "content": "hello brave new world"}]
 HANG_GUARD = 2.0  # seconds: not a timing assertion, only so that a regression fails instead of hanging

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from llmgate.config.detect import detect_providers
-from llmgate.config.settings import ReferenceProblems, Settings, default_database
+from llmgate.config.settings import ReferenceProblems, Settings, default_cache_file, default_database
 
 _REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-?])(?P<arg>[^}]*))?\}")
 _PLACEHOLDER = "__llmgate_env_"
@@ -54,6 +54,9 @@ def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] 
     storage = data.setdefault("storage", {})
     if isinstance(storage, dict) and "database" not in storage:
         storage["database"] = default_database(env)
+    cache = data.setdefault("cache", {})
+    if isinstance(cache, dict) and "path" not in cache:
+        cache["path"] = default_cache_file(env)
     providers = data.get("providers")
     if providers is None or providers == {}:
         data["providers"] = detect_providers(env)

@@ -37,6 +37,11 @@ def data_dir(env: Mapping[str, str]) -> Path:
     return path
 
 
+def default_cache_file(env: Mapping[str, str]) -> str:
+    """The SQLite response cache's file: beside the embedded database."""
+    return f"sqlite:///{data_dir(env) / 'cache.db'}"
+
+
 def default_database(env: Mapping[str, str]) -> str:
     """The embedded SQLite database's URL."""
     return f"sqlite:///{data_dir(env) / 'llmgate.db'}"
@@ -161,6 +166,7 @@ class ModelGroupSettings(_Frozen):
     context_fallbacks: tuple[str, ...] = ()
     strategy: StrategyName | None = None
     hedge: HedgeSettings | None = None
+    cache: GroupCacheSettings | None = None
 
     _strategy = field_validator("strategy", mode="before")(_strategy_name)
 
@@ -240,13 +246,43 @@ class StorageSettings(_Frozen):
         return None if value in ("", None) else value
 
 
-class CacheSettings(_Frozen):
-    """Response cache (used from the caching layer on)."""
+CacheMode = Literal["off", "exact", "semantic"]
 
-    mode: Literal["off", "exact", "semantic"] = "off"
+
+class CacheSettings(_Frozen):
+    """The response cache (SPEC.md section 6): on for every group with ``mode`` exact or semantic, or per
+    group (``models[].cache``). Entries are per caller namespace: the virtual key, unless a group shares."""
+
+    mode: CacheMode = "off"
     backend: Literal["memory", "sqlite", "redis"] = "memory"
-    ttl: float = Field(3600.0, gt=0)
+    ttl: float = Field(3600.0, gt=0, le=365 * 86_400)
     max_entries: int = Field(1000, gt=0)
+    max_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """Memory and SQLite: bytes of answers held, at most (least recently used go first)."""
+    max_entry_bytes: int = Field(1024 * 1024, gt=0)
+    """An answer larger than this is not stored."""
+    only_deterministic: bool = False
+    """Cache only requests with temperature 0 or a seed (default: every request of a cached group)."""
+    namespace: Literal["key", "shared"] = "key"
+    """``key``: each virtual key has its own entries; ``shared``: callers share (an explicit choice)."""
+    path: str = Field(default_factory=lambda: default_cache_file(os.environ))
+    """SQLite backend: the file (default ``cache.db`` in the data directory)."""
+    timeout: float = Field(0.2, gt=0, le=10)
+    """Seconds a cache backend call may take; slower, the call is served without the cache."""
+    embedding_model: str | None = None
+    """Semantic mode: the embedding model (a group or ``provider:model`` the gateway serves)."""
+    threshold: float = Field(0.92, gt=0, le=1)
+    """Semantic mode: the cosine similarity a stored conversation must reach to be served."""
+
+
+class GroupCacheSettings(_Frozen):
+    """A model group's own cache rules; what is not set comes from the global ``cache`` block."""
+
+    enabled: bool | None = None
+    ttl: float | None = Field(None, gt=0, le=365 * 86_400)
+    mode: Literal["exact", "semantic"] | None = None
+    only_deterministic: bool | None = None
+    namespace: Literal["key", "shared"] | None = None
 
 
 class RateLimit(_Frozen):
@@ -311,6 +347,18 @@ class Settings(_Frozen):
                                 f"unknown model group '{fallback}' (groups: {', '.join(names)})",
                             )
                         )
+        problems.extend(self._cache_problems())
         if problems:
             raise ReferenceProblems(problems)
         return self
+
+    def _cache_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.cache.backend == "redis" and not self.storage.redis:
+            problems.append((("cache", "backend"), "the redis backend needs storage.redis (a Redis URL)"))
+        semantic = self.cache.mode == "semantic" or any(
+            group.cache is not None and group.cache.mode == "semantic" for group in self.models
+        )
+        if semantic and not self.cache.embedding_model:
+            problems.append((("cache", "embedding_model"), "semantic caching needs an embedding_model"))
+        return problems

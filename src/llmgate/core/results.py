@@ -24,11 +24,17 @@ class CallInfo:
     limit: LimitStatus | None = None
     tried: tuple[str, ...] = ()
     """Deployments called before the one that served (or all of them, for a failed call)."""
+    cache: str = "skip"
+    """``hit``, ``semantic-hit``, ``miss`` (looked up, not found) or ``skip`` (not looked up)."""
+    saved_usd: float | None = None
+    """For an answer from the cache: what the call cost when it was made."""
 
     @classmethod
-    def failed(cls, request_id: str, error: GatewayError, limit: LimitStatus | None) -> CallInfo:
+    def failed(
+        cls, request_id: str, error: GatewayError, limit: LimitStatus | None, *, cache: str = "skip"
+    ) -> CallInfo:
         """A call no deployment served: its attempts and the deployments they went to."""
-        return cls(request_id, "", "", "", error.attempts, limit=limit, tried=error.tried)
+        return cls(request_id, "", "", "", error.attempts, limit=limit, tried=error.tried, cache=cache)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ class Call:
     worst_cost: float | None
     """The most the call can cost (reserved against a budget); ``None`` when no price is known."""
     stream: bool = False
+    budgeted: bool = True
+    """Whether the key's budget applies (an answer from the cache spends nothing)."""
 
 
 @dataclass(slots=True)
@@ -104,15 +106,16 @@ class Pass:
             completion_tokens=usage.completion_tokens if usage is not None else 0,
             cached_tokens=(details.cached_tokens or 0) if details else 0,
             reasoning_tokens=(reasoning.reasoning_tokens or 0) if reasoning else 0,
-            cost_usd=cost if usage is not None else (0.0 if error is not None else None),
+            cost_usd=cost if usage is not None or cost is not None else (0.0 if error is not None else None),
             latency_ms=(time.time() - self.started) * 1000,
             ttft_ms=first_token_ms,
             status=200 if error is None else error.status,
             error_type=error.code if error is not None else None,
-            cache=None,
+            cache=info.cache if info is not None else None,
             attempts=info.attempts if info is not None else 0,
             stream=self.call.stream,
             tried=",".join(info.tried) if info is not None and info.tried else None,
+            saved_usd=info.saved_usd if info is not None else None,
         )
 
 
@@ -159,7 +162,7 @@ class Guard:
         return Pass(self, caller, call, ticket, hold, started)
 
     async def _reserve(self, caller: Caller, call: Call) -> Hold | None:
-        if caller.budget_usd is None:
+        if caller.budget_usd is None or not call.budgeted:
             return None
         if self._budgets_closed():
             raise Overloaded(

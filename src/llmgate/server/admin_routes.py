@@ -1,4 +1,5 @@
-"""``/admin/keys``: virtual keys, for the master key only; and ``/api/rate-limits`` for any caller."""
+"""``/admin/keys`` (virtual keys) and ``/admin/cache``, for the master key only; and ``/api/rate-limits``
+for any caller."""
 
 from __future__ import annotations
 
@@ -50,6 +51,15 @@ class AdminRoutes:
         await self.ctx.authenticate_admin(request)
         key = await self.ctx.gateway.revoke_key(request.path_params["key_id"])
         return Response(encoder.encode(key), media_type=JSON)
+
+    async def clear_cache(self, request: Request) -> Response:
+        """``DELETE /admin/cache[?namespace=KEY_ID][&model=GROUP]``: drop cached answers."""
+        await self.ctx.authenticate_admin(request)
+        params = request.query_params
+        deleted = await self.ctx.gateway.clear_cache(
+            namespace=params.get("namespace") or None, model=params.get("model") or None
+        )
+        return Response(encoder.encode({"deleted": deleted}), media_type=JSON)
 
     async def rate_limits(self, request: Request) -> Response:
         """``GET /api/rate-limits[?name=provider]``: the caller's limit and each upstream key's."""

@@ -99,6 +99,11 @@ class HealthRoutes:
         body = {"deployments": gateway.provider_health(), "keys": gateway.board.keys_report()}
         return Response(encoder.encode(body), media_type=JSON)
 
+    async def cache(self, request: Request) -> Response:
+        """``GET /health/cache``: backend, entries, bytes, hits, misses, hit rate, coalesced, saved cost."""
+        await self.ctx.authenticate(request)
+        return Response(encoder.encode(await self.ctx.gateway.cache_stats()), media_type=JSON)
+
 
 def _models(models: Any) -> Response:
     views = [model_view(info) for info in models]

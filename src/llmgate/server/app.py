@@ -49,12 +49,14 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
         Route("/api/models/{model_id:path}", catalogue.get_model, methods=["GET"]),
         Route("/health", health.health, methods=["GET"]),
         Route("/health/providers", health.providers, methods=["GET"]),
+        Route("/health/cache", health.cache, methods=["GET"]),
         Route("/api/rate-limits", admin.rate_limits, methods=["GET"]),
         Route("/admin/keys", admin.create, methods=["POST"]),
         Route("/admin/keys", admin.list, methods=["GET"]),
         Route("/admin/keys/{key_id}", admin.get, methods=["GET"]),
         Route("/admin/keys/{key_id}", admin.update, methods=["PATCH"]),
         Route("/admin/keys/{key_id}", admin.revoke, methods=["DELETE"]),
+        Route("/admin/cache", admin.clear_cache, methods=["DELETE"]),
     ]
 
     @asynccontextmanager

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from llmgate.core.caller import Caller
+from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
 from llmgate.core.errors import InvalidRequest
 from llmgate.gateway import Gateway
 from llmgate.server.auth import identify, require_admin
@@ -15,6 +16,7 @@ from llmgate.server.auth import identify, require_admin
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_TIME_LIMIT = 3600.0
 MAX_FALLBACKS = 10
+MAX_CACHE_TTL = 365 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,25 +51,61 @@ class ServerContext:
             return given
         return self.gateway.new_request_id()
 
-    def call_options(self, request: Request) -> tuple[str, float | None, tuple[str, ...]]:
-        """Request id, ``x-llmgate-timeout`` and ``x-llmgate-fallbacks``, from one pass over the headers."""
+    def call_options(self, request: Request) -> CallHeaders:
+        """Request id, ``x-llmgate-timeout``, ``x-llmgate-fallbacks`` and the cache controls, from one pass
+        over the headers."""
         found: dict[bytes, bytes] = {}
         for name, value in request.scope["headers"]:
             if name in _CALL_HEADERS:
                 found[name] = value
         if not found:
-            return self.gateway.new_request_id(), None, ()
+            return CallHeaders(self.gateway.new_request_id())
         given = found.get(b"x-request-id")
         timeout = found.get(b"x-llmgate-timeout")
         fallbacks = found.get(b"x-llmgate-fallbacks")
-        return (
+        return CallHeaders(
             self._request_id(given.decode("latin-1") if given is not None else None),
             parse_time_limit(timeout.decode("latin-1")) if timeout is not None else None,
             parse_fallbacks(fallbacks.decode("latin-1")) if fallbacks is not None else (),
+            parse_cache_control(found.get(b"cache-control"), found.get(b"x-llmgate-cache-ttl")),
         )
 
 
-_CALL_HEADERS = frozenset((b"x-request-id", b"x-llmgate-timeout", b"x-llmgate-fallbacks"))
+@dataclass(frozen=True, slots=True)
+class CallHeaders:
+    """What a chat request's headers ask of the call."""
+
+    request_id: str
+    time_limit: float | None = None
+    fallbacks: tuple[str, ...] = ()
+    cache: CacheControl = DEFAULT_CACHE_CONTROL
+
+
+_CALL_HEADERS = frozenset(
+    (b"x-request-id", b"x-llmgate-timeout", b"x-llmgate-fallbacks", b"cache-control", b"x-llmgate-cache-ttl")
+)
+
+
+def parse_cache_control(control: bytes | None, ttl: bytes | None) -> CacheControl:
+    """``Cache-Control: no-cache`` (skip the lookup, still store) / ``no-store`` (do not store), and
+    ``x-llmgate-cache-ttl: SECONDS`` (in (0, 1 year]); other directives are ignored."""
+    directives = {part.strip().lower() for part in control.decode("latin-1").split(",")} if control else set()
+    seconds = None
+    if ttl is not None:
+        raw = ttl.decode("latin-1")
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds <= MAX_CACHE_TTL:
+            raise InvalidRequest(
+                f"x-llmgate-cache-ttl must be a number of seconds in (0, {MAX_CACHE_TTL:g}], "
+                f"not '{raw[:40]}'",
+                param="x-llmgate-cache-ttl",
+            )
+    if not directives and seconds is None:
+        return DEFAULT_CACHE_CONTROL
+    return CacheControl(lookup="no-cache" not in directives, store="no-store" not in directives, ttl=seconds)
 
 
 def parse_time_limit(raw: str) -> float:

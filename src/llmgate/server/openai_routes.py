@@ -32,10 +32,15 @@ class OpenAIRoutes:
         ctx = self.ctx
         caller = ANONYMOUS if ctx.master_key is None else await ctx.authenticate(request)
         chat = parse_chat_request(decode_json(await read_body(request, ctx.max_body)))
-        request_id, limit, fallbacks = ctx.call_options(request)
+        asked = ctx.call_options(request)
         if chat.stream:
             stream = ctx.gateway.open_stream(
-                chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks, caller=caller
+                chat,
+                request_id=asked.request_id,
+                time_limit=asked.time_limit,
+                fallbacks=asked.fallbacks,
+                caller=caller,
+                cache=asked.cache,
             )
             watch = DisconnectWatch(request.receive)  # one watch for the request, handed to the response
             try:
@@ -47,7 +52,12 @@ class OpenAIRoutes:
                 await stream.aclose()
                 raise
         work = ctx.gateway.complete(
-            chat, request_id=request_id, time_limit=limit, fallbacks=fallbacks, caller=caller
+            chat,
+            request_id=asked.request_id,
+            time_limit=asked.time_limit,
+            fallbacks=asked.fallbacks,
+            caller=caller,
+            cache=asked.cache,
         )
         result = await until_disconnected(request.receive, work)
         headers = call_headers(result.info)
@@ -87,6 +97,7 @@ def call_headers(info: CallInfo) -> dict[str, str]:
         "x-llmgate-provider": header_text(info.provider),
         "x-llmgate-deployment": header_text(info.deployment),  # names the model: caller text
         "x-llmgate-attempts": str(info.attempts),
+        "x-llmgate-cache": info.cache,
     }
     headers.update(limit_headers(info.limit))
     if info.dropped_params:
@@ -107,4 +118,6 @@ def header_text(value: str) -> str:
 
 def cost_header(cost: float | None) -> str:
     """USD with enough digits for a fraction of a cent; ``unknown`` when a price is missing."""
-    return "unknown" if cost is None else f"{cost:.8f}"
+    if cost is None:
+        return "unknown"
+    return "0" if cost == 0 else f"{cost:.8f}"

@@ -155,6 +155,8 @@ class UsageRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     stream: bool
     tried: str | None = None
     """Deployments called without success, comma-separated in order (``None``: none failed)."""
+    saved_usd: float | None = None
+    """An answer from the cache: what the call cost when it was made (``cost_usd`` is 0)."""
 
 
 @dataclass(frozen=True, slots=True)

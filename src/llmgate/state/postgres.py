@@ -80,9 +80,11 @@ CREATE TABLE IF NOT EXISTS usage_records (
     cache text,
     attempts integer NOT NULL,
     stream boolean NOT NULL,
-    tried text
+    tried text,
+    saved_usd double precision
 );
 ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS tried text;
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS saved_usd double precision;
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
 CREATE INDEX IF NOT EXISTS usage_records_key_time ON usage_records (key_id, time);
 CREATE TABLE IF NOT EXISTS counters (

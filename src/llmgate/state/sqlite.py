@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 URL_PREFIX = "sqlite:///"
 BUSY_TIMEOUT_S = 5.0
-ROWS_PER_INSERT = 50  # x 19 columns: under 999, the oldest SQLite's limit on parameters
+ROWS_PER_INSERT = 999 // len(USAGE_COLUMNS)  # parameters per statement: the oldest SQLite takes 999
 PURGE_INTERVAL_S = 60.0
 # Primary result codes that mean "cannot reach the data" rather than "bad SQL": https://sqlite.org/rescode.html
 UNAVAILABLE_CODES = frozenset(
@@ -97,7 +97,8 @@ CREATE TABLE IF NOT EXISTS usage_records (
     cache TEXT,
     attempts INTEGER NOT NULL,
     stream INTEGER NOT NULL,
-    tried TEXT
+    tried TEXT,
+    saved_usd REAL
 );
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
 CREATE INDEX IF NOT EXISTS usage_records_key_time ON usage_records (key_id, time);
@@ -107,7 +108,7 @@ CREATE TABLE IF NOT EXISTS turns (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
 COMMIT;
 """
 
-ADDED_USAGE_COLUMNS = (("tried", "TEXT"),)
+ADDED_USAGE_COLUMNS = (("tried", "TEXT"), ("saved_usd", "REAL"))
 """Usage columns added after the first release: created in old databases when they are opened."""
 
 SELECT_KEYS = f"SELECT {', '.join(KEY_COLUMNS)} FROM virtual_keys"

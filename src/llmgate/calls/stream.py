@@ -15,12 +15,15 @@ from typing import Self
 
 from msgspec import UNSET
 
+from llmgate.calls.stream_cache import StreamCache, cache_info
 from llmgate.catalogue import cost_of
 from llmgate.core.errors import ClientClosed, GatewayError, UnexpectedResponse
+from llmgate.core.replay import replay_chunks
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk, LastBatch, StreamItem, as_chunk
 from llmgate.core.results import CallInfo
 from llmgate.core.usage import Usage, make_usage
+from llmgate.policies.cache import CachedAnswer
 from llmgate.policies.guard import Pass
 from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover, Served
@@ -86,6 +89,7 @@ class ChatStream:
         *,
         deadline: float | None = None,
         admit: Callable[[], Awaitable[Pass]] | None = None,
+        cache: StreamCache | None = None,
     ) -> None:
         self.request = request
         self.info = CallInfo(request_id, "", "", "")
@@ -102,18 +106,35 @@ class ChatStream:
         self._closed = False
         self._forward_usage = request.wants_usage_chunk
         self._seen = 0  # chunks streamed so far: about one token each (a stream its client abandons)
+        self._cache = cache
+        self._replay: list[StreamItem] | None = None
 
     async def start(self) -> None:
         """Route the request and buffer the upstream's first content."""
         if self._started:
             return
         self._started = True
+        cache = self._cache
+        if cache is not None:
+            ticket = await cache.open()
+            if ticket.answer is not None:
+                await self._start_replay(cache, ticket.answer)
+                return
+        try:
+            await self._route()
+        except BaseException:
+            if cache is not None:
+                cache.failed()
+            raise
+
+    async def _route(self) -> None:
         try:
             if self._admit is not None:
                 self._pass = await self._admit()
         except GatewayError as refused:
             refused.request_id = self.info.request_id
             raise
+        cache = self._cache.state if self._cache is not None else "skip"
         try:
             served = await self._failover.run(
                 self._plan, stream_opener(self.request), deadline=self._deadline, discard=discard_opened
@@ -121,7 +142,7 @@ class ChatStream:
         except BaseException as exc:
             error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
             error.request_id = self.info.request_id
-            self.info = CallInfo.failed(self.info.request_id, error, self.info.limit)
+            self.info = CallInfo.failed(self.info.request_id, error, self.info.limit, cache=cache)
             await self._close_pass(error)
             raise
         self._served = served
@@ -138,7 +159,21 @@ class ChatStream:
             option.dropped,
             self._pass.limit if self._pass is not None else None,
             served.tried,
+            cache,
         )
+
+    async def _start_replay(self, cache: StreamCache, answer: CachedAnswer) -> None:
+        """Serve the stream from the cache: the stored reply replayed as chunks, at no cost."""
+        started = time.monotonic()
+        try:
+            self._pass = await cache.admit_free()
+        except GatewayError as refused:
+            refused.request_id = self.info.request_id
+            raise
+        self._replay = list(replay_chunks(answer.response, include_usage=self._forward_usage))
+        self.cost = 0.0
+        self.first_token = time.monotonic() - started
+        self.info = cache_info(answer, self.info.request_id, self._pass, self.first_token * 1000)
 
     @property
     def served(self) -> Served[Opened] | None:
@@ -162,6 +197,10 @@ class ChatStream:
     async def batches(self) -> AsyncIterator[list[StreamItem]]:
         """The chunks, in the batches they arrived in (never empty); raw items are for writing as is."""
         await self.start()
+        if self._replay is not None:
+            async for batch in self._replayed():
+                yield batch
+            return
         served = self._served
         assert served is not None
         error: GatewayError | None = None
@@ -194,12 +233,32 @@ class ChatStream:
             return
         self._closed = True
         if gone:  # the caller left mid-stream: the call ends, but says nothing about the deployment
+            if self._cache is not None:
+                self._cache.failed()
             served.board.of(served.option.deployment.name).abandoned(served.board.clock())
             self._estimate_usage(served)
             await self._settle(served, ClientClosed("the client went away"))
             return
         served.finish(ok=error is None, first_token=self.first_token, error=error)
+        if self._cache is not None:
+            if error is None:
+                await self._cache.finished(self.info, self.cost)
+            else:
+                self._cache.failed()
         await self._settle(served, error)
+
+    async def _replayed(self) -> AsyncIterator[list[StreamItem]]:
+        replay, self._replay = self._replay or [], []
+        try:
+            yield LastBatch(replay)
+        finally:
+            await self._close_replay()
+
+    async def _close_replay(self) -> None:
+        if self._pass is not None and not self._closed:
+            self._closed = True
+            first_token = self.first_token * 1000 if self.first_token is not None else None
+            await self._pass.close(info=self.info, usage=None, cost=0.0, first_token_ms=first_token)
 
     def _estimate_usage(self, served: Served[Opened]) -> None:
         """A stream abandoned before its usage chunk: estimate what was generated (it was billed)."""
@@ -226,7 +285,10 @@ class ChatStream:
         forward = self._forward_usage
         kept: list[StreamItem] = LastBatch() if isinstance(batch, LastBatch) else []
         self._seen += len(batch)
+        cache = self._cache
         for item in batch:
+            if cache is not None:
+                cache.watch(item)
             if isinstance(item, bytes):  # never carries usage
                 kept.append(item)
                 continue
@@ -248,3 +310,5 @@ class ChatStream:
         if served is not None:
             await self._finish(None, gone=True)  # closed before its end: the caller went away
             await served.value.upstream.aclose()  # type: ignore[attr-defined]
+        elif self._replay is not None:
+            await self._close_replay()

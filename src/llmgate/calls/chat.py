@@ -1,0 +1,243 @@
+"""One chat call from end to end: the caller's scope, the cache, limits and budget, routing, the books.
+
+``complete`` serves a whole reply, ``open_stream`` a streamed one (routing runs in its ``start``).
+An answer from the cache costs nothing and counts against the caller's request rate only; a miss is
+routed, then stored and handed to identical requests that waited for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from time import perf_counter
+
+from llmgate.calls.stream import ChatStream
+from llmgate.calls.stream_cache import StreamCache, cache_info
+from llmgate.catalogue.pricing import cost_of
+from llmgate.core.caller import Caller
+from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
+from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, PermissionDenied
+from llmgate.core.request import ChatRequest
+from llmgate.core.response import ChatResponse
+from llmgate.core.results import CallInfo, ChatResult
+from llmgate.core.usage import make_usage
+from llmgate.policies.cache import CachedAnswer, ResponseCaching, Ticket, answer_of
+from llmgate.policies.guard import Call, Guard, Pass
+from llmgate.providers.base import Target
+from llmgate.routing.failover import Failover
+from llmgate.routing.plan import Option, Plan
+from llmgate.routing.router import Router
+
+PROMPT_MARGIN = 1.25  # the prompt estimate is ~4 chars/token: a budget reserves this much more
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """What a caller may ask of one call besides the request itself."""
+
+    request_id: str
+    time_limit: float | None = None
+    fallbacks: tuple[str, ...] = ()
+    cache: CacheControl = DEFAULT_CACHE_CONTROL
+
+
+class ChatCalls:
+    """Chat calls of one gateway."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        failover: Failover,
+        caching: ResponseCaching,
+        guard: Callable[[], Awaitable[Guard]],
+        total_timeout: float,
+        default_max_tokens: Callable[[str], int],
+    ) -> None:
+        self.router = router
+        self.failover = failover
+        self.caching = caching
+        self._guard = guard
+        self._total_timeout = total_timeout
+        self._default_max_tokens = default_max_tokens
+
+    async def complete(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatResult:
+        """Serve a validated request whole: from the cache, or routed with limits, retries and failover."""
+        guard = await self._guard()
+        plan = self.plan(request, options.fallbacks, caller)
+        caching = self.caching
+        ticket = await self._ticket(request, caller, options.cache)
+        if ticket.answer is not None:
+            return await self._from_cache(guard, request, ticket.answer, caller, options.request_id)
+        try:
+            result = await self._routed(guard, request, plan, caller, options=options, cache=ticket.state)
+        except BaseException:
+            caching.failed(ticket)
+            raise
+        if ticket.lookup is not None:
+            info = result.info
+            answer = answer_of(
+                result.response,
+                cost=result.cost,
+                provider=info.provider,
+                deployment=info.deployment,
+                upstream_model=info.upstream_model,
+            )
+            await caching.done(ticket, answer)
+        return result
+
+    def open_stream(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatStream:
+        """A streamed reply; routing (or the cache) runs when the stream starts."""
+        plan = self.plan(request, options.fallbacks, caller)
+        return ChatStream(
+            request,
+            plan,
+            self.failover,
+            options.request_id,
+            deadline=self._deadline(options.time_limit),
+            admit=partial(self._admit, request, plan, caller),
+            cache=StreamCache(
+                self.caching,
+                partial(self._ticket, request, caller, options.cache),
+                partial(self._admit_free, request, caller),
+            ),
+        )
+
+    def plan(self, request: ChatRequest, fallbacks: tuple[str, ...], caller: Caller) -> Plan:
+        """The routing plan, with only the groups the caller's key may use (the requested one is checked
+        by the guard; a fallback the key excludes is skipped, one it asked for by name refused)."""
+        allowed = caller.may_use if caller.models else None
+        return self.failover.plan(
+            request, self.router.group(request.model), self._fallbacks(fallbacks, caller), allowed=allowed
+        )
+
+    async def _routed(
+        self,
+        guard: Guard,
+        request: ChatRequest,
+        plan: Plan,
+        caller: Caller,
+        *,
+        options: CallOptions,
+        cache: str,
+    ) -> ChatResult:
+        request_id = options.request_id
+        try:
+            gate = await guard.open(caller, self._call(guard, request, plan, caller))
+        except GatewayError as refused:
+            refused.request_id = request_id
+            raise
+        try:
+            served = await self.failover.run(
+                plan, partial(_chat_once, request), deadline=self._deadline(options.time_limit)
+            )
+        except BaseException as exc:
+            await close_failed(gate, request_id, exc, cache=cache)
+            raise
+        served.finish(ok=True)
+        deployment = served.option.deployment
+        response = served.value
+        info = CallInfo(
+            request_id,
+            deployment.account.name,
+            deployment.name,
+            deployment.model,
+            served.attempts,
+            (served.board.clock() - served.started) * 1000,
+            served.option.dropped,
+            gate.limit,
+            served.tried,
+            cache,
+        )
+        usage = response.usage
+        cost = cost_of(usage, deployment.prices) if usage is not None else None
+        try:
+            await self.failover.release(served, usage.total_tokens if usage is not None else None)
+        finally:
+            await gate.close(info=info, usage=usage, cost=cost, first_token_ms=info.latency_ms)
+        return ChatResult(response, info, cost)
+
+    async def _from_cache(
+        self, guard: Guard, request: ChatRequest, answer: CachedAnswer, caller: Caller, request_id: str
+    ) -> ChatResult:
+        started = perf_counter()
+        try:
+            gate = await self._admit_free(request, caller, guard)
+        except GatewayError as refused:
+            refused.request_id = request_id
+            raise
+        info = cache_info(answer, request_id, gate, (perf_counter() - started) * 1000)
+        await gate.close(info=info, usage=None, cost=0.0, first_token_ms=info.latency_ms)
+        return ChatResult(answer.response, info, 0.0)
+
+    async def _admit(self, request: ChatRequest, plan: Plan, caller: Caller) -> Pass:
+        guard = await self._guard()
+        return await guard.open(caller, self._call(guard, request, plan, caller))
+
+    async def _admit_free(self, request: ChatRequest, caller: Caller, guard: Guard | None = None) -> Pass:
+        """An answer from the cache: the caller's request rate and model list apply, tokens and budget
+        do not (nothing is spent)."""
+        guard = guard or await self._guard()
+        return await guard.open(caller, Call(request.model, 0, None, bool(request.stream), budgeted=False))
+
+    async def _ticket(self, request: ChatRequest, caller: Caller, control: CacheControl) -> Ticket:
+        """The request's way through the cache (none for a model the caller may not use: the guard
+        refuses it, and it must neither lead nor follow a flight)."""
+        allowed = caller.may_use(request.model)
+        lookup = self.caching.lookup_for(request, caller.key_id, control) if allowed else None
+        return await self.caching.open(lookup)
+
+    def _call(self, guard: Guard, request: ChatRequest, plan: Plan, caller: Caller) -> Call:
+        """What the guard reserves: tokens when a token limit applies, the worst-case cost only for a key
+        with a budget (each estimate is only made when something will read it)."""
+        counted = guard.limits.applies_to(caller)
+        worst = self._worst_cost(request, plan) if caller.budget_usd is not None else None
+        return Call(request.model, plan.reserved_tokens if counted else 0, worst, bool(request.stream))
+
+    def _worst_cost(self, request: ChatRequest, plan: Plan) -> float | None:
+        prompt = int(plan.prompt_tokens * PROMPT_MARGIN) + 1
+        costs = []
+        for group in plan.reachable():
+            for deployment in group.deployments:
+                output = request.output_limit or self._default_max_tokens(deployment.model)
+                cost = cost_of(make_usage(prompt=prompt, completion=output), deployment.prices)
+                if cost is not None:
+                    costs.append(cost)
+        return max(costs) if costs else None
+
+    def _fallbacks(self, names: tuple[str, ...], caller: Caller) -> tuple[str, ...]:
+        groups = self.router.groups
+        unknown = [name for name in names if name not in groups]
+        if unknown:
+            raise InvalidRequest(
+                f"unknown model group in fallbacks: {', '.join(unknown)[:200]} "
+                f"(groups: {', '.join(groups) or 'none'})",
+                param="x-llmgate-fallbacks",
+            )
+        denied = [name for name in names if not caller.may_use(name)]
+        if denied:
+            raise PermissionDenied(
+                f"This API key may not use the model group '{denied[0][:256]}' (x-llmgate-fallbacks).",
+                param="x-llmgate-fallbacks",
+            )
+        return names
+
+    def _deadline(self, time_limit: float | None) -> float:
+        total = self._total_timeout if time_limit is None else time_limit
+        return self.failover.board.clock() + total
+
+
+async def close_failed(gate: Pass, request_id: str, exc: BaseException, *, cache: str = "skip") -> None:
+    """Close a call that failed (or whose caller went away) with its usage record."""
+    error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
+    if error.limit is None:
+        error.limit = gate.limit
+    error.request_id = request_id
+    info = CallInfo.failed(request_id, error, gate.limit, cache=cache)
+    await gate.close(info=info, usage=None, cost=None, error=error)
+
+
+async def _chat_once(request: ChatRequest, option: Option, target: Target) -> ChatResponse:
+    """One non-streaming attempt."""
+    return await option.deployment.adapter.chat(request, target)

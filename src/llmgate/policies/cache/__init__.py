@@ -1,0 +1,19 @@
+"""The response cache stage: rules, request digests, the answer store, coalescing, the service."""
+
+from llmgate.policies.cache.rules import CacheRule, CacheRules
+from llmgate.policies.cache.service import HIT, MISS, SKIP, Lookup, ResponseCaching, Ticket, answer_of
+from llmgate.policies.cache.store import AnswerStore, CachedAnswer
+
+__all__ = [
+    "HIT",
+    "MISS",
+    "SKIP",
+    "AnswerStore",
+    "CacheRule",
+    "CacheRules",
+    "CachedAnswer",
+    "Lookup",
+    "ResponseCaching",
+    "Ticket",
+    "answer_of",
+]

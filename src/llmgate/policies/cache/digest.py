@@ -1,0 +1,36 @@
+"""The exact cache's key: a stable hash of everything in a request that changes the answer.
+
+Every field takes part except those that cannot change what the model says (``stream``,
+``stream_options``, ``user``, ``metadata``); unknown pass-through fields do. Dict keys are sorted, so
+the order a client wrote its JSON in does not matter, and whitespace never reaches the parsed request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from llmgate.core.request import ChatRequest
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+
+
+def request_digest(request: ChatRequest, group: str) -> str:
+    """The hex SHA-256 of the request as served by ``group``, without the fields that do not matter."""
+    canonical = msgspec.structs.replace(
+        request,
+        model=group,
+        stream=None,
+        stream_options=None,
+        user=None,
+        metadata=None,
+        # The caller's own messages (with any field llmgate does not model) when they were kept.
+        messages=[] if request.raw_messages is not None else request.messages,
+    )
+    return hashlib.sha256(_encoder.encode(canonical)).hexdigest()
+
+
+def is_deterministic(request: ChatRequest) -> bool:
+    """Whether the caller asked for a repeatable answer: temperature 0, or a seed."""
+    return request.temperature == 0 or request.seed is not None
