@@ -29,6 +29,7 @@ from llmgate.core import (
     UpstreamTimeout,
     Usage,
 )
+from llmgate.core.controls import CacheControl
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.gateway import Gateway
 from llmgate.sync import SyncGateway
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "CacheControl",
     "CallInfo",
     "ChatChunk",
     "ChatRequest",

@@ -56,6 +56,14 @@ class SyncGateway:
         """Vectors for ``input``."""
         return self._runner.run(self._gateway.embed(model, input, **params))
 
+    def cache_stats(self) -> dict[str, Any]:
+        """The response cache's figures (see ``Gateway.cache_stats``)."""
+        return self._runner.run(self._gateway.cache_stats())
+
+    def clear_cache(self, *, namespace: str | None = None, model: str | None = None) -> int:
+        """Remove cached answers (see ``Gateway.clear_cache``)."""
+        return self._runner.run(self._gateway.clear_cache(namespace=namespace, model=model))
+
     @property
     def gateway(self) -> Gateway:
         """The underlying async gateway."""
