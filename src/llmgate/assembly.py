@@ -156,7 +156,7 @@ class Assembly:
                 only_deterministic=_either(own.only_deterministic, default.only_deterministic),
                 shared=(own.namespace or cache.namespace) == "shared",
             )
-        return CacheRules(default, groups, cache.max_entry_bytes)
+        return CacheRules(default, groups, cache.max_entry_bytes, cache.embedding_model, cache.threshold)
 
     def catalogue_provider(self, model: str) -> str | None:
         """The provider the catalogue lists a model under."""

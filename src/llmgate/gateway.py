@@ -11,14 +11,13 @@ import os
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from time import perf_counter
 from types import TracebackType
 from typing import Any, Self, get_args
 
 from llmgate.assembly import Assembly
-from llmgate.calls import CallOptions, ChatCalls, ChatStream, close_failed
-from llmgate.catalogue import Catalogue, ModelInfo, cost_of
-from llmgate.config import Settings, how_to_enable, load_settings
+from llmgate.calls import CallOptions, ChatCalls, ChatStream, EmbeddingCalls
+from llmgate.catalogue import Catalogue, ModelInfo
+from llmgate.config import ConfigError, Settings, how_to_enable, load_settings
 from llmgate.config.settings import ProviderType
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
@@ -26,14 +25,12 @@ from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
 from llmgate.core.errors import InvalidRequest, ModelNotFound
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ModelCard
-from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
-from llmgate.core.usage import make_usage
+from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
 from llmgate.policies.cache import ResponseCaching
-from llmgate.policies.guard import Call, Guard
+from llmgate.policies.guard import Guard
 from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
 from llmgate.providers.base import (
-    EmbeddingProvider,
     ModelLister,
 )
 from llmgate.providers.transport import Transport
@@ -93,6 +90,8 @@ class Gateway:
         self._quota: UpstreamQuota | None = None
         self._starting = asyncio.Lock()
         self.caching = ResponseCaching(self._assembly.cache_rules(), None)
+        self._check_embedding_model()
+        self.embedding_calls = EmbeddingCalls(router=self.router, guard=self._guard)
         self.calls = ChatCalls(
             router=self.router,
             failover=self.failover,
@@ -100,6 +99,7 @@ class Gateway:
             guard=self._guard,
             total_timeout=routing.timeouts.total,
             default_max_tokens=self._assembly.default_max_tokens,
+            embed=self.embedding_calls.embed,
         )
         self.health_report = Health(
             self.router,
@@ -107,6 +107,14 @@ class Gateway:
             state_problems=lambda: self._state.problems() if self._state is not None else [],
             recorder=lambda: self._state.recorder if self._state is not None else None,
         )
+
+    def _check_embedding_model(self) -> None:
+        rules = self.caching.rules
+        if rules.any_semantic and rules.embedding_model is not None:
+            try:
+                self.router.group(rules.embedding_model)
+            except ModelNotFound as missing:
+                raise ConfigError(f"{self.settings.source}: cache.embedding_model: {missing.message}") from None
 
     def new_request_id(self) -> str:
         """A short random id for one request (unique in practice, not a secret)."""
@@ -134,6 +142,7 @@ class Gateway:
             if self._state is None:
                 self._state = await open_state(self.settings, self.board, self.caching.rules)
                 self.caching.store = self._state.cache
+                self.caching.semantic = self._state.semantic
                 self._quota = UpstreamQuota(self._state.counters)
                 self.failover.admission = self._quota
                 if self._state.shared:
@@ -300,33 +309,7 @@ class Gateway:
         self, request: EmbeddingRequest, *, request_id: str | None = None, caller: Caller = ANONYMOUS
     ) -> EmbeddingResult:
         """Serve a validated embeddings request (limits, budget and usage record as for chat)."""
-        state = await self.start()
-        request_id = request_id or self.new_request_id()
-        deployment = self.router.candidates(request.model)[0]
-        adapter = deployment.adapter
-        if not isinstance(adapter, EmbeddingProvider):
-            raise InvalidRequest(f"provider '{deployment.account.name}' has no embeddings API", param="model")
-        tokens = sum(len(text) for text in request.texts()) // 4 + 1
-        worst = cost_of(make_usage(prompt=tokens * 2, completion=0), deployment.prices)
-        gate = await state.guard.open(caller, Call(request.model, tokens, worst))
-        started = perf_counter()
-        try:
-            response = await adapter.embed(request, deployment.target())
-        except BaseException as exc:
-            await close_failed(gate, request_id, exc)
-            raise
-        info = CallInfo(
-            request_id,
-            deployment.account.name,
-            deployment.name,
-            deployment.model,
-            1,
-            (perf_counter() - started) * 1000,
-            limit=gate.limit,
-        )
-        cost = cost_of(response.usage, deployment.prices) if response.usage is not None else None
-        await gate.close(info=info, usage=response.usage, cost=cost)
-        return EmbeddingResult(response, info, cost)
+        return await self.embedding_calls.embed(request, request_id or self.new_request_id(), caller)
 
     # --- callers, keys and limits -----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from llmgate.config.settings import Settings
 from llmgate.policies.budgets import Budgets, SpendSince
-from llmgate.policies.cache import AnswerStore, CacheRules
+from llmgate.policies.cache import AnswerStore, CacheRules, SemanticCache
 from llmgate.policies.guard import Guard
 from llmgate.policies.keys import KeyService
 from llmgate.policies.limits import CallerLimits, Rate
@@ -24,10 +24,19 @@ from llmgate.policies.usage import UsageRecorder
 from llmgate.routing.health import HealthBoard
 from llmgate.state import open_database, shared_state
 from llmgate.state.cache.memory import MemoryCache
-from llmgate.state.cache.redis import RedisCache
-from llmgate.state.cache.sqlite import SqliteCache
+from llmgate.state.cache.redis import RedisCache, RedisVectors
+from llmgate.state.cache.sqlite import SqliteCache, SqliteVectors
+from llmgate.state.cache.vectors import MemoryVectors
 from llmgate.state.memory import MemoryCounters
-from llmgate.state.ports import BreakerBoard, Counters, Database, Degradable, ResponseCache, StateUnavailable
+from llmgate.state.ports import (
+    BreakerBoard,
+    Counters,
+    Database,
+    Degradable,
+    ResponseCache,
+    StateUnavailable,
+    VectorIndex,
+)
 from llmgate.state.redis import redis_client
 
 log = logging.getLogger("llmgate")
@@ -47,6 +56,7 @@ class State:
     recorder: UsageRecorder
     shared: bool
     cache: AnswerStore | None = None
+    semantic: SemanticCache | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -76,6 +86,8 @@ class State:
             await self.guard.limits.close()
             await self.recorder.close()
         finally:
+            if self.semantic is not None:
+                await self.semantic.vectors.close()
             if self.cache is not None:
                 await self.cache.backend.close()
             await self.counters.close()
@@ -109,7 +121,10 @@ async def open_state(settings: Settings, health: HealthBoard, rules: CacheRules 
         budgets_closed=lambda: budgets_closed and _degraded(counters),
     )
     cache = await _open_cache(settings) if rules is not None and rules.any_enabled else None
-    state = State(database, counters, board, KeyService(database), guard, recorder, shared, cache)
+    semantic = None
+    if cache is not None and rules is not None and rules.any_semantic:
+        semantic = SemanticCache(await _open_vectors(settings), cache, threshold=rules.threshold)
+    state = State(database, counters, board, KeyService(database), guard, recorder, shared, cache, semantic)
     if board is not None:
         state.tasks.append(asyncio.get_running_loop().create_task(_share_trips(board, health)))
     return state
@@ -130,6 +145,18 @@ async def _open_cache(settings: Settings) -> AnswerStore:
         backend = MemoryCache(max_entries=cache.max_entries, max_bytes=cache.max_bytes)
     log.info("response cache: %s", backend.name)
     return AnswerStore(backend, timeout=cache.timeout, max_entry_bytes=cache.max_entry_bytes)
+
+
+async def _open_vectors(settings: Settings) -> VectorIndex:
+    """The semantic cache's vector index, on the same kind of backend as the answers."""
+    cache, storage = settings.cache, settings.storage
+    if cache.backend == "redis" and storage.redis:
+        return RedisVectors(
+            redis_client(storage.redis), max_entries=cache.max_entries, prefix=storage.redis_prefix
+        )
+    if cache.backend == "sqlite":
+        return await SqliteVectors.connect(cache.path, max_entries=cache.max_entries)
+    return MemoryVectors(max_entries=cache.max_entries)
 
 
 def _without_password(url: str) -> str:

@@ -24,8 +24,9 @@ import redis.exceptions
 from clock import FakeClock
 from llmgate.state import StateUnavailable
 from llmgate.state.cache.memory import MemoryCache
-from llmgate.state.cache.redis import RedisCache
-from llmgate.state.cache.sqlite import SqliteCache
+from llmgate.state.cache.redis import RedisCache, RedisVectors
+from llmgate.state.cache.sqlite import SqliteCache, SqliteVectors
+from llmgate.state.cache.vectors import MemoryVectors
 from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters, MemoryKeyStore, MemoryLedger
 from llmgate.state.postgres import PostgresStore
 from llmgate.state.redis import RedisBreakerBoard, RedisCounters
@@ -200,5 +201,38 @@ async def cache(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         prefix = await _redis_prefix(exits)
         backend = Backend(kind, lambda: RedisCache.connect(redis_url(), prefix=prefix), clock, True, exits)
+    async with backend.exits:
+        yield backend
+
+
+VECTOR_ENTRIES = 50
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def vectors(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend[Any]]:
+    """Every ``VectorIndex`` backend; ``client()`` opens another replica on the same data."""
+    clock = FakeClock()
+    exits = AsyncExitStack()
+    kind = request.param
+    if kind == "memory":
+        backend: Backend[Any] = Backend(
+            kind, _same(MemoryVectors(max_entries=VECTOR_ENTRIES, clock=clock)), clock, exits=exits
+        )
+    elif kind == "sqlite":
+        path = str(tmp_path / "cache.db")
+        backend = Backend(
+            kind,
+            lambda: SqliteVectors.connect(path, max_entries=VECTOR_ENTRIES, clock=clock),
+            clock,
+            exits=exits,
+        )
+    else:
+        prefix = await _redis_prefix(exits)
+
+        async def replica() -> RedisVectors:
+            client = redis.asyncio.Redis.from_url(redis_url(), socket_connect_timeout=2.0)
+            return RedisVectors(client, max_entries=VECTOR_ENTRIES, prefix=prefix, clock=clock)
+
+        backend = Backend(kind, replica, clock, exits=exits)
     async with backend.exits:
         yield backend

@@ -7,7 +7,7 @@ routed, then stored and handed to identical requests that waited for it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from time import perf_counter
@@ -18,17 +18,18 @@ from llmgate.catalogue.pricing import cost_of
 from llmgate.core.caller import Caller
 from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
 from llmgate.core.errors import ClientClosed, GatewayError, InvalidRequest, PermissionDenied
-from llmgate.core.request import ChatRequest
+from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatResponse
-from llmgate.core.results import CallInfo, ChatResult
+from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.core.usage import make_usage
-from llmgate.policies.cache import CachedAnswer, ResponseCaching, Ticket, answer_of
+from llmgate.policies.cache import ResponseCaching, Ticket, answer_of
 from llmgate.policies.guard import Call, Guard, Pass
 from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover
 from llmgate.routing.plan import Option, Plan
 from llmgate.routing.router import Router
 
+Embedder = Callable[[EmbeddingRequest, str, Caller], Awaitable[EmbeddingResult]]
 PROMPT_MARGIN = 1.25  # the prompt estimate is ~4 chars/token: a budget reserves this much more
 
 
@@ -54,6 +55,7 @@ class ChatCalls:
         guard: Callable[[], Awaitable[Guard]],
         total_timeout: float,
         default_max_tokens: Callable[[str], int],
+        embed: Embedder | None = None,
     ) -> None:
         self.router = router
         self.failover = failover
@@ -61,15 +63,16 @@ class ChatCalls:
         self._guard = guard
         self._total_timeout = total_timeout
         self._default_max_tokens = default_max_tokens
+        self._embed = embed
 
     async def complete(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatResult:
         """Serve a validated request whole: from the cache, or routed with limits, retries and failover."""
         guard = await self._guard()
         plan = self.plan(request, options.fallbacks, caller)
         caching = self.caching
-        ticket = await self._ticket(request, caller, options.cache)
+        ticket = await self._ticket(request, caller, options.cache, options.request_id)
         if ticket.answer is not None:
-            return await self._from_cache(guard, request, ticket.answer, caller, options.request_id)
+            return await self._from_cache(guard, request, ticket, caller, options.request_id)
         try:
             result = await self._routed(guard, request, plan, caller, options=options, cache=ticket.state)
         except BaseException:
@@ -99,7 +102,7 @@ class ChatCalls:
             admit=partial(self._admit, request, plan, caller),
             cache=StreamCache(
                 self.caching,
-                partial(self._ticket, request, caller, options.cache),
+                partial(self._ticket, request, caller, options.cache, options.request_id),
                 partial(self._admit_free, request, caller),
             ),
         )
@@ -159,15 +162,17 @@ class ChatCalls:
         return ChatResult(response, info, cost)
 
     async def _from_cache(
-        self, guard: Guard, request: ChatRequest, answer: CachedAnswer, caller: Caller, request_id: str
+        self, guard: Guard, request: ChatRequest, ticket: Ticket, caller: Caller, request_id: str
     ) -> ChatResult:
+        answer = ticket.answer
+        assert answer is not None
         started = perf_counter()
         try:
             gate = await self._admit_free(request, caller, guard)
         except GatewayError as refused:
             refused.request_id = request_id
             raise
-        info = cache_info(answer, request_id, gate, (perf_counter() - started) * 1000)
+        info = cache_info(answer, request_id, gate, (perf_counter() - started) * 1000, ticket.state)
         await gate.close(info=info, usage=None, cost=0.0, first_token_ms=info.latency_ms)
         return ChatResult(answer.response, info, 0.0)
 
@@ -181,12 +186,28 @@ class ChatCalls:
         guard = guard or await self._guard()
         return await guard.open(caller, Call(request.model, 0, None, bool(request.stream), budgeted=False))
 
-    async def _ticket(self, request: ChatRequest, caller: Caller, control: CacheControl) -> Ticket:
+    async def _ticket(
+        self, request: ChatRequest, caller: Caller, control: CacheControl, request_id: str
+    ) -> Ticket:
         """The request's way through the cache (none for a model the caller may not use: the guard
         refuses it, and it must neither lead nor follow a flight)."""
         allowed = caller.may_use(request.model)
         lookup = self.caching.lookup_for(request, caller.key_id, control) if allowed else None
-        return await self.caching.open(lookup)
+        embed = partial(self._embed_conversation, caller, f"{request_id}-embed")
+        return await self.caching.open(lookup, embed if lookup is not None and lookup.bucket else None)
+
+    async def _embed_conversation(self, caller: Caller, request_id: str, text: str) -> Sequence[float] | None:
+        """The semantic cache's embedding, made as the caller's own call (its limits, budget and model
+        list apply, and it has its usage record); ``None`` when it cannot be had."""
+        model = self.caching.rules.embedding_model
+        if model is None or self._embed is None or not caller.may_use(model):
+            return None
+        try:
+            result = await self._embed(EmbeddingRequest(model=model, input=text), request_id, caller)
+        except GatewayError:
+            return None
+        vectors = result.vectors
+        return vectors[0] if vectors else None
 
     def _call(self, guard: Guard, request: ChatRequest, plan: Plan, caller: Caller) -> Call:
         """What the guard reserves: tokens when a token limit applies, the worst-case cost only for a key

@@ -118,7 +118,7 @@ class ChatStream:
         if cache is not None:
             ticket = await cache.open()
             if ticket.answer is not None:
-                await self._start_replay(cache, ticket.answer)
+                await self._start_replay(cache, ticket.answer, ticket.state)
                 return
         try:
             await self._route()
@@ -162,7 +162,7 @@ class ChatStream:
             cache,
         )
 
-    async def _start_replay(self, cache: StreamCache, answer: CachedAnswer) -> None:
+    async def _start_replay(self, cache: StreamCache, answer: CachedAnswer, state: str) -> None:
         """Serve the stream from the cache: the stored reply replayed as chunks, at no cost."""
         started = time.monotonic()
         try:
@@ -173,7 +173,7 @@ class ChatStream:
         self._replay = list(replay_chunks(answer.response, include_usage=self._forward_usage))
         self.cost = 0.0
         self.first_token = time.monotonic() - started
-        self.info = cache_info(answer, self.info.request_id, self._pass, self.first_token * 1000)
+        self.info = cache_info(answer, self.info.request_id, self._pass, self.first_token * 1000, state)
 
     @property
     def served(self) -> Served[Opened] | None:

@@ -69,7 +69,9 @@ class StreamCache:
             self._caching.failed(self.ticket)
 
 
-def cache_info(answer: CachedAnswer, request_id: str, gate: Pass, latency_ms: float) -> CallInfo:
+def cache_info(
+    answer: CachedAnswer, request_id: str, gate: Pass, latency_ms: float, state: str = "hit"
+) -> CallInfo:
     """How an answer from the cache was served: by no upstream call, saving what it cost then."""
     return CallInfo(
         request_id,
@@ -79,6 +81,6 @@ def cache_info(answer: CachedAnswer, request_id: str, gate: Pass, latency_ms: fl
         0,
         latency_ms,
         limit=gate.limit,
-        cache="hit",
+        cache=state,
         saved_usd=answer.cost_usd,
     )

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import math
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from time import time
@@ -45,7 +46,7 @@ from llmgate.providers.base import Target
 from llmgate.providers.openai import error_from_body
 
 FINGERPRINT = "llmgate-mock"
-EMBEDDING_DIMENSIONS = 16
+EMBEDDING_DIMENSIONS = 256
 OFF_LOOP_VALUES = 65_536  # embedding values above which the mock computes them in a worker thread
 
 
@@ -320,7 +321,65 @@ def _vectors(texts: list[str], size: int) -> list[list[float]]:
 
 
 def _vector(text: str, size: int) -> list[float]:
-    seed = hashlib.sha256(text.encode()).digest()
-    values = [(seed[i % len(seed)] - 127.5) / 127.5 + i * 1e-3 for i in range(size)]
+    """A bag of words, hashed into ``size`` dimensions (the "hashing trick"): texts that share their
+    words point the same way, unrelated ones nearly at right angles, so semantic caching can be tried
+    and tested offline. A text without words gets a vector of its own from its hash."""
+    values = [0.0] * size
+    words = [word for word in _WORD.findall(text.lower()) if word not in _STOPWORDS]
+    for word in words:
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        values[int.from_bytes(digest[:4], "little") % size] += 1.0 if digest[4] & 1 else -1.0
+    if not any(values):
+        seed = hashlib.sha256(text.encode()).digest()
+        values = [(seed[i % len(seed)] - 127.5) / 127.5 + i * 1e-3 for i in range(size)]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     return [v / norm for v in values]
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "please",
+        "say",
+        "tell",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "what",
+        "whats",
+        "which",
+        "who",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)

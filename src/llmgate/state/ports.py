@@ -270,6 +270,38 @@ class ResponseCache(Protocol):
         ...
 
 
+class VectorIndex(Protocol):
+    """The semantic cache's vectors: per bucket (a namespace, a group and the digest of the request's
+    non-message parameters), each stored answer's digest and its conversation's embedding. Every
+    method may raise ``StateUnavailable``."""
+
+    name: str
+
+    async def add(self, bucket: CacheKey, digest: str, vector: Sequence[float], *, ttl: float) -> None:
+        """Index (or re-index) an answer's vector for ``ttl`` seconds."""
+        ...
+
+    async def nearest(self, bucket: CacheKey, vector: Sequence[float]) -> tuple[str, float] | None:
+        """The digest of the most similar live entry of the bucket and its cosine similarity."""
+        ...
+
+    async def remove(self, bucket: CacheKey, digest: str) -> None:
+        """Forget one entry (its answer is gone)."""
+        ...
+
+    async def clear(self, *, namespace: str | None = None, group: str | None = None) -> int:
+        """Forget the entries of a namespace and/or group (all when neither is given)."""
+        ...
+
+    async def count(self) -> int:
+        """Entries held."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the object is unusable afterwards."""
+        ...
+
+
 class Database(KeyStore, UsageLedger, Counters, Protocol):
     """One backend holding keys, usage and counters (what ``open_database`` returns)."""
 

@@ -31,6 +31,31 @@ def request_digest(request: ChatRequest, group: str) -> str:
     return hashlib.sha256(_encoder.encode(canonical)).hexdigest()
 
 
+def parameters_digest(request: ChatRequest, group: str) -> str:
+    """The hex SHA-256 of everything but the conversation: semantic matches are only made among
+    requests whose other parameters are identical."""
+    canonical = msgspec.structs.replace(
+        request,
+        model=group,
+        stream=None,
+        stream_options=None,
+        user=None,
+        metadata=None,
+        messages=[],
+        raw_messages=None,
+    )
+    return hashlib.sha256(_encoder.encode(canonical)).hexdigest()
+
+
+CONVERSATION_CHARS = 8000  # the end of a long conversation is what the semantic cache compares
+
+
+def conversation_text(request: ChatRequest) -> str:
+    """The conversation as one text to embed: each turn's role and text, the latest turns kept."""
+    text = "\n".join(f"{message.role}: {message.text()}" for message in request.messages if message.text())
+    return text[-CONVERSATION_CHARS:]
+
+
 def is_deterministic(request: ChatRequest) -> bool:
     """Whether the caller asked for a repeatable answer: temperature 0, or a seed."""
     return request.temperature == 0 or request.seed is not None

@@ -29,10 +29,20 @@ class CacheRules:
     default: CacheRule = CacheRule()
     groups: Mapping[str, CacheRule] = field(default_factory=dict)
     max_entry_bytes: int = 1024 * 1024
+    embedding_model: str | None = None
+    """Semantic mode: the model (a group or ``provider:model``) conversations are embedded with."""
+    threshold: float = 0.92
+    """Semantic mode: the cosine similarity a stored conversation must reach."""
 
     def of(self, group: str) -> CacheRule:
         """The rule for a group (or a directly addressed model)."""
         return self.groups.get(group, self.default)
+
+    @property
+    def any_semantic(self) -> bool:
+        """Whether any group is cached semantically (else no vector index is opened)."""
+        rules = [self.default, *self.groups.values()]
+        return self.embedding_model is not None and any(r.enabled and r.mode == "semantic" for r in rules)
 
     @property
     def any_enabled(self) -> bool:

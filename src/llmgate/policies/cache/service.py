@@ -8,18 +8,26 @@ which ``done`` (stored, handed to followers) or ``failed`` (followers go upstrea
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmgate.core.controls import CacheControl
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatResponse
-from llmgate.policies.cache.digest import is_deterministic, request_digest
+from llmgate.policies.cache.digest import (
+    conversation_text,
+    is_deterministic,
+    parameters_digest,
+    request_digest,
+)
 from llmgate.policies.cache.flights import Flight, Flights
 from llmgate.policies.cache.rules import CacheRules, namespace_of
+from llmgate.policies.cache.semantic import Embed, SemanticCache
 from llmgate.policies.cache.store import AnswerStore, CachedAnswer
 from llmgate.state.ports import CacheKey, CacheStats
 
 HIT = "hit"
+SEMANTIC_HIT = "semantic-hit"
 MISS = "miss"
 SKIP = "skip"
 
@@ -32,6 +40,10 @@ class Lookup:
     read: bool
     write: bool
     ttl: float
+    bucket: CacheKey | None = None
+    """Semantic mode: the namespace, group and parameters digest similar conversations share."""
+    text: str = ""
+    """Semantic mode: the conversation, to embed."""
 
 
 @dataclass(slots=True)
@@ -43,6 +55,8 @@ class Ticket:
     state: str
     answer: CachedAnswer | None = None
     flight: Flight | None = None
+    vector: Sequence[float] | None = None
+    """The conversation's embedding (semantic mode), to index the answer under once it is stored."""
 
 
 NO_CACHE = Ticket(None, SKIP)
@@ -51,9 +65,12 @@ NO_CACHE = Ticket(None, SKIP)
 class ResponseCaching:
     """The cache of one gateway: its rules, its store (``None`` when no group is cached) and flights."""
 
-    def __init__(self, rules: CacheRules, store: AnswerStore | None) -> None:
+    def __init__(
+        self, rules: CacheRules, store: AnswerStore | None, semantic: SemanticCache | None = None
+    ) -> None:
         self.rules = rules
         self.store = store
+        self.semantic = semantic
         self.flights = Flights()
 
     def lookup_for(self, request: ChatRequest, key_id: str | None, control: CacheControl) -> Lookup | None:
@@ -65,11 +82,19 @@ class ResponseCaching:
             return None
         if rule.only_deterministic and not is_deterministic(request):
             return None
-        key = CacheKey(namespace_of(key_id, rule), request.model, request_digest(request, request.model))
-        return Lookup(key, control.lookup, control.store, control.ttl or rule.ttl)
+        namespace = namespace_of(key_id, rule)
+        key = CacheKey(namespace, request.model, request_digest(request, request.model))
+        ttl = control.ttl or rule.ttl
+        if rule.mode == "semantic" and self.semantic is not None:
+            text = conversation_text(request)
+            if text:
+                bucket = CacheKey(namespace, request.model, parameters_digest(request, request.model))
+                return Lookup(key, control.lookup, control.store, ttl, bucket, text)
+        return Lookup(key, control.lookup, control.store, ttl)
 
-    async def open(self, lookup: Lookup | None) -> Ticket:
-        """Look the request up; on a miss, join the flight of identical requests in progress."""
+    async def open(self, lookup: Lookup | None, embed: Embed | None = None) -> Ticket:
+        """Look the request up (exactly, then semantically with ``embed``); on a miss, join the flight of
+        identical requests in progress."""
         store = self.store
         if lookup is None or store is None:
             return NO_CACHE
@@ -95,12 +120,33 @@ class ResponseCaching:
         if found is not None:
             self.flights.land(flight, found)
             return self._served(lookup, found)
+        vector = None
+        if lookup.bucket is not None and embed is not None and store.available:
+            try:
+                similar, vector = await self._similar(lookup, lookup.bucket, embed)
+            except BaseException:
+                self.flights.land(flight, None)
+                raise
+            if similar is not None:
+                self.flights.land(flight, similar)
+                counts.semantic_hits += 1
+                counts.saved_usd += similar.cost_usd or 0.0
+                return Ticket(lookup, SEMANTIC_HIT, similar)
         if not store.available:
             self.flights.land(flight, None)
             counts.skips += 1
             return Ticket(lookup, SKIP)
         counts.misses += 1
-        return Ticket(lookup, MISS, flight=flight)
+        return Ticket(lookup, MISS, flight=flight, vector=vector)
+
+    async def _similar(
+        self, lookup: Lookup, bucket: CacheKey, embed: Embed
+    ) -> tuple[CachedAnswer | None, Sequence[float] | None]:
+        semantic = self.semantic
+        vector = await embed(lookup.text)
+        if semantic is None or vector is None:
+            return None, None
+        return await semantic.find(bucket, vector), vector
 
     async def done(self, ticket: Ticket, answer: CachedAnswer) -> None:
         """A miss was served: followers get the answer, and it is stored unless the caller said not to."""
@@ -108,7 +154,10 @@ class ResponseCaching:
             self.flights.land(ticket.flight, answer)
         lookup = ticket.lookup
         if lookup is not None and lookup.write and self.store is not None:
-            await self.store.put(lookup.key, answer, ttl=lookup.ttl)
+            stored = await self.store.put(lookup.key, answer, ttl=lookup.ttl)
+            semantic, bucket, vector = self.semantic, lookup.bucket, ticket.vector
+            if stored and semantic is not None and bucket is not None and vector is not None:
+                await semantic.index(bucket, lookup.key.digest, vector, answer, ttl=lookup.ttl)
 
     def failed(self, ticket: Ticket) -> None:
         """A miss failed (or its caller left): followers go upstream themselves; nothing is stored."""
@@ -119,6 +168,8 @@ class ResponseCaching:
         """Remove entries (all, or of a namespace and/or group)."""
         if self.store is None:
             return 0
+        if self.semantic is not None:
+            await self.semantic.vectors.clear(namespace=namespace, group=group)
         return await self.store.backend.clear(namespace=namespace, group=group)
 
     async def stats(self) -> dict[str, object]:
@@ -147,8 +198,17 @@ class ResponseCaching:
             "unreadable": counts.unreadable,
             "saved_usd": round(counts.saved_usd, 8),
             "in_flight": len(self.flights),
+            "semantic_entries": await self._vector_count(),
             "problem": store.problem(),
         }
+
+    async def _vector_count(self) -> int | None:
+        if self.semantic is None:
+            return None
+        try:
+            return await self.semantic.vectors.count()
+        except Exception:  # a health report must not fail with the backend
+            return None
 
     def _served(self, lookup: Lookup, answer: CachedAnswer) -> Ticket:
         store = self.store

@@ -107,6 +107,10 @@ class AnswerStore:
             self.counts.stored += 1
         return bool(done)
 
+    async def guarded(self, work: Callable[[], Awaitable[T]]) -> T | None:
+        """Any backend call (the vector index's too) under the same time bound and bypass."""
+        return await self._call(work)
+
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T | None:
         if not self.available:
             return None

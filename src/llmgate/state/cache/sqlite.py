@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
+
+from llmgate.state.cache.vectors import VectorTable, as_unit, search
 from llmgate.state.ports import CacheKey, CacheStats
 from llmgate.state.sqlite import BUSY_TIMEOUT_S, in_thread, sqlite_path
 
@@ -186,13 +189,135 @@ class _Tally:
             self.size -= sum(size for (size,) in removed)
 
 
-def _open(path: str) -> sqlite3.Connection:
+def _open(path: str, schema: str = SCHEMA) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
+        db.executescript(schema)
     except BaseException:
         db.close()
         raise
     return db
+
+
+VECTOR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache_vectors (
+    namespace TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    params TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (namespace, grp, params, digest)
+);
+"""
+SYNC_INTERVAL = 1.0  # seconds between looks for vectors other processes added to the file
+
+
+class SqliteVectors:
+    """``VectorIndex`` kept in the cache's SQLite file and searched in memory (numpy); vectors other
+    processes add to the file are picked up within ``SYNC_INTERVAL``. Open with ``connect``."""
+
+    name = "sqlite"
+
+    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor, table: VectorTable) -> None:
+        self._db = db
+        self._thread = thread
+        self.table = table
+        self._seen = 0  # the highest rowid read
+        self._synced = 0.0
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls, url_or_path: str, *, max_entries: int, clock: Callable[[], float] = time.time
+    ) -> SqliteVectors:
+        """Open the file (creating the table) and load its live vectors."""
+        path = sqlite_path(url_or_path)
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmgate-vectors")
+        try:
+            db = await in_thread(thread, lambda: _open(path, VECTOR_SCHEMA))
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        vectors = cls(db, thread, VectorTable(max_entries=max_entries, clock=clock))
+        await vectors._pull(clock())
+        return vectors
+
+    async def add(self, bucket: CacheKey, digest: str, vector: Sequence[float], *, ttl: float) -> None:
+        """Index a vector, in memory and in the file."""
+        expires = self.table_clock() + ttl
+        self.table.add(bucket, digest, vector, expires)
+        blob = as_unit(vector).tobytes()
+        args = (bucket.namespace, bucket.group, bucket.digest, digest, blob, expires)
+        await in_thread(
+            self._thread,
+            lambda: self._db.execute("INSERT OR REPLACE INTO cache_vectors VALUES (?, ?, ?, ?, ?, ?)", args),
+        )
+
+    async def nearest(self, bucket: CacheKey, vector: Sequence[float]) -> tuple[str, float] | None:
+        """The most similar live entry (after picking up what other processes added)."""
+        now = self.table_clock()
+        if now - self._synced >= SYNC_INTERVAL:
+            await self._pull(now)
+        return await search(self.table, bucket, vector)
+
+    async def remove(self, bucket: CacheKey, digest: str) -> None:
+        """Forget one entry."""
+        self.table.remove(bucket, digest)
+        args = (bucket.namespace, bucket.group, bucket.digest, digest)
+        await in_thread(
+            self._thread,
+            lambda: self._db.execute(
+                "DELETE FROM cache_vectors WHERE namespace = ? AND grp = ? AND params = ? AND digest = ?",
+                args,
+            ),
+        )
+
+    async def clear(self, *, namespace: str | None = None, group: str | None = None) -> int:
+        """Forget the entries of a namespace and/or group (all when neither is given)."""
+        removed = self.table.clear(namespace=namespace, group=group)
+        clauses, args = [], []
+        for column, value in (("namespace", namespace), ("grp", group)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        await in_thread(self._thread, lambda: self._db.execute(f"DELETE FROM cache_vectors{where}", args))
+        return removed
+
+    async def count(self) -> int:
+        """Entries held."""
+        return len(self.table)
+
+    async def close(self) -> None:
+        """Close the file and stop the thread (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await in_thread(self._thread, self._db.close)
+        finally:
+            self._thread.shutdown(wait=False)
+
+    def table_clock(self) -> float:
+        """Wall-clock seconds, as the table counts them."""
+        return self.table.clock()
+
+    async def _pull(self, now: float) -> None:
+        self._synced = now
+        seen = self._seen
+
+        def job() -> list[tuple[int, str, str, str, str, bytes, float]]:
+            return self._db.execute(
+                "SELECT rowid, namespace, grp, params, digest, vector, expires FROM cache_vectors "
+                "WHERE rowid > ? AND expires > ? ORDER BY rowid",
+                (seen, now),
+            ).fetchall()
+
+        for rowid, namespace, group, params, digest, blob, expires in await in_thread(self._thread, job):
+            self.table.add(
+                CacheKey(namespace, group, params), digest, np.frombuffer(blob, np.float32), expires
+            )
+            self._seen = max(self._seen, rowid)
