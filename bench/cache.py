@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""What the response cache costs and what it buys, side by side with the bare pass-through proxy.
+
+    python bench/cache.py [--rounds 3] [--duration 10] [--conc 16] [--modes nonstream,stream]
+
+Starts the yardstick's mock upstream and bare proxy (../shared/bench) and four llmgate processes (one
+worker each, all pinned to the same core as the bare proxy): cache off, exact cache with 0% hits
+(every request has a prompt of its own), exact cache with 100% hits (one prompt, stored by the
+warm-up), and the semantic cache with 0% hits (an embedding and a vector search per request). Each
+round runs every target back to back (order rotated), so ratios compare runs seconds apart. Prints
+req/s, p50 and p99 per target and the ratios the cache is held to: 0%-hit throughput over cache-off
+(bar: >= 0.90), 100%-hit throughput over bare (bar: >= 1.5); and each llmgate's RSS at the end.
+Also times the semantic lookup itself at 10k and 100k entries (in process, numpy).
+
+Uses ports 18100 (mock), 18200 (bare) and 18300-18303; every process it starts is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+YARDSTICK = HERE.parents[1] / "shared" / "bench"
+MOCK, BARE = 18100, 18200
+MODEL = "mock-gpt-4o-mini"
+CONFIGS: dict[str, dict[str, Any]] = {
+    "off": {},
+    "exact-0%": {"mode": "exact", "max_entries": 100_000},
+    "exact-100%": {"mode": "exact"},
+    "semantic-0%": {"mode": "semantic", "embedding_model": "mock:mock-embed", "max_entries": 100_000},
+}
+
+
+def config(cache: dict[str, Any]) -> str:
+    text = (
+        "providers:\n"
+        f"  upstream: {{type: openai, base_url: 'http://127.0.0.1:{MOCK}/v1', api_keys: [sk-bench]}}\n"
+        "  mock: {type: mock}\n"
+        f"models:\n  - {{name: {MODEL}, deployments: [{{provider: upstream, model: {MODEL}}}]}}\n"
+        "storage: {database: memory}\n"
+    )
+    if cache:
+        text += "cache: " + json.dumps(cache) + "\n"
+    return text
+
+
+def wait_ready(url: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer")
+
+
+def wrk(url: str, *, unique: bool, stream: bool, conc: int, duration: float) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "BENCH_UNIQUE": "1" if unique else "0",
+        "BENCH_STREAM": "1" if stream else "0",
+        "BENCH_NONCE": str(time.monotonic_ns()),  # prompts never repeat across runs
+    }
+    command = [
+        "taskset",
+        "-c",
+        "0",
+        "wrk",
+        f"-t{min(conc, 2)}",
+        f"-c{conc}",
+        f"-d{max(1, round(duration))}s",
+        "-s",
+        str(HERE / "wrk_cache.lua"),
+        url,
+    ]
+    out = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=duration + 30, check=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def semantic_lookup_ms() -> dict[int, float]:
+    sys.path.insert(0, str(HERE.parent / "src"))
+    import numpy as np
+
+    from llmgate.state.cache.vectors import VectorTable
+    from llmgate.state.ports import CacheKey
+
+    bucket, times = CacheKey("ns", "g", "p"), {}
+    rng = np.random.default_rng(0)
+    for size in (10_000, 100_000):
+        table = VectorTable(max_entries=size)
+        vectors = rng.standard_normal((size, 256)).astype(np.float32)
+        for index in range(size):
+            table.add(bucket, f"d{index}", vectors[index], time.time() + 3600)
+        started = time.perf_counter()
+        for index in range(50):
+            table.nearest(bucket, vectors[index])
+        times[size] = (time.perf_counter() - started) / 50 * 1000
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--conc", type=int, default=16)
+    parser.add_argument("--modes", default="nonstream,stream")
+    args = parser.parse_args()
+    started: list[subprocess.Popen[bytes]] = []
+    work = Path(tempfile.mkdtemp(prefix="llmgate-cache-bench-"))
+    llmgate = str(Path(sys.executable).with_name("llmgate"))
+    try:
+        mock_env = {**os.environ, "MOCK_PORT": str(MOCK)}
+        started.append(
+            subprocess.Popen(
+                ["taskset", "-c", "0", sys.executable, str(YARDSTICK / "mock_upstream.py")],
+                env=mock_env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        started.append(
+            subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    "1",
+                    sys.executable,
+                    str(YARDSTICK / "bare_proxy.py"),
+                    "--port",
+                    str(BARE),
+                    "--upstream",
+                    f"http://127.0.0.1:{MOCK}/v1",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        targets = {"bare": f"http://127.0.0.1:{BARE}/v1/chat/completions"}
+        pids: dict[str, int] = {}
+        for offset, (name, cache) in enumerate(CONFIGS.items()):
+            path = work / f"{name}.yaml"
+            path.write_text(config(cache))
+            port = 18300 + offset
+            env = {**os.environ, "LLMGATE_DATA_DIR": str(work)}
+            proc = subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    "1",
+                    llmgate,
+                    "serve",
+                    "--config",
+                    str(path),
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            started.append(proc)
+            pids[name] = proc.pid
+            targets[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wait_ready(f"http://127.0.0.1:{MOCK}/health")
+        for name, url in targets.items():
+            wait_ready(url.replace("/v1/chat/completions", "/health" if name != "bare" else "/v1/models"))
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        names = list(targets)
+        for mode in args.modes.split(","):
+            stream = mode == "stream"
+            for name, url in targets.items():  # warm-up: stores the one prompt of the 100% case
+                wrk(url, unique=name != "exact-100%", stream=stream, conc=args.conc, duration=2)
+            for round_ in range(args.rounds):
+                order = names[round_ % len(names) :] + names[: round_ % len(names)]
+                for name in order:
+                    result = wrk(
+                        targets[name],
+                        unique=name != "exact-100%",
+                        stream=stream,
+                        conc=args.conc,
+                        duration=args.duration,
+                    )
+                    results.setdefault((mode, name), []).append(result)
+                    print(
+                        f"{mode:9} {name:12} round {round_ + 1}: {result['rps']:9.1f} req/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        print(
+            "\n| mode | target | req/s | p50 ms | p99 ms | errors | vs bare | vs cache off |\n|---|---|--:|--:|--:|--:|--:|--:|"
+        )
+        for mode in args.modes.split(","):
+            bare = [r["rps"] for r in results[(mode, "bare")]]
+            off = [r["rps"] for r in results[(mode, "off")]]
+            for name in names:
+                runs = results[(mode, name)]
+                rps = [r["rps"] for r in runs]
+                vs_bare = statistics.median(a / b for a, b in zip(rps, bare, strict=True))
+                vs_off = statistics.median(a / b for a, b in zip(rps, off, strict=True))
+                errors = sum(r["err_status"] + r["err_other"] for r in runs)
+                print(
+                    f"| {mode} | {name} | {statistics.median(rps):,.0f} | {statistics.median(r['p50_ms'] for r in runs):.2f} | "
+                    f"{statistics.median(r['p99_ms'] for r in runs):.2f} | {errors} | {vs_bare:.2f}x | {vs_off:.2f}x |"
+                )
+        print(
+            "\nRSS after the run (MiB): "
+            + ", ".join(f"{name} {rss_mib(pid):.1f}" for name, pid in pids.items())
+        )
+        lookups = semantic_lookup_ms()
+        print(
+            "semantic lookup (one bucket, 256 dims): "
+            + ", ".join(f"{size:,} entries {ms:.2f} ms" for size, ms in lookups.items())
+        )
+        return 0
+    finally:
+        for proc in reversed(started):
+            proc.terminate()
+        for proc in started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
