@@ -64,7 +64,7 @@ def test_chat_with_headers(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "hi there"}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "hi there", "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["total_tokens"] > 0
     assert response.headers["x-llmgate-provider"] == "mock"

@@ -170,3 +170,30 @@ def test_zero_usage_counts_reach_the_sdk_as_zero(client: TestClient) -> None:
     assert {"prompt_tokens", "total_tokens"} <= set(raw["usage"])
     vectors = sdk.embeddings.create(model="mock:mock-embed", input="")
     assert vectors.usage.prompt_tokens == 0 and vectors.usage.total_tokens == 0
+
+
+ODD_SCHEMAS: list[Any] = [
+    {"enum": 5},
+    {"properties": 5},
+    {"type": "object", "properties": [1], "required": [{"a": 1}]},
+    {"definitions": "x", "allOf": 5, "format": {"a": 1}},
+    {"$ref": "#/$defs/missing"},
+    {"type": ["string", "null"], "anyOf": 3, "items": "x"},
+]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("schema", ODD_SCHEMAS, ids=[str(i) for i in range(len(ODD_SCHEMAS))])
+def test_a_schema_of_any_shape_never_breaks_an_adapter(
+    client: TestClient, provider: str, schema: Any
+) -> None:
+    for stream in (False, True):
+        for fields in (
+            {"tools": [_tool("f", schema)], "tool_choice": "required"},
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}},
+        ):
+            body = {"model": f"g-{provider}", "messages": HELLO, "stream": stream, **fields}
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code != 500, (provider, fields, response.text)
+            if response.status_code >= 400:
+                assert set(response.json()["error"]) == {"message", "type", "param", "code"}

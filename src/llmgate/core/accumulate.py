@@ -94,7 +94,7 @@ class StreamAccumulator:
                 if parts.function_name
                 else UNSET
             ),
-            refusal="".join(parts.refusal) if parts.refusal else UNSET,
+            refusal="".join(parts.refusal) if parts.refusal else None,
             reasoning_content="".join(parts.reasoning_content) if parts.reasoning_content else UNSET,
             reasoning="".join(parts.reasoning) if parts.reasoning else UNSET,
         )

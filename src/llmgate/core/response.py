@@ -29,7 +29,8 @@ class ResponseMessage(msgspec.Struct, gc=False):
     content: str | None = None
     tool_calls: list[ToolCall] | UnsetType | None = UNSET
     function_call: FunctionCall | UnsetType | None = UNSET
-    refusal: str | UnsetType | None = UNSET
+    refusal: str | None = None
+    """Always sent (``null`` without one): OpenAI's schema requires the member."""
     reasoning_content: str | UnsetType | None = UNSET
     reasoning: str | UnsetType | None = UNSET
     annotations: list[Any] | UnsetType | None = UNSET

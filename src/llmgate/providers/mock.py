@@ -296,12 +296,15 @@ def _content_deltas(reply: MockReply) -> list[Delta]:
 
 def _example(schema: dict[str, Any], text: str) -> Any:
     """A value that satisfies a (simple) JSON schema: required properties filled by type."""
-    kind = schema.get("type")
-    if schema.get("enum"):
-        return schema["enum"][0]
+    kind = schema.get("type")  # the schema is the caller's: any member may have any shape
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     if kind == "object" or "properties" in schema:
-        props: dict[str, Any] = schema.get("properties") or {}
-        return {name: _example(sub if isinstance(sub, dict) else {}, text) for name, sub in props.items()}
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return {}
+        return {str(name): _example(sub if isinstance(sub, dict) else {}, text) for name, sub in props.items()}
     if kind == "array":
         items = schema.get("items")
         return [_example(items, text)] if isinstance(items, dict) else []

@@ -111,7 +111,7 @@ def call_headers(info: CallInfo) -> dict[str, str]:
 def header_text(value: str) -> str:
     """Text for a header value: printable ASCII as it is, anything else percent-encoded (UTF-8), so a
     name with non-ASCII letters or control characters can neither break nor inject a header."""
-    if value.isascii() and value.isprintable():
+    if value.isascii() and value.isprintable() and "%" not in value:  # "%" too: encoded text stays unique
         return value
     return quote(value, safe=_PRINTABLE)
 

@@ -58,7 +58,11 @@ _REF_PREFIXES = ("#/$defs/", "#/definitions/")
 
 def to_gemini_schema(schema: Mapping[str, Any], *, param: str) -> JSONObject:
     """The Gemini ``Schema`` for a JSON schema; ``param`` names the field in errors."""
-    definitions = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+    definitions: dict[str, Any] = {}
+    for key in ("definitions", "$defs"):  # the schema is the caller's: any member may have any shape
+        found = schema.get(key)
+        if isinstance(found, Mapping):
+            definitions.update(found)
     return _Converter(definitions, param).convert(schema, ())
 
 
@@ -104,7 +108,8 @@ class _Converter:
 
     def _merge_all(self, node: Mapping[str, Any], expanding: tuple[str, ...]) -> JSONObject:
         merged = self.convert({k: v for k, v in node.items() if k != "allOf"}, expanding)
-        for member in node["allOf"] or ():
+        members = node["allOf"]
+        for member in members if isinstance(members, list) else ():
             part = self.convert(member, expanding)
             properties = {**part.pop("properties", {}), **merged.get("properties", {})}
             required = [*merged.get("required", []), *part.pop("required", [])]
@@ -142,7 +147,8 @@ class _Converter:
 
     @staticmethod
     def _format(out: JSONObject) -> None:
-        if "format" in out and out["format"] not in _FORMATS.get(str(out.get("type")), frozenset()):
+        known = _FORMATS.get(str(out.get("type")), frozenset())
+        if "format" in out and not (isinstance(out["format"], str) and out["format"] in known):
             del out["format"]
 
     def _children(self, out: JSONObject, node: Mapping[str, Any], expanding: tuple[str, ...]) -> None:
@@ -151,7 +157,7 @@ class _Converter:
             out["properties"] = {name: self.convert(sub, expanding) for name, sub in properties.items()}
             required = node.get("required")
             if isinstance(required, list):
-                out["required"] = [name for name in required if name in out["properties"]]
+                out["required"] = [n for n in required if isinstance(n, str) and n in out["properties"]]
         if isinstance(node.get("items"), Mapping):
             out["items"] = self.convert(node["items"], expanding)
         members = node.get("anyOf", node.get("oneOf"))
