@@ -14,6 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, get_args
 
+from prometheus_client import CollectorRegistry
+
 from llmgate.assembly import Assembly
 from llmgate.calls import CallOptions, ChatCalls, ChatStream, EmbeddingCalls
 from llmgate.catalogue import Catalogue, ModelInfo
@@ -22,11 +24,12 @@ from llmgate.config.settings import ProviderType
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
 from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
-from llmgate.core.errors import InvalidRequest, ModelNotFound
+from llmgate.core.errors import GatewayError, InvalidRequest, ModelNotFound
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
+from llmgate.observe.metrics import GatewayMetrics, LiveCollector, exposition
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
 from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
@@ -101,6 +104,14 @@ class Gateway:
             default_max_tokens=self._assembly.default_max_tokens,
             embed=self.embedding_calls.embed,
         )
+        self.metrics = GatewayMetrics(self.router, CollectorRegistry())
+        self._live = LiveCollector(
+            self.router,
+            self.board,
+            in_flight=lambda: self._state.guard.active if self._state is not None else 0,
+            pending=lambda: self._state.recorder.pending if self._state is not None else 0,
+        )
+        self.metrics.registry.register(self._live)
         self.health_report = Health(
             self.router,
             self.board,
@@ -114,7 +125,9 @@ class Gateway:
             try:
                 self.router.group(rules.embedding_model)
             except ModelNotFound as missing:
-                raise ConfigError(f"{self.settings.source}: cache.embedding_model: {missing.message}") from None
+                raise ConfigError(
+                    f"{self.settings.source}: cache.embedding_model: {missing.message}"
+                ) from None
 
     def new_request_id(self) -> str:
         """A short random id for one request (unique in practice, not a secret)."""
@@ -141,6 +154,7 @@ class Gateway:
         async with self._starting:
             if self._state is None:
                 self._state = await open_state(self.settings, self.board, self.caching.rules)
+                self._state.recorder.listeners.append(self.metrics.observe)
                 self.caching.store = self._state.cache
                 self.caching.semantic = self._state.semantic
                 self._quota = UpstreamQuota(self._state.counters)
@@ -225,8 +239,25 @@ class Gateway:
         options = CallOptions(request_id or self.new_request_id(), time_limit, fallbacks, cache)
         return self.calls.open_stream(request, options, caller)
 
+    async def record_refusal(
+        self, error: GatewayError, *, caller: Caller = ANONYMOUS, model: str = "", stream: bool = False
+    ) -> None:
+        """The usage record of a call refused before routing (its body, model, key or headers); calls
+        refused or failed later are recorded where that happens. The error gets a request id."""
+        if error.recorded:
+            return
+        if error.request_id is None:
+            error.request_id = self.new_request_id()
+        guard = await self._guard()
+        guard.note_refusal(caller, model or "-", error, stream=stream)
+
     async def _guard(self) -> Guard:
         return (self._state or await self.start()).guard
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition of this gateway (every worker's, under ``--workers N``)."""
+        await self.start()
+        return exposition(self.metrics, self._live, multiprocess_dir=self.settings.server.metrics_dir)
 
     async def cache_stats(self) -> dict[str, Any]:
         """The response cache: backend, entries, bytes, hits, misses, hit rate, coalesced, saved cost."""

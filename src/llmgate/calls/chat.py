@@ -68,7 +68,12 @@ class ChatCalls:
     async def complete(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatResult:
         """Serve a validated request whole: from the cache, or routed with limits, retries and failover."""
         guard = await self._guard()
-        plan = self.plan(request, options.fallbacks, caller)
+        try:
+            plan = self.plan(request, options.fallbacks, caller)
+        except GatewayError as refused:  # an unknown model or fallback: still one usage record
+            refused.request_id = options.request_id
+            guard.note_refusal(caller, request.model, refused, stream=False)
+            raise
         caching = self.caching
         ticket = await self._ticket(request, caller, options.cache, options.request_id)
         if ticket.answer is not None:
@@ -99,11 +104,11 @@ class ChatCalls:
             self.failover,
             options.request_id,
             deadline=self._deadline(options.time_limit),
-            admit=partial(self._admit, request, plan, caller),
+            admit=partial(self._admit, request, plan, caller, options.request_id),
             cache=StreamCache(
                 self.caching,
                 partial(self._ticket, request, caller, options.cache, options.request_id),
-                partial(self._admit_free, request, caller),
+                partial(self._admit_free, request, caller, options.request_id),
             ),
         )
 
@@ -127,7 +132,7 @@ class ChatCalls:
     ) -> ChatResult:
         request_id = options.request_id
         try:
-            gate = await guard.open(caller, self._call(guard, request, plan, caller))
+            gate = await guard.open(caller, self._call(guard, request, plan, caller, request_id))
         except GatewayError as refused:
             refused.request_id = request_id
             raise
@@ -152,6 +157,7 @@ class ChatCalls:
             gate.limit,
             served.tried,
             cache,
+            group=served.option.group.name,
         )
         usage = response.usage
         cost = cost_of(usage, deployment.prices) if usage is not None else None
@@ -168,7 +174,7 @@ class ChatCalls:
         assert answer is not None
         started = perf_counter()
         try:
-            gate = await self._admit_free(request, caller, guard)
+            gate = await self._admit_free(request, caller, request_id, guard)
         except GatewayError as refused:
             refused.request_id = request_id
             raise
@@ -176,15 +182,18 @@ class ChatCalls:
         await gate.close(info=info, usage=None, cost=0.0, first_token_ms=info.latency_ms)
         return ChatResult(answer.response, info, 0.0)
 
-    async def _admit(self, request: ChatRequest, plan: Plan, caller: Caller) -> Pass:
+    async def _admit(self, request: ChatRequest, plan: Plan, caller: Caller, request_id: str) -> Pass:
         guard = await self._guard()
-        return await guard.open(caller, self._call(guard, request, plan, caller))
+        return await guard.open(caller, self._call(guard, request, plan, caller, request_id))
 
-    async def _admit_free(self, request: ChatRequest, caller: Caller, guard: Guard | None = None) -> Pass:
+    async def _admit_free(
+        self, request: ChatRequest, caller: Caller, request_id: str, guard: Guard | None = None
+    ) -> Pass:
         """An answer from the cache: the caller's request rate and model list apply, tokens and budget
         do not (nothing is spent)."""
         guard = guard or await self._guard()
-        return await guard.open(caller, Call(request.model, 0, None, bool(request.stream), budgeted=False))
+        free = Call(request.model, 0, None, bool(request.stream), budgeted=False, request_id=request_id)
+        return await guard.open(caller, free)
 
     async def _ticket(
         self, request: ChatRequest, caller: Caller, control: CacheControl, request_id: str
@@ -209,12 +218,13 @@ class ChatCalls:
         vectors = result.vectors
         return vectors[0] if vectors else None
 
-    def _call(self, guard: Guard, request: ChatRequest, plan: Plan, caller: Caller) -> Call:
+    def _call(self, guard: Guard, request: ChatRequest, plan: Plan, caller: Caller, request_id: str) -> Call:
         """What the guard reserves: tokens when a token limit applies, the worst-case cost only for a key
         with a budget (each estimate is only made when something will read it)."""
         counted = guard.limits.applies_to(caller)
         worst = self._worst_cost(request, plan) if caller.budget_usd is not None else None
-        return Call(request.model, plan.reserved_tokens if counted else 0, worst, bool(request.stream))
+        tokens = plan.reserved_tokens if counted else 0
+        return Call(request.model, tokens, worst, bool(request.stream), request_id=request_id)
 
     def _worst_cost(self, request: ChatRequest, plan: Plan) -> float | None:
         prompt = int(plan.prompt_tokens * PROMPT_MARGIN) + 1

@@ -33,7 +33,7 @@ class EmbeddingCalls:
             raise InvalidRequest(f"provider '{deployment.account.name}' has no embeddings API", param="model")
         tokens = sum(len(text) for text in request.texts()) // 4 + 1
         worst = cost_of(make_usage(prompt=tokens * 2, completion=0), deployment.prices)
-        gate = await guard.open(caller, Call(request.model, tokens, worst))
+        gate = await guard.open(caller, Call(request.model, tokens, worst, request_id=request_id))
         started = perf_counter()
         try:
             response = await adapter.embed(request, deployment.target())

@@ -160,6 +160,7 @@ class ChatStream:
             self._pass.limit if self._pass is not None else None,
             served.tried,
             cache,
+            group=option.group.name,
         )
 
     async def _start_replay(self, cache: StreamCache, answer: CachedAnswer, state: str) -> None:

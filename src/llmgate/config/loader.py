@@ -28,6 +28,8 @@ _OVERRIDES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("LLMGATE_CACHE_SIZE", "LLM_PROXY_CACHE_SIZE"), ("cache", "max_entries")),
     (("LLMGATE_CACHE_TTL", "LLM_PROXY_CACHE_TTL"), ("cache", "ttl")),
     (("LLMGATE_MASTER_KEY",), ("server", "master_key")),
+    (("LLMGATE_METRICS_TOKEN",), ("server", "metrics_token")),
+    (("PROMETHEUS_MULTIPROC_DIR",), ("server", "metrics_dir")),
 )
 
 

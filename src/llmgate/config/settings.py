@@ -218,6 +218,10 @@ class ServerSettings(_Frozen):
     """Bytes per second a request body must keep up beyond ``body_timeout``."""
     idle_timeout: float = Field(5.0, gt=0, le=3600)
     """Seconds an idle kept-alive connection stays open waiting for its next request."""
+    metrics_token: SecretStr | None = None
+    """A bearer token that may read ``/metrics`` (besides the master key; loopback callers need none)."""
+    metrics_dir: str | None = None
+    """prometheus-client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``; set by ``--workers``)."""
     max_connections: int = Field(1000, ge=1, le=1_000_000)
     """Open connections per worker process; a connection over the cap gets 503 and is closed."""
 

@@ -53,6 +53,8 @@ class GatewayError(Exception):
         """Upstream calls the request made before it ended with this error (for its usage record)."""
         self.tried: tuple[str, ...] = ()
         """The deployments those calls went to, in order."""
+        self.recorded = False
+        """Whether the call's usage record (with this error) has been written."""
 
 
 class InvalidRequest(GatewayError):

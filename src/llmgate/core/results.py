@@ -28,6 +28,8 @@ class CallInfo:
     """``hit``, ``semantic-hit``, ``miss`` (looked up, not found) or ``skip`` (not looked up)."""
     saved_usd: float | None = None
     """For an answer from the cache: what the call cost when it was made."""
+    group: str = ""
+    """The model group that served the call (a fallback's, when it was a fallback)."""
 
     @classmethod
     def failed(

@@ -30,6 +30,8 @@ class Call:
     stream: bool = False
     budgeted: bool = True
     """Whether the key's budget applies (an answer from the cache spends nothing)."""
+    request_id: str = ""
+    """The request's id (for the usage record of a call refused here)."""
 
 
 @dataclass(slots=True)
@@ -67,6 +69,9 @@ class Pass:
             return
         self.closed = True
         guard = self.guard
+        guard.active -= 1
+        if error is not None:
+            error.recorded = True
         if guard.recorder is not None:
             guard.recorder.record(self.record(info, usage, cost, error, first_token_ms))
         if self.ticket is None and self.hold is None:
@@ -96,7 +101,7 @@ class Pass:
         reasoning = usage.completion_tokens_details if usage is not None else None
         return UsageRecord(
             time=self.started,
-            request_id=info.request_id if info is not None else "",
+            request_id=info.request_id if info is not None else self.call.request_id,
             key_id=self.caller.key_id,
             model_group=self.call.model,
             provider=(info.provider or None) if info is not None else None,
@@ -116,6 +121,10 @@ class Pass:
             stream=self.call.stream,
             tried=",".join(info.tried) if info is not None and info.tried else None,
             saved_usd=info.saved_usd if info is not None else None,
+            upstream_ms=info.latency_ms if info is not None and info.provider and info.attempts else None,
+            fallback_group=info.group
+            if info is not None and info.group and info.group != self.call.model
+            else None,
         )
 
 
@@ -134,6 +143,8 @@ class Guard:
         self.budgets = budgets
         self.recorder = recorder
         self._budgets_closed = budgets_closed
+        self.active = 0
+        """Calls admitted and not yet closed (the in-flight gauge)."""
 
     async def open(self, caller: Caller, call: Call) -> Pass:
         """Admit a call (403 for a model the key may not use, 429 over a limit or budget)."""
@@ -159,6 +170,7 @@ class Guard:
                     error.limit = ticket.status
                 self._refused(caller, call, error, started)
             raise
+        self.active += 1
         return Pass(self, caller, call, ticket, hold, started)
 
     async def _reserve(self, caller: Caller, call: Call) -> Hold | None:
@@ -171,8 +183,16 @@ class Guard:
             )
         return await self.budgets.reserve(caller, call.worst_cost)
 
+    def note_refusal(self, caller: Caller, model: str, error: GatewayError, *, stream: bool) -> None:
+        """A call refused before it reached the guard (bad body, unknown model, no key...): its record."""
+        if not error.recorded:
+            self._refused(
+                caller, Call(model, 0, None, stream, request_id=error.request_id or ""), error, time.time()
+            )
+
     def _refused(self, caller: Caller, call: Call, error: GatewayError, started: float) -> None:
         """A refused call still gets its usage record (status 429 / 403 / 503, no tokens)."""
+        error.recorded = True
         if self.recorder is not None:
             refused = Pass(self, caller, call, None, None, started, closed=True)
             self.recorder.record(refused.record(None, None, None, error, None))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmgate.state.ports import StateUnavailable, UsageLedger, UsageRecord
@@ -41,11 +42,15 @@ class UsageRecorder:
         self._stopping = False
         self._waiting_since: float | None = None  # monotonic: when the oldest queued record (at most) came
         self._last_write: float | None = None
+        self.listeners: list[Callable[[Sequence[UsageRecord]], None]] = []
+        """Told of every record once, in batches, off the request path (metrics, request logs)."""
+        self._announced = 0  # records at the head of the queue the listeners have been told of
 
     def record(self, record: UsageRecord) -> None:
         """Queue one record (never blocks, never fails the request)."""
         if len(self._queue) >= self.max_queued:
             self.dropped += 1  # the database has been down for long: keep memory bounded
+            self._tell([record])  # the metrics still count it
             return
         if not self._queue:
             self._waiting_since = time.monotonic()
@@ -87,6 +92,7 @@ class UsageRecorder:
         """
         async with self._lock:
             started = time.monotonic()
+            self._announce()
             remaining = len(self._queue)
             while remaining > 0:
                 batch = self._queue[: min(BATCH_SIZE, remaining)]
@@ -98,11 +104,25 @@ class UsageRecorder:
                     log.warning("usage records are waiting for the database: %s", error)
                     return
                 del self._queue[: len(batch)]
+                self._announced -= len(batch)
                 self.written += len(batch)
                 self.last_error = None
                 self._last_write = time.monotonic()
             # What is left arrived after this flush began: it has waited at most since then.
             self._waiting_since = started if self._queue else None
+
+    def _announce(self) -> None:
+        fresh = self._queue[self._announced :]
+        self._announced = len(self._queue)
+        if fresh:
+            self._tell(fresh)
+
+    def _tell(self, records: Sequence[UsageRecord]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(records)
+            except Exception:  # a consumer's bug must not cost the records
+                log.exception("a usage-record listener failed")
 
     async def _run(self) -> None:
         while not self._stopping:

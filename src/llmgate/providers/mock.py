@@ -304,7 +304,9 @@ def _example(schema: dict[str, Any], text: str) -> Any:
         props = schema.get("properties")
         if not isinstance(props, dict):
             return {}
-        return {str(name): _example(sub if isinstance(sub, dict) else {}, text) for name, sub in props.items()}
+        return {
+            str(name): _example(sub if isinstance(sub, dict) else {}, text) for name, sub in props.items()
+        }
     if kind == "array":
         items = schema.get("items")
         return [_example(items, text)] if isinstance(items, dict) else []

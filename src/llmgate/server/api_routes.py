@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from typing import Any
 
 from starlette.requests import Request
@@ -103,6 +105,43 @@ class HealthRoutes:
         """``GET /health/cache``: backend, entries, bytes, hits, misses, hit rate, coalesced, saved cost."""
         await self.ctx.authenticate(request)
         return Response(encoder.encode(await self.ctx.gateway.cache_stats()), media_type=JSON)
+
+
+class MetricsRoutes:
+    """``GET /metrics``: Prometheus text. Open to loopback callers (not forwarded by a proxy) and in open
+    mode; otherwise the master key or ``server.metrics_token``."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        token = ctx.gateway.settings.server.metrics_token
+        self._token = token.get_secret_value().encode() if token is not None else None
+
+    async def metrics(self, request: Request) -> Response:
+        """The exposition (version 0.0.4 of the text format)."""
+        if not self._open_to(request):
+            presented = bearer_token(request)
+            if (
+                self._token is None
+                or presented is None
+                or not hmac.compare_digest(presented.encode(), self._token)
+            ):
+                await self.ctx.authenticate_admin(request)
+        body = await self.ctx.gateway.metrics_text()
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def _open_to(self, request: Request) -> bool:
+        if self.ctx.master_key is None:
+            return True
+        client = request.client
+        forwarded = any(name in request.headers for name in ("x-forwarded-for", "forwarded", "x-real-ip"))
+        return client is not None and not forwarded and _is_loopback(client.host)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _models(models: Any) -> Response:

@@ -18,7 +18,7 @@ from llmgate.config import Settings, config_path_from_environment, load_settings
 from llmgate.core.errors import GatewayError
 from llmgate.gateway import Gateway
 from llmgate.server.admin_routes import AdminRoutes
-from llmgate.server.api_routes import CatalogueRoutes, HealthRoutes
+from llmgate.server.api_routes import CatalogueRoutes, HealthRoutes, MetricsRoutes
 from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_body, error_headers
@@ -50,6 +50,7 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
         Route("/health", health.health, methods=["GET"]),
         Route("/health/providers", health.providers, methods=["GET"]),
         Route("/health/cache", health.cache, methods=["GET"]),
+        Route("/metrics", MetricsRoutes(ctx).metrics, methods=["GET"]),
         Route("/api/rate-limits", admin.rate_limits, methods=["GET"]),
         Route("/admin/keys", admin.create, methods=["POST"]),
         Route("/admin/keys", admin.list, methods=["GET"]),

@@ -8,8 +8,10 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmgate.core.caller import ANONYMOUS
+from llmgate.core.caller import ANONYMOUS, Caller
 from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_request
+from llmgate.core.errors import GatewayError
+from llmgate.core.request import ChatRequest
 from llmgate.core.results import CallInfo
 from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import DisconnectWatch, EventStreamResponse, until_disconnected
@@ -28,10 +30,30 @@ class OpenAIRoutes:
         self.ctx = ctx
 
     async def chat_completions(self, request: Request) -> Response:
-        """``POST /v1/chat/completions``, whole or streamed."""
+        """``POST /v1/chat/completions``, whole or streamed. A call refused before it is routed (its key,
+        body or headers) still gets its usage record."""
         ctx = self.ctx
-        caller = ANONYMOUS if ctx.master_key is None else await ctx.authenticate(request)
-        chat = parse_chat_request(decode_json(await read_body(request, ctx.max_body)))
+        caller, chat = ANONYMOUS, None
+        try:
+            caller = ANONYMOUS if ctx.master_key is None else await ctx.authenticate(request)
+            chat = parse_chat_request(decode_json(await read_body(request, ctx.max_body)))
+            return await self._chat(request, caller, chat)
+        except GatewayError as error:
+            if not error.recorded:
+                await self._refused(
+                    request, error, caller, chat.model if chat else "", bool(chat and chat.stream)
+                )
+            raise
+
+    async def _refused(
+        self, request: Request, error: GatewayError, caller: Caller, model: str, stream: bool
+    ) -> None:
+        if error.request_id is None:
+            error.request_id = self.ctx.request_id(request)
+        await self.ctx.gateway.record_refusal(error, caller=caller, model=model, stream=stream)
+
+    async def _chat(self, request: Request, caller: Caller, chat: ChatRequest) -> Response:
+        ctx = self.ctx
         asked = ctx.call_options(request)
         if chat.stream:
             stream = ctx.gateway.open_stream(
@@ -67,10 +89,16 @@ class OpenAIRoutes:
     async def embeddings(self, request: Request) -> Response:
         """``POST /v1/embeddings``."""
         ctx = self.ctx
-        caller = await ctx.authenticate(request)
-        body = parse_embedding_request(decode_json(await read_body(request, ctx.max_body)))
-        work = ctx.gateway.embeddings(body, request_id=ctx.request_id(request), caller=caller)
-        result = await until_disconnected(request.receive, work)
+        caller, body = ANONYMOUS, None
+        try:
+            caller = await ctx.authenticate(request)
+            body = parse_embedding_request(decode_json(await read_body(request, ctx.max_body)))
+            work = ctx.gateway.embeddings(body, request_id=ctx.request_id(request), caller=caller)
+            result = await until_disconnected(request.receive, work)
+        except GatewayError as error:
+            if not error.recorded:
+                await self._refused(request, error, caller, body.model if body else "", False)
+            raise
         headers = call_headers(result.info)
         headers["x-llmgate-cost-usd"] = cost_header(result.cost)
         return Response(await encode_embeddings(result.response), media_type=JSON, headers=headers)

@@ -157,6 +157,11 @@ class UsageRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """Deployments called without success, comma-separated in order (``None``: none failed)."""
     saved_usd: float | None = None
     """An answer from the cache: what the call cost when it was made (``cost_usd`` is 0)."""
+    upstream_ms: float | None = None
+    """The serving upstream call's own time (whole replies) or time to its first token (streams): the
+    rest of ``latency_ms`` is the gateway's (and failed attempts')."""
+    fallback_group: str | None = None
+    """The group that served the call, when it was not the one asked for (a fallback)."""
 
 
 @dataclass(frozen=True, slots=True)

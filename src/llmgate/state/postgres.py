@@ -81,10 +81,14 @@ CREATE TABLE IF NOT EXISTS usage_records (
     attempts integer NOT NULL,
     stream boolean NOT NULL,
     tried text,
-    saved_usd double precision
+    saved_usd double precision,
+    upstream_ms double precision,
+    fallback_group text
 );
 ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS tried text;
 ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS saved_usd double precision;
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS upstream_ms double precision;
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS fallback_group text;
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
 CREATE INDEX IF NOT EXISTS usage_records_key_time ON usage_records (key_id, time);
 CREATE TABLE IF NOT EXISTS counters (

@@ -98,7 +98,9 @@ CREATE TABLE IF NOT EXISTS usage_records (
     attempts INTEGER NOT NULL,
     stream INTEGER NOT NULL,
     tried TEXT,
-    saved_usd REAL
+    saved_usd REAL,
+    upstream_ms REAL,
+    fallback_group TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
 CREATE INDEX IF NOT EXISTS usage_records_key_time ON usage_records (key_id, time);
@@ -108,7 +110,12 @@ CREATE TABLE IF NOT EXISTS turns (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
 COMMIT;
 """
 
-ADDED_USAGE_COLUMNS = (("tried", "TEXT"), ("saved_usd", "REAL"))
+ADDED_USAGE_COLUMNS = (
+    ("tried", "TEXT"),
+    ("saved_usd", "REAL"),
+    ("upstream_ms", "REAL"),
+    ("fallback_group", "TEXT"),
+)
 """Usage columns added after the first release: created in old databases when they are opened."""
 
 SELECT_KEYS = f"SELECT {', '.join(KEY_COLUMNS)} FROM virtual_keys"
