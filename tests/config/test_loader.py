@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmgate.config import ConfigError, load_settings
+from llmgate.config import ConfigError, Settings, load_settings
 from llmgate.gateway import Gateway
 
 SPEC_EXAMPLE = """\
@@ -225,3 +225,12 @@ def test_a_misspelt_field_is_one_line_with_a_suggestion(tmp_path: Path) -> None:
     assert lines == [
         f"  {path}:8: models[0].deployments[0].wieght: Extra inputs are not permitted: did you mean 'weight'?"
     ]
+
+
+def test_settings_built_in_code_also_find_the_data_directory_when_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMGATE_DATA_DIR", str(tmp_path / "here"))
+    settings = Settings.model_validate({})
+    assert settings.storage.database == f"sqlite:///{tmp_path / 'here' / 'llmgate.db'}"
+    assert settings.cache.path == f"sqlite:///{tmp_path / 'here' / 'cache.db'}"

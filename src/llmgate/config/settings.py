@@ -314,11 +314,11 @@ class Settings(_Frozen):
     """Everything llmgate is configured with, validated once and then read-only."""
 
     server: ServerSettings = ServerSettings()
-    storage: StorageSettings = StorageSettings()
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # its defaults read the environment
     providers: dict[str, ProviderSettings] = {}
     models: tuple[ModelGroupSettings, ...] = ()
     routing: RoutingSettings = RoutingSettings()
-    cache: CacheSettings = CacheSettings()
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     limits: LimitsSettings = LimitsSettings()
     model_prices: dict[str, PriceOverride] = {}
     source: str | None = None
