@@ -331,12 +331,15 @@ async def test_a_failed_probe_reopens_the_breaker_for_longer() -> None:
     assert breaker.opened_until == pytest.approx(rig.clock() + 20.0)
 
 
-async def test_when_every_deployment_is_open_the_request_is_overloaded_with_retry_after() -> None:
+async def test_when_every_deployment_is_open_and_fails_everything_the_request_is_overloaded() -> None:
     a, b = FakeProvider("a"), FakeProvider("b")
     rig = Rig(group("g", deployment(a), deployment(b)))
     now = rig.clock()
-    rig.board.of("a/m").breaker.trip(now + 7.0)
-    rig.board.of("b/m").breaker.trip(now + 3.0)
+    for name, until in (("a/m", now + 7.0), ("b/m", now + 3.0)):
+        breaker = rig.board.of(name).breaker
+        breaker.trip(until)
+        for _ in range(breaker.policy.min_requests):  # no success lately: not worth a panic attempt
+            breaker.record_failure(now)
 
     error = await fails(rig)
 

@@ -108,8 +108,10 @@ def test_no_dead_end_while_something_could_serve() -> None:
     rig = Rig(group("g", ok))
     plan = rig.plan()
     rig.board.of(ok.name).breaker.trip(rig.clock() + 5)
-    assert plan.next(rig.clock()) is None
+    assert plan.next(rig.clock(), panic=False) is None
     assert plan.dead_end() is None  # open circuit: not the request's fault
+    panic = plan.next(rig.clock())  # and not a reason to refuse it (test_panic.py)
+    assert panic is not None and panic.panic
 
 
 def keys_chosen(rig: Rig, draws: int = 60) -> Counter[str]:

@@ -143,6 +143,8 @@ class ChatStream:
             error = exc if isinstance(exc, GatewayError) else ClientClosed("the client went away")
             error.request_id = self.info.request_id
             self.info = CallInfo.failed(self.info.request_id, error, self.info.limit, cache=cache)
+            if self._cache is not None:
+                self._cache.failed(self.info, error)
             await self._close_pass(error)
             raise
         self._served = served
@@ -175,6 +177,7 @@ class ChatStream:
         self.cost = 0.0
         self.first_token = time.monotonic() - started
         self.info = cache_info(answer, self.info.request_id, self._pass, self.first_token * 1000, state)
+        cache.replayed(answer, self.info)
 
     @property
     def served(self) -> Served[Opened] | None:
@@ -235,8 +238,10 @@ class ChatStream:
         self._closed = True
         if gone:  # the caller left mid-stream: the call ends, but says nothing about the deployment
             if self._cache is not None:
-                self._cache.failed()
-            served.board.of(served.option.deployment.name).abandoned(served.board.clock())
+                self._cache.failed(self.info, ClientClosed("the client went away"))
+            served.board.of(served.option.deployment.name).abandoned(
+                served.board.clock(), panic=served.option.panic
+            )
             self._estimate_usage(served)
             await self._settle(served, ClientClosed("the client went away"))
             return
@@ -245,7 +250,7 @@ class ChatStream:
             if error is None:
                 await self._cache.finished(self.info, self.cost)
             else:
-                self._cache.failed()
+                self._cache.failed(self.info, error)
         await self._settle(served, error)
 
     async def _replayed(self) -> AsyncIterator[list[StreamItem]]:

@@ -98,8 +98,9 @@ class Health:
 
     def _ready(self, deployment: Deployment, now: float) -> bool:
         board = self._board
-        if board.of(deployment.name, deployment.account.name).breaker.state(now) is BreakerState.OPEN:
-            return False
+        breaker = board.of(deployment.name, deployment.account.name).breaker
+        if breaker.state(now) is BreakerState.OPEN and breaker.fails_everything:
+            return False  # open and failing everything: no panic attempt would go to it either
         return any(board.usable(deployment.name, key.label, now) for key in deployment.keys)
 
     def _account_ready(self, account: ProviderAccount, now: float) -> bool:

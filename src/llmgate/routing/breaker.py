@@ -2,10 +2,15 @@
 
 The breaker only counts what it is told: the caller decides which failures say something about the
 deployment (a 5xx or a timeout does, a 400 from a bad request does not). Time is always passed in.
+
+A run of consecutive failures opens it only when the run says more than the deployment's usual error
+rate: at 20% random failures, five in a row come about once every 3,000 requests, and opening the only
+deployment of a group for that refuses everything for a cooldown while the upstream is 80% healthy.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -22,10 +27,13 @@ class BreakerState(StrEnum):
 class BreakerPolicy:
     """When a breaker opens and for how long (seconds).
 
-    It opens after ``failure_threshold`` consecutive failures, or when the error rate over the stats window
-    reaches ``error_rate_threshold`` with at least ``min_requests`` requests in it. The cooldown doubles on
-    each failed probe, up to ``max_cooldown``. A probe not reported within ``probe_timeout`` is presumed
-    lost (e.g. its client went away) and another one is let through.
+    It opens when the error rate over the stats window reaches ``error_rate_threshold`` with at least
+    ``min_requests`` requests in it, or after a run of at least ``failure_threshold`` consecutive failures
+    that the window cannot explain: the window held fewer than ``min_requests`` outcomes before the run
+    (too little to know the usual rate), or the run's chance at the error rate seen before it, p ** run, is
+    below ``implausible_run`` (p = 0: any run of ``failure_threshold``; p = 0.05: 7; p = 0.2: 13). The
+    cooldown doubles on each failed probe, up to ``max_cooldown``. A probe not reported within
+    ``probe_timeout`` is presumed lost (e.g. its client went away) and another one is let through.
     """
 
     failure_threshold: int = 5
@@ -34,6 +42,7 @@ class BreakerPolicy:
     cooldown: float = 30.0
     max_cooldown: float = 300.0
     probe_timeout: float = 120.0
+    implausible_run: float = 1e-9
 
     def __post_init__(self) -> None:
         if self.failure_threshold < 1:
@@ -42,12 +51,19 @@ class BreakerPolicy:
             raise ValueError("error_rate_threshold must be in (0, 1]")
         if self.cooldown < 0 or self.max_cooldown < self.cooldown:
             raise ValueError("cooldown must be >= 0 and max_cooldown >= cooldown")
+        if not 0.0 < self.implausible_run < 1.0:
+            raise ValueError("implausible_run must be in (0, 1)")
 
 
 class CircuitBreaker:
-    """One deployment's breaker (one per replica; ``trip`` carries another replica's verdict)."""
+    """One deployment's breaker (one per replica; ``trip`` carries another replica's verdict).
 
-    __slots__ = ("_cooldown", "_failures", "_opened_until", "_policy", "_probe_sent_at")
+    A *panic* verdict is that of an attempt sent while the breaker was open (routing had nothing else to
+    try): it counts in the run of failures, but never opens, closes or reopens the breaker, which stays
+    the business of its own rules and of its one half-open probe.
+    """
+
+    __slots__ = ("_cooldown", "_failures", "_log_implausible", "_opened_until", "_policy", "_probe_sent_at")
 
     def __init__(self, policy: BreakerPolicy = BreakerPolicy()) -> None:
         self._policy = policy
@@ -55,6 +71,7 @@ class CircuitBreaker:
         self._cooldown = policy.cooldown
         self._failures = 0
         self._probe_sent_at: float | None = None
+        self._log_implausible = math.log(policy.implausible_run)
 
     @property
     def policy(self) -> BreakerPolicy:
@@ -68,8 +85,15 @@ class CircuitBreaker:
 
     @property
     def consecutive_failures(self) -> int:
-        """Failures recorded since the last success while closed."""
+        """Failures recorded since the last success, in any state (panic attempts and probes included)."""
         return self._failures
+
+    @property
+    def fails_everything(self) -> bool:
+        """Its last ``min_requests`` verdicts were all failures: not worth a panic attempt (only its probe
+        may find it back). Counted by the breaker rather than the stats window, which empties after a
+        minute while an open period may last five."""
+        return self._failures >= self._policy.min_requests
 
     @property
     def cooldown(self) -> float:
@@ -103,36 +127,48 @@ class CircuitBreaker:
         the next request may probe instead of waiting out ``probe_timeout``."""
         self._probe_sent_at = None
 
-    def record_success(self, now: float) -> None:
-        """A request succeeded: a half-open breaker closes (cooldown reset). A success arriving while
-        open (a request sent before it opened) changes nothing."""
-        state = self.state(now)
-        if state is BreakerState.OPEN:
-            return
+    def record_success(self, now: float, *, panic: bool = False) -> None:
+        """A request succeeded: the run of failures ends, and a half-open breaker closes (cooldown reset)
+        unless this was a panic attempt. A success arriving while open (a request sent before it opened,
+        or a panic attempt) leaves it open."""
         self._failures = 0
-        if state is BreakerState.HALF_OPEN:
+        if self.state(now) is BreakerState.HALF_OPEN and not panic:
             self._opened_until = None
             self._cooldown = self._policy.cooldown
             self._probe_sent_at = None
 
-    def record_failure(self, now: float, *, error_rate: float = 0.0, requests: int = 0) -> bool:
-        """A request failed in a way that blames the deployment; ``error_rate`` and ``requests`` are the
-        stats window's figures. Returns True when this call opened (or reopened) the breaker."""
+    def record_failure(self, now: float, *, errors: int = 0, requests: int = 0, panic: bool = False) -> bool:
+        """A request failed in a way that blames the deployment; ``errors`` and ``requests`` are the stats
+        window's figures, this failure included. Returns True when this call opened (or reopened) the
+        breaker; a panic attempt's failure never does while it is open or half-open."""
         state = self.state(now)
-        if state is BreakerState.OPEN:
+        self._failures += 1
+        if state is BreakerState.OPEN or (state is BreakerState.HALF_OPEN and panic):
             return False
         if state is BreakerState.HALF_OPEN:
             self._cooldown = min(self._cooldown * 2, self._policy.max_cooldown)
             self._open(now + self._cooldown)
             return True
-        self._failures += 1
-        policy = self._policy
-        too_many = self._failures >= policy.failure_threshold
-        too_often = requests >= policy.min_requests and error_rate >= policy.error_rate_threshold
-        if too_many or too_often:
+        if self._too_often(errors, requests) or self._run_is_telling(errors, requests):
             self._open(now + self._cooldown)
             return True
         return False
+
+    def _too_often(self, errors: int, requests: int) -> bool:
+        policy = self._policy
+        return requests >= policy.min_requests and errors / requests >= policy.error_rate_threshold
+
+    def _run_is_telling(self, errors: int, requests: int) -> bool:
+        """Whether the current run of failures says more than the error rate seen before it (O(1))."""
+        run, policy = self._failures, self._policy
+        if run < policy.failure_threshold:
+            return False
+        before = requests - run  # the window's outcomes older than the run (it may outlast the window)
+        if before < policy.min_requests:
+            return True  # too little history to call the run a fluke of the usual rate
+        rate = max(0, errors - run) / before
+        # p ** run < implausible_run, in logs: a run this long at this rate is not chance but a change.
+        return rate == 0.0 or run * math.log(rate) < self._log_implausible
 
     def trip(self, until: float) -> None:
         """Open until ``until`` (another replica opened it, or the provider asked for a long pause). An

@@ -2,8 +2,9 @@
 
 Retryable failures (429, 408, 5xx, 529, timeouts, connection errors) move to the next option; an
 upstream 401/403 rests that key and tries another; anything else (the caller's fault) returns at once.
-Every option is tried once per round; after a round, up to ``retries`` more rounds follow a backoff that
-honours ``Retry-After``. Attempts and time are bounded.
+Every option is tried once per round (open-circuit ones too, when the plan panics because nothing else
+is left); after a round, up to ``retries`` more rounds follow a backoff that honours ``Retry-After``.
+Attempts and time are bounded.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Generic, Protocol, TypeVar
 from llmgate.core.errors import (
     ContextLengthExceeded,
     GatewayError,
-    Overloaded,
     ProviderAuthError,
     RateLimited,
     UpstreamError,
@@ -107,9 +107,9 @@ class Served(Generic[T]):
             ok=ok, latency=latency, first_token=first_token, now=now, error=_describe(error)
         )
         if ok:
-            health.breaker.record_success(now)
+            health.breaker.record_success(now, panic=self.option.panic)
         elif error is not None and _counts_against_deployment(error):
-            health.count_failure(now)
+            health.count_failure(now, panic=self.option.panic)
 
 
 class Failover:
@@ -278,14 +278,15 @@ class Failover:
             self._failed(run, option, error)
             return None
         except BaseException:  # cancelled (caller gone, or a hedge lost): no verdict on the deployment
-            health.abandoned(self.board.clock())
+            health.abandoned(self.board.clock(), panic=option.panic)
             raise
         tried = tuple(name for name, _ in run.attempts.errors)
         return Served(value, option, run.attempts.count, started, self.board, run.plan.reserved_tokens, tried)
 
     def _not_sent(self, option: Option) -> None:
         """A picked option whose call never went out: a half-open probe slot it took is free again."""
-        self.board.of(option.deployment.name).breaker.release_probe()
+        if not option.panic:  # a panic attempt took no probe slot, and must not free the probe's
+            self.board.of(option.deployment.name).breaker.release_probe()
 
     async def _admit(self, plan: Plan, option: Option) -> bool:
         if self.admission is None or not option.deployment.limited:
@@ -333,7 +334,7 @@ class Failover:
             return
         plan.failed.add(deployment.name)
         if unwell:
-            health.count_failure(now)
+            health.count_failure(now, panic=option.panic)
 
     def _wait_for_more(self, run: _Run[T], rounds: int) -> float | None:
         """How long to wait before another round, or ``None`` to give up now."""
@@ -361,7 +362,7 @@ class Failover:
         if dead_end is not None and not attempts.errors:
             return dead_end
         if not attempts.errors:
-            return self._nothing_available(plan)
+            return plan.unavailable(self.board.clock())
         errors = [error for _, error in attempts.errors]
         if len(errors) == 1:
             return errors[0]
@@ -377,25 +378,6 @@ class Failover:
         if soonest is not None:
             waits.append(soonest - self.board.clock())
         return kind(message, retry_after=min(waits) if waits else None)
-
-    def _nothing_available(self, plan: Plan) -> GatewayError:
-        now = self.board.clock()
-        soonest = plan.soonest_key(now)
-        if soonest is not None:
-            return RateLimited(
-                f"every upstream key of '{plan.chain[0].name}' is at its rate limit",
-                retry_after=soonest - now,
-            )
-        reopen = [
-            until
-            for group in plan.chain
-            for d in group.deployments
-            if (until := self.board.of(d.name).breaker.opened_until) is not None and until > now
-        ]
-        return Overloaded(
-            f"every deployment of '{plan.chain[0].name}' is open-circuit after repeated failures",
-            retry_after=(min(reopen) - now) if reopen else None,
-        )
 
     @staticmethod
     def _give_up_timeout(attempts: Attempts) -> GatewayError:
@@ -414,7 +396,7 @@ class Failover:
             return await first
         plan = run.plan
         plan.failed.add(option.deployment.name)  # the hedge goes elsewhere
-        second_option = plan.next(self.board.clock())
+        second_option = plan.next(self.board.clock(), panic=False)  # a hedge never panics: it only races
         plan.failed.discard(option.deployment.name)
         if second_option is None:
             return await first

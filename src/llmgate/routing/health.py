@@ -46,17 +46,18 @@ class DeploymentHealth:
     breaker: CircuitBreaker
     provider: str = ""
 
-    def count_failure(self, now: float) -> bool:
-        """A failure that blames the deployment: tell the breaker (with the window's figures); whether it
-        opened."""
+    def count_failure(self, now: float, *, panic: bool = False) -> bool:
+        """A failure that blames the deployment, already in the stats window: tell the breaker (with the
+        window's figures); whether it opened. ``panic``: the attempt was sent while the breaker was open."""
         stats = self.stats
-        return self.breaker.record_failure(now, error_rate=stats.error_rate, requests=stats.requests)
+        return self.breaker.record_failure(now, errors=stats.errors, requests=stats.requests, panic=panic)
 
-    def abandoned(self, now: float) -> None:
+    def abandoned(self, now: float, *, panic: bool = False) -> None:
         """A call ended because its caller left (or it lost a hedge): no verdict on the deployment, and a
-        half-open probe slot is free again."""
+        half-open probe slot is free again (unless this was a panic attempt, which took no probe slot)."""
         self.stats.finished(ok=True, latency=None, now=now)
-        self.breaker.release_probe()
+        if not panic:
+            self.breaker.release_probe()
 
     def state(self, now: float) -> str:
         """``healthy``, ``degraded`` (errors in the window) or ``open`` / ``half_open``."""

@@ -4,6 +4,10 @@ A ``Plan`` walks the requested group, then its ``fallbacks`` chain (and ``contex
 prompt is too long), skipping deployments that are open-circuit, too small for the prompt, unable to
 honour a parameter, out of usable keys, or already failed in this round. Among the rest the group's
 strategy picks; within the chosen deployment the key with the most upstream headroom is used.
+
+When the only thing standing between the request and every deployment left is their open breakers, the
+plan *panics* (as Envoy does below its panic threshold): it tries the least-bad open deployment rather
+than refusing the request, since an upstream failing one request in five still serves the other four.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from llmgate.catalogue.pricing import cost_of
-from llmgate.core.errors import ContextLengthExceeded, InvalidRequest
+from llmgate.core.errors import ContextLengthExceeded, GatewayError, InvalidRequest, Overloaded, RateLimited
 from llmgate.core.request import ChatRequest
 from llmgate.core.tokens import estimate_prompt_tokens
 from llmgate.core.usage import make_usage
@@ -34,6 +38,8 @@ class Option:
     deployment: Deployment
     key: ApiKey
     dropped: tuple[str, ...] = ()
+    panic: bool = False
+    """Chosen although its breaker is open: nothing else was left (its verdict never moves the breaker)."""
 
 
 class Plan:
@@ -82,15 +88,39 @@ class Plan:
             self._reserved = self.prompt_tokens + (self.request.output_limit or self._output_reserve)
         return self._reserved
 
-    def next(self, now: float, turn: Mapping[str, int] | None = None) -> Option | None:
-        """The next option to try, or ``None`` when every candidate is used up for this round."""
+    def next(self, now: float, turn: Mapping[str, int] | None = None, *, panic: bool = True) -> Option | None:
+        """The next option to try, or ``None`` when every candidate is used up for this round. With
+        ``panic``, an open-circuit deployment is chosen when nothing else is left (see ``_panic``)."""
         for group in self.chain:
             option = self._from_group(group, now, (turn or {}).get(group.name, 0))
             if option is not None:
                 return option
         if self._too_small and self.extend_for_context():
-            return self.next(now, turn)
-        return None
+            return self.next(now, turn, panic=panic)
+        return self._panic(now) if panic else None
+
+    def _panic(self, now: float) -> Option | None:
+        """The least-bad deployment of the chain that only its breaker keeps out (open, or half-open with
+        the probe out): the lowest window error rate, then the soonest end of its open period, then chain
+        order. Those that failed this round, do not fit, refuse a parameter or have no usable key stay out,
+        and so does one that fails everything (a fast 503 then beats a sure failure)."""
+        best: tuple[float, float] | None = None
+        chosen: tuple[ModelGroup, Deployment, list[ApiKey], tuple[str, ...]] | None = None
+        for group in self.chain:
+            for deployment in group.deployments:
+                found = self._eligible(deployment, now, open_ok=True)
+                if found is None:
+                    continue
+                health = self._board.of(deployment.name, deployment.account.name)
+                if health.breaker.fails_everything:
+                    continue
+                rank = (health.stats.error_rate, health.breaker.opened_until or now)
+                if best is None or rank < best:
+                    best, chosen = rank, (group, deployment, *found)
+        if chosen is None:
+            return None
+        group, deployment, keys, dropped = chosen
+        return Option(group, deployment, self._key(deployment, keys, now), dropped, panic=True)
 
     def too_small(self, deployment: str) -> None:
         """The upstream said the prompt does not fit this deployment: skip it from now on."""
@@ -166,8 +196,11 @@ class Plan:
             candidates.remove(deployment)  # a half-open probe is already out
         return None
 
-    def _eligible(self, deployment: Deployment, now: float) -> tuple[list[ApiKey], tuple[str, ...]] | None:
-        """The deployment's usable keys and the parameters it would drop, or ``None`` to skip it."""
+    def _eligible(
+        self, deployment: Deployment, now: float, *, open_ok: bool = False
+    ) -> tuple[list[ApiKey], tuple[str, ...]] | None:
+        """The deployment's usable keys and the parameters it would drop, or ``None`` to skip it
+        (``open_ok``: whatever its breaker says)."""
         name = deployment.name
         if name in self.failed or name in self._too_small or name in self._refused:
             return None
@@ -180,7 +213,7 @@ class Plan:
             self._refused[name] = report.refused
             return None
         health = self._board.of(name, deployment.account.name)
-        if health.breaker.state(now) is BreakerState.OPEN:
+        if not open_ok and health.breaker.state(now) is BreakerState.OPEN:
             return None
         keys = self._keys(deployment, now)
         return (keys, report.dropped) if keys else None
@@ -256,3 +289,24 @@ class Plan:
         ]
         future = [t for t in times if t > now]
         return min(future) if future else None
+
+    def unavailable(self, now: float) -> GatewayError:
+        """Why not even one attempt could be made: every key of the chain resting (429, until the first
+        frees up), or every deployment open-circuit with none worth a panic attempt (503, until the first
+        open period ends)."""
+        soonest = self.soonest_key(now)
+        if soonest is not None:
+            return RateLimited(
+                f"every upstream key of '{self.chain[0].name}' is at its rate limit",
+                retry_after=soonest - now,
+            )
+        reopen = [
+            until
+            for group in self.chain
+            for d in group.deployments
+            if (until := self._board.of(d.name).breaker.opened_until) is not None and until > now
+        ]
+        return Overloaded(
+            f"every deployment of '{self.chain[0].name}' is open-circuit after repeated failures",
+            retry_after=(min(reopen) - now) if reopen else None,
+        )
