@@ -14,8 +14,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, get_args
 
-from prometheus_client import CollectorRegistry
-
 from llmgate.assembly import Assembly
 from llmgate.calls import CallOptions, ChatCalls, ChatStream, EmbeddingCalls
 from llmgate.catalogue import Catalogue, ModelInfo
@@ -29,7 +27,7 @@ from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
-from llmgate.observe.metrics import GatewayMetrics, LiveCollector, exposition
+from llmgate.observe.observers import Observers
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
 from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
@@ -104,14 +102,15 @@ class Gateway:
             default_max_tokens=self._assembly.default_max_tokens,
             embed=self.embedding_calls.embed,
         )
-        self.metrics = GatewayMetrics(self.router, CollectorRegistry())
-        self._live = LiveCollector(
+        log = self.settings.log
+        files = log.interactions
+        self.observers = Observers(
             self.router,
             self.board,
-            in_flight=lambda: self._state.guard.active if self._state is not None else 0,
-            pending=lambda: self._state.recorder.pending if self._state is not None else 0,
+            request_lines=log.requests,
+            interactions=(files.path, files.max_bytes, files.backups) if files is not None else None,
+            metrics_dir=self.settings.server.metrics_dir,
         )
-        self.metrics.registry.register(self._live)
         self.health_report = Health(
             self.router,
             self.board,
@@ -154,7 +153,7 @@ class Gateway:
         async with self._starting:
             if self._state is None:
                 self._state = await open_state(self.settings, self.board, self.caching.rules)
-                self._state.recorder.listeners.append(self.metrics.observe)
+                self.calls.exchanges = self.observers.attach(self._state.guard, self._state.recorder)
                 self.caching.store = self._state.cache
                 self.caching.semantic = self._state.semantic
                 self._quota = UpstreamQuota(self._state.counters)
@@ -173,6 +172,8 @@ class Gateway:
         if self._state is not None:
             await self._state.close()
             self._state = None
+        self.calls.exchanges = None
+        await self.observers.close()
         for account in self.accounts.values():
             await account.adapter.close()
         for adapter in self._assembly.extra_adapters:
@@ -257,7 +258,7 @@ class Gateway:
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition of this gateway (every worker's, under ``--workers N``)."""
         await self.start()
-        return exposition(self.metrics, self._live, multiprocess_dir=self.settings.server.metrics_dir)
+        return self.observers.exposition()
 
     async def cache_stats(self) -> dict[str, Any]:
         """The response cache: backend, entries, bytes, hits, misses, hit rate, coalesced, saved cost."""

@@ -30,6 +30,7 @@ from llmgate.routing.plan import Option, Plan
 from llmgate.routing.router import Router
 
 Embedder = Callable[[EmbeddingRequest, str, Caller], Awaitable[EmbeddingResult]]
+Exchanges = Callable[[ChatRequest, ChatResponse | None, CallInfo, str | None, GatewayError | None], None]
 PROMPT_MARGIN = 1.25  # the prompt estimate is ~4 chars/token: a budget reserves this much more
 
 
@@ -64,6 +65,8 @@ class ChatCalls:
         self._total_timeout = total_timeout
         self._default_max_tokens = default_max_tokens
         self._embed = embed
+        self.exchanges: Exchanges | None = None
+        """Told of every whole exchange (the interaction log), when one is configured."""
 
     async def complete(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatResult:
         """Serve a validated request whole: from the cache, or routed with limits, retries and failover."""
@@ -77,12 +80,19 @@ class ChatCalls:
         caching = self.caching
         ticket = await self._ticket(request, caller, options.cache, options.request_id)
         if ticket.answer is not None:
-            return await self._from_cache(guard, request, ticket, caller, options.request_id)
+            hit = await self._from_cache(guard, request, ticket, caller, options.request_id)
+            self._told(request, hit.response, hit.info, caller=caller)
+            return hit
         try:
             result = await self._routed(guard, request, plan, caller, options=options, cache=ticket.state)
-        except BaseException:
+        except BaseException as exc:
             caching.failed(ticket)
+            if isinstance(exc, GatewayError):
+                self._told(
+                    request, None, CallInfo.failed(options.request_id, exc, exc.limit), exc, caller=caller
+                )
             raise
+        self._told(request, result.response, result.info, caller=caller)
         if ticket.lookup is not None:
             info = result.info
             answer = answer_of(
@@ -109,8 +119,21 @@ class ChatCalls:
                 self.caching,
                 partial(self._ticket, request, caller, options.cache, options.request_id),
                 partial(self._admit_free, request, caller, options.request_id),
+                partial(self._told, request, caller=caller) if self.exchanges is not None else None,
             ),
         )
+
+    def _told(
+        self,
+        request: ChatRequest,
+        response: ChatResponse | None,
+        info: CallInfo,
+        error: GatewayError | None = None,
+        *,
+        caller: Caller,
+    ) -> None:
+        if self.exchanges is not None:
+            self.exchanges(request, response, info, caller.key_id, error)
 
     def plan(self, request: ChatRequest, fallbacks: tuple[str, ...], caller: Caller) -> Plan:
         """The routing plan, with only the groups the caller's key may use (the requested one is checked

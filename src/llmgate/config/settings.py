@@ -310,6 +310,24 @@ class LimitsSettings(_Frozen):
     """Output tokens reserved for a request that sets no max_tokens (settled with the real usage)."""
 
 
+class InteractionLogSettings(_Frozen):
+    """The full request/response log (opt-in): JSONL, secrets redacted, rotated by size."""
+
+    path: str
+    max_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    backups: int = Field(3, ge=0, le=100)
+
+
+class LogSettings(_Frozen):
+    """What llmgate logs: ``format`` of every line, ``level``, one line per request (``requests``), and
+    the interaction log."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    requests: bool = True
+    interactions: InteractionLogSettings | None = None
+
+
 class Settings(_Frozen):
     """Everything llmgate is configured with, validated once and then read-only."""
 
@@ -320,6 +338,7 @@ class Settings(_Frozen):
     routing: RoutingSettings = RoutingSettings()
     cache: CacheSettings = Field(default_factory=CacheSettings)
     limits: LimitsSettings = LimitsSettings()
+    log: LogSettings = LogSettings()
     model_prices: dict[str, PriceOverride] = {}
     source: str | None = None
 
