@@ -114,38 +114,79 @@ async def test_records_between_since_and_until_with_limit(ledger: Backend[Any]) 
     assert await store.records(since=DAY_2, limit=1) == RECORDS[2:3]
 
 
+# (group, requests, errors, prompt, completion, cost, cost unknown, average latency)
 EXPECTED = {
     "provider": [
-        UsageRow("-", 1, 1, 0, 0, 0.0, 1, 5.0),
-        UsageRow("anthropic", 1, 0, 100, 20, 0.0, 1, 300.0),
-        UsageRow("openai", 3, 1, 1200, 340, 2.0, 0, 700.0 / 3),
+        ("-", 1, 1, 0, 0, 0.0, 1, 5.0),
+        ("anthropic", 1, 0, 100, 20, 0.0, 1, 300.0),
+        ("openai", 3, 1, 1200, 340, 2.0, 0, 700.0 / 3),
+    ],
+    "group": [
+        ("claude", 1, 0, 100, 20, 0.0, 1, 300.0),
+        ("gpt", 4, 2, 1200, 340, 2.0, 1, 705.0 / 4),
     ],
     "model": [
-        UsageRow("claude", 1, 0, 100, 20, 0.0, 1, 300.0),
-        UsageRow("gpt", 4, 2, 1200, 340, 2.0, 1, 705.0 / 4),
+        ("-", 1, 1, 0, 0, 0.0, 1, 5.0),
+        ("gpt-4o-2024-08-06", 4, 1, 1300, 360, 2.0, 1, 1000.0 / 4),
     ],
     "key": [
-        UsageRow("-", 1, 1, 0, 0, 0.0, 1, 5.0),
-        UsageRow("key_a", 3, 0, 1200, 340, 1.75, 1, 800.0 / 3),
-        UsageRow("key_b", 1, 1, 100, 20, 0.25, 0, 200.0),
+        ("-", 1, 1, 0, 0, 0.0, 1, 5.0),
+        ("key_a", 3, 0, 1200, 340, 1.75, 1, 800.0 / 3),
+        ("key_b", 1, 1, 100, 20, 0.25, 0, 200.0),
     ],
     "day": [
-        UsageRow("2024-05-01", 2, 0, 200, 40, 0.5, 1, 200.0),
-        UsageRow("2024-05-02", 3, 2, 1100, 320, 1.5, 1, 605.0 / 3),
+        ("2024-05-01", 2, 0, 200, 40, 0.5, 1, 200.0),
+        ("2024-05-02", 3, 2, 1100, 320, 1.5, 1, 605.0 / 3),
+    ],
+    "hour": [
+        ("2024-05-01T01:00Z", 1, 0, 100, 20, 0.5, 0, 100.0),
+        ("2024-05-01T02:00Z", 1, 0, 100, 20, 0.0, 1, 300.0),
+        ("2024-05-02T00:00Z", 3, 2, 1100, 320, 1.5, 1, 605.0 / 3),
     ],
 }
+
+
+def _main(row: UsageRow) -> tuple[Any, ...]:
+    return (row.group, row.requests, row.errors, row.prompt_tokens, row.completion_tokens, row.cost_usd,
+            row.cost_unknown, row.avg_latency_ms)  # fmt: skip
 
 
 @pytest.mark.parametrize("group_by", sorted(EXPECTED))
 async def test_summary_by_each_grouping(ledger: Backend[Any], group_by: str) -> None:
     store = await _filled(ledger)
     rows = await store.summary(since=None, until=None, group_by=group_by)
-    assert rows == [
-        dataclasses.replace(
-            row, cost_usd=pytest.approx(row.cost_usd), avg_latency_ms=pytest.approx(row.avg_latency_ms)
-        )
-        for row in EXPECTED[group_by]
+    assert [_main(row) for row in rows] == [
+        (*row[:5], pytest.approx(row[5]), row[6], pytest.approx(row[7])) for row in EXPECTED[group_by]
     ]
+
+
+async def test_summary_totals_cached_reasoning_cache_hits_and_savings(ledger: Backend[Any]) -> None:
+    store = await ledger.client()
+    hits = [
+        replace(BASE, request_id=f"hit-{n}", cache="hit", cost_usd=0.0, saved_usd=0.5, reasoning_tokens=3)
+        for n in range(3)
+    ]
+    await store.write([BASE, *hits])
+    [row] = await store.summary(since=None, until=None, group_by="group")
+    assert (row.requests, row.cached_tokens, row.reasoning_tokens, row.cache_hits) == (4, 40, 9, 3)
+    assert row.saved_usd == pytest.approx(1.5)
+
+
+async def test_summary_of_one_key_only(ledger: Backend[Any]) -> None:
+    store = await _filled(ledger)
+    rows = await store.summary(since=None, until=None, group_by="group", key_id="key_b")
+    assert [(row.group, row.requests) for row in rows] == [("gpt", 1)]
+
+
+async def test_summary_percentiles_fall_within_a_bucket_of_the_true_ones(ledger: Backend[Any]) -> None:
+    store = await ledger.client()
+    latencies = [float(ms) for ms in range(1, 1001)]  # 1..1000 ms: p50 500, p95 950
+    await store.write([replace(BASE, request_id=f"r{ms}", latency_ms=ms) for ms in latencies])
+    [row] = await store.summary(since=None, until=None, group_by="group")
+    assert 300 <= row.p50_latency_ms <= 750  # the bucket 300-750 ms holds the median
+    assert abs(row.p50_latency_ms - 500) < 60
+    assert 750 <= row.p95_latency_ms <= 1000 and abs(row.p95_latency_ms - 950) < 30
+    assert row.avg_latency_ms == pytest.approx(500.5)
 
 
 async def test_summary_within_a_time_range(ledger: Backend[Any]) -> None:

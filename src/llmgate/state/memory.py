@@ -10,11 +10,11 @@ import json
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 
 from llmgate.state.buckets import Bucket, Take, added, expired, live, plan_take, plan_take_many
 from llmgate.state.ports import GroupBy, KeyExists, Taken, UsageRecord, UsageRow, VirtualKey
+from llmgate.state.summary import Totals, group_of
 
 SWEEP_STEP = 4
 """Buckets examined for expiry per write, on top of those the write touches (bounded, amortised purge)."""
@@ -151,11 +151,14 @@ class MemoryLedger:
         """How many records are held."""
         return len(self._usage)
 
-    async def summary(self, *, since: float | None, until: float | None, group_by: GroupBy) -> list[UsageRow]:
-        """Totals per group, ordered by group."""
-        totals: dict[str, _Totals] = {}
+    async def summary(
+        self, *, since: float | None, until: float | None, group_by: GroupBy, key_id: str | None = None
+    ) -> list[UsageRow]:
+        """Totals per group (of one key's records, when given), ordered by group."""
+        totals: dict[str, Totals] = {}
         for record in self._between(since, until):
-            totals.setdefault(group_name(record, group_by), _Totals()).add(record)
+            if key_id is None or record.key_id == key_id:
+                totals.setdefault(group_of(record, group_by), Totals()).add(record)
         return [totals[group].row(group) for group in sorted(totals)]
 
     async def spend(self, *, key_id: str, since: float) -> float:
@@ -174,53 +177,6 @@ class MemoryLedger:
             record
             for record in self._usage
             if (since is None or record.time >= since) and (until is None or record.time < until)
-        )
-
-
-def group_name(record: UsageRecord, group_by: GroupBy) -> str:
-    """The summary group a record falls in (``-`` for a missing provider or key)."""
-    if group_by == "provider":
-        return "-" if record.provider is None else record.provider
-    if group_by == "model":
-        return record.model_group
-    if group_by == "key":
-        return "-" if record.key_id is None else record.key_id
-    if group_by == "day":
-        return datetime.fromtimestamp(record.time, tz=UTC).strftime("%Y-%m-%d")
-    raise ValueError(f"unknown group_by {group_by!r}: expected provider, model, key or day")
-
-
-@dataclass(slots=True)
-class _Totals:
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    cost_unknown: int = 0
-    latency_ms: float = 0.0
-
-    def add(self, record: UsageRecord) -> None:
-        self.requests += 1
-        self.errors += record.status >= 400
-        self.prompt_tokens += record.prompt_tokens
-        self.completion_tokens += record.completion_tokens
-        if record.cost_usd is None:
-            self.cost_unknown += 1
-        else:
-            self.cost_usd += record.cost_usd
-        self.latency_ms += record.latency_ms
-
-    def row(self, group: str) -> UsageRow:
-        return UsageRow(
-            group=group,
-            requests=self.requests,
-            errors=self.errors,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cost_usd=self.cost_usd,
-            cost_unknown=self.cost_unknown,
-            avg_latency_ms=self.latency_ms / self.requests,
         )
 
 

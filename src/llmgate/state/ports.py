@@ -16,8 +16,9 @@ import msgspec
 
 from llmgate.core.caller import BudgetPeriod
 
-GroupBy = Literal["provider", "model", "key", "day"]
-"""How ``UsageLedger.summary`` groups: provider, model group, virtual key (``-`` when none), UTC day."""
+GroupBy = Literal["provider", "model", "key", "group", "day", "hour"]
+"""How ``UsageLedger.summary`` groups: provider, upstream model, virtual key (``-`` when none), model group,
+UTC day or hour."""
 
 
 class StateUnavailable(Exception):
@@ -166,7 +167,7 @@ class UsageRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """One line of a usage summary."""
+    """One line of a usage summary (``state.summary`` makes them the same way on every backend)."""
 
     group: str
     requests: int
@@ -174,11 +175,19 @@ class UsageRow:
     """Records with status >= 400."""
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
     cost_usd: float
     """Sum of the known costs."""
     cost_unknown: int
     """Records whose cost is unknown."""
+    cache_hits: int
+    saved_usd: float
+    """What the cache hits saved."""
     avg_latency_ms: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    """Percentiles from a latency histogram, interpolated within a bucket."""
 
 
 class UsageLedger(Protocol):
@@ -198,8 +207,10 @@ class UsageLedger(Protocol):
         """How many records are stored."""
         ...
 
-    async def summary(self, *, since: float | None, until: float | None, group_by: GroupBy) -> list[UsageRow]:
-        """Totals per group over since <= time < until, ordered by group."""
+    async def summary(
+        self, *, since: float | None, until: float | None, group_by: GroupBy, key_id: str | None = None
+    ) -> list[UsageRow]:
+        """Totals per group over since <= time < until (of one key's records, when given), by group."""
         ...
 
     async def spend(self, *, key_id: str, since: float) -> float:

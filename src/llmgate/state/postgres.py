@@ -20,16 +20,14 @@ from llmgate.state.buckets import Bucket, Take, live, plan_take_many
 from llmgate.state.ports import GroupBy, KeyExists, StateUnavailable, Taken, UsageRecord, UsageRow, VirtualKey
 from llmgate.state.rows import (
     KEY_COLUMNS,
-    SUMMARY_TOTALS,
     USAGE_COLUMNS,
     between,
-    group_expression,
     key_from_row,
     key_row,
-    summary_rows,
     usage_from_row,
     usage_row,
 )
+from llmgate.state.summary import group_sql, rows_of, totals_sql
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 PURGE_INTERVAL_S = 60.0
@@ -113,7 +111,6 @@ UPDATE_KEY = (
 )
 INSERT_USAGE = f"INSERT INTO usage_records ({', '.join(USAGE_COLUMNS)}) VALUES ({_marks(len(USAGE_COLUMNS))})"
 SELECT_USAGE = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage_records"
-DAY = "to_char(to_timestamp(time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
 # Counter statements: $1 bucket, $2 amount, $3 now, $4 new expiry (NULL = keep), $5 limit.
 LIVE_VALUE = "CASE WHEN c.expires_at <= $3 THEN 0 ELSE c.value END"
@@ -266,16 +263,16 @@ class PostgresStore:
             return int(await self._pool.fetchval("SELECT COUNT(*) FROM usage_records"))
 
     async def summary(
-        self, *, since: float | None, until: float | None, group_by: GroupBy
+        self, *, since: float | None, until: float | None, group_by: GroupBy, key_id: str | None = None
     ) -> builtins.list[UsageRow]:
-        """Totals per group, ordered by group."""
-        where, params = between(since, until, mark=lambda number: f"${number}")
-        group = group_expression(group_by, day=DAY)
+        """Totals per group (of one key's records, when given), ordered by group."""
+        where, params = between(since, until, mark=lambda number: f"${number}", key_id=key_id)
+        group = group_sql(group_by, whole=lambda expression: f"floor({expression})::bigint")
         with _reachable():
             rows = await self._pool.fetch(
-                f"SELECT {group}, {SUMMARY_TOTALS} FROM usage_records {where} GROUP BY 1", *params
+                f"SELECT {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1", *params
             )
-        return summary_rows(rows)
+        return rows_of(rows, group_by)
 
     async def spend(self, *, key_id: str, since: float) -> float:
         """Sum of the known costs of a key's records since a time."""

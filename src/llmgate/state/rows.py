@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
-from llmgate.state.ports import GroupBy, UsageRecord, UsageRow, VirtualKey
+from llmgate.state.ports import UsageRecord, VirtualKey
 
 KEY_COLUMNS = (
     "id",
@@ -29,15 +29,6 @@ KEY_COLUMNS = (
     "revoked",
 )
 USAGE_COLUMNS: tuple[str, ...] = UsageRecord.__struct_fields__
-
-SUMMARY_TOTALS = """COUNT(*),
-    SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
-    SUM(prompt_tokens),
-    SUM(completion_tokens),
-    COALESCE(SUM(cost_usd), 0),
-    SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END),
-    AVG(latency_ms)"""
-"""The aggregate columns of a summary row, after the group: see ``summary_row``."""
 
 
 def key_row(key: VirtualKey) -> tuple[object, ...]:
@@ -85,48 +76,15 @@ def usage_from_row(row: Iterable[Any]) -> UsageRecord:
     return UsageRecord(**values)
 
 
-def group_expression(group_by: GroupBy, *, day: str) -> str:
-    """The SQL expression a summary groups on; ``day`` is the dialect's UTC-date-of-``time`` expression."""
-    if group_by == "provider":
-        return "COALESCE(provider, '-')"
-    if group_by == "model":
-        return "model_group"
-    if group_by == "key":
-        return "COALESCE(key_id, '-')"
-    if group_by == "day":
-        return day
-    raise ValueError(f"unknown group_by {group_by!r}: expected provider, model, key or day")
-
-
-def summary_rows(rows: Iterable[Iterable[Any]]) -> list[UsageRow]:
-    """Rows of ``SELECT <group>, SUMMARY_TOTALS ... GROUP BY 1`` -> summary lines ordered by group.
-
-    Sorted here, not in SQL, so every backend orders groups the same way (by code point).
-    """
-    lines = [
-        UsageRow(
-            group=str(group),
-            requests=int(requests),
-            errors=int(errors),
-            prompt_tokens=int(prompt),
-            completion_tokens=int(completion),
-            cost_usd=float(cost),
-            cost_unknown=int(unknown),
-            avg_latency_ms=float(latency),
-        )
-        for group, requests, errors, prompt, completion, cost, unknown, latency in rows
-    ]
-    return sorted(lines, key=lambda line: line.group)
-
-
 def between(
-    since: float | None, until: float | None, *, mark: Callable[[int], str]
-) -> tuple[str, list[float]]:
-    """A WHERE clause for since <= time < until and its parameters; ``mark(n)`` is the n-th placeholder."""
+    since: float | None, until: float | None, *, mark: Callable[[int], str], key_id: str | None = None
+) -> tuple[str, list[float | str]]:
+    """A WHERE clause for since <= time < until (and one key's records) and its parameters; ``mark(n)``
+    is the n-th placeholder."""
     clauses: list[str] = []
-    params: list[float] = []
-    for operator, bound in ((">=", since), ("<", until)):
+    params: list[float | str] = []
+    for column, operator, bound in (("time", ">=", since), ("time", "<", until), ("key_id", "=", key_id)):
         if bound is not None:
             params.append(bound)
-            clauses.append(f"time {operator} {mark(len(params))}")
+            clauses.append(f"{column} {operator} {mark(len(params))}")
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params

@@ -29,16 +29,14 @@ from llmgate.state.ports import (
 )
 from llmgate.state.rows import (
     KEY_COLUMNS,
-    SUMMARY_TOTALS,
     USAGE_COLUMNS,
     between,
-    group_expression,
     key_from_row,
     key_row,
-    summary_rows,
     usage_from_row,
     usage_row,
 )
+from llmgate.state.summary import group_sql, rows_of, totals_sql
 
 T = TypeVar("T")
 
@@ -126,7 +124,6 @@ UPDATE_KEY = (
     f"UPDATE virtual_keys SET {', '.join(f'{column} = ?' for column in KEY_COLUMNS[1:])} WHERE id = ?"
 )
 SELECT_USAGE = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage_records"
-DAY = "strftime('%Y-%m-%d', time, 'unixepoch')"
 UPSERT_BUCKET = (
     "INSERT INTO counters (bucket, value, expires_at) VALUES (?, ?, ?) "
     "ON CONFLICT (bucket) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
@@ -259,13 +256,13 @@ class SqliteStore:
         return int(row[0])
 
     async def summary(
-        self, *, since: float | None, until: float | None, group_by: GroupBy
+        self, *, since: float | None, until: float | None, group_by: GroupBy, key_id: str | None = None
     ) -> builtins.list[UsageRow]:
-        """Totals per group, ordered by group."""
-        where, params = between(since, until, mark=lambda _: "?")
-        group = group_expression(group_by, day=DAY)
-        sql = f"SELECT {group}, {SUMMARY_TOTALS} FROM usage_records {where} GROUP BY 1"
-        return summary_rows(await self._run(lambda db: db.execute(sql, params).fetchall()))
+        """Totals per group (of one key's records, when given), ordered by group."""
+        where, params = between(since, until, mark=lambda _: "?", key_id=key_id)
+        group = group_sql(group_by, whole=lambda expression: f"CAST({expression} AS INTEGER)")
+        sql = f"SELECT {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1"
+        return rows_of(await self._run(lambda db: db.execute(sql, params).fetchall()), group_by)
 
     async def spend(self, *, key_id: str, since: float) -> float:
         """Sum of the known costs of a key's records since a time."""
