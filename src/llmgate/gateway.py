@@ -28,6 +28,7 @@ from llmgate.core.response import ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
 from llmgate.observe.observers import Observers
+from llmgate.observe.reports import Reports, parse_time, render
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
 from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
@@ -44,6 +45,7 @@ from llmgate.routing.quota import UpstreamQuota
 from llmgate.routing.router import Router
 from llmgate.routing.strategies import make_strategy
 from llmgate.routing.strategies.base import Strategy
+from llmgate.state.ports import UsageLedger
 from llmgate.wiring import State, open_state
 
 log = logging.getLogger("llmgate")
@@ -111,6 +113,7 @@ class Gateway:
             interactions=(files.path, files.max_bytes, files.backups) if files is not None else None,
             metrics_dir=self.settings.server.metrics_dir,
         )
+        self.reports = Reports(self._ledger)
         self.health_report = Health(
             self.router,
             self.board,
@@ -259,6 +262,30 @@ class Gateway:
         """The Prometheus exposition of this gateway (every worker's, under ``--workers N``)."""
         await self.start()
         return self.observers.exposition()
+
+    async def usage(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        group_by: str = "group",
+        key_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Usage totals per provider, model, key, group, day or hour (see ``observe.reports``)."""
+        return await self.reports.usage(since=since, until=until, group_by=group_by, key_id=key_id)
+
+    async def stats(self, *, window: float | None = None, key_id: str | None = None) -> dict[str, Any]:
+        """The service's figures since start (or over ``window`` seconds): requests, errors, cache hits,
+        tokens, cost, uptime, and per provider request_count, avg_latency, error_rate."""
+        return await self.reports.stats(window=window, key_id=key_id)
+
+    parse_time = staticmethod(parse_time)
+    render_report = staticmethod(render)
+
+    async def _ledger(self) -> UsageLedger:
+        state = await self.start()
+        await state.recorder.flush()
+        return state.database
 
     async def cache_stats(self) -> dict[str, Any]:
         """The response cache: backend, entries, bytes, hits, misses, hit rate, coalesced, saved cost."""

@@ -23,6 +23,7 @@ from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_body, error_headers
 from llmgate.server.openai_routes import OpenAIRoutes
+from llmgate.server.report_routes import ReportRoutes
 
 log = logging.getLogger("llmgate.server")
 JSON = "application/json"
@@ -37,7 +38,7 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
     )
     ctx = ServerContext.for_gateway(gw)
     openai, catalogue, health = OpenAIRoutes(ctx), CatalogueRoutes(ctx), HealthRoutes(ctx)
-    admin = AdminRoutes(ctx)
+    admin, reports = AdminRoutes(ctx), ReportRoutes(ctx)
     routes = [
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/chat/completions", openai.chat_completions, methods=["POST"]),
@@ -52,6 +53,8 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
         Route("/health/cache", health.cache, methods=["GET"]),
         Route("/metrics", MetricsRoutes(ctx).metrics, methods=["GET"]),
         Route("/api/rate-limits", admin.rate_limits, methods=["GET"]),
+        Route("/api/usage", reports.usage, methods=["GET"]),
+        Route("/api/stats", reports.stats, methods=["GET"]),
         Route("/admin/keys", admin.create, methods=["POST"]),
         Route("/admin/keys", admin.list, methods=["GET"]),
         Route("/admin/keys/{key_id}", admin.get, methods=["GET"]),
