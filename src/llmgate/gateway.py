@@ -274,6 +274,16 @@ class Gateway:
         """Usage totals per provider, model, key, group, day or hour (see ``observe.reports``)."""
         return await self.reports.usage(since=since, until=until, group_by=group_by, key_id=key_id)
 
+    async def usage_series(
+        self, *, since: float, step: float, group_by: str = "provider", key_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Usage totals per time slot and group (see ``observe.reports``)."""
+        return await self.reports.series(since=since, step=step, group_by=group_by, key_id=key_id)
+
+    async def recent_errors(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest failed calls' usage records, newest first."""
+        return await self.reports.recent_errors(limit=limit)
+
     async def stats(self, *, window: float | None = None, key_id: str | None = None) -> dict[str, Any]:
         """The service's figures since start (or over ``window`` seconds): requests, errors, cache hits,
         tokens, cost, uptime, and per provider request_count, avg_latency, error_rate."""

@@ -140,3 +140,17 @@ async def test_the_library_has_the_same_reports() -> None:
         [row] = await gateway.usage(group_by="provider")
         assert (row["group"], row["requests"]) == ("m", 1)
         assert (await gateway.stats())["total_requests"] == 1
+
+
+def test_a_series_per_minute_and_the_recent_failures(client: TestClient) -> None:
+    _, key = _mix(client)
+    series = client.get("/api/usage/series", params={"step": "60", "group_by": "group"}, headers=ADMIN).json()
+    assert series["step"] == 60 and sum(row["requests"] for row in series["rows"]) == 5
+    assert all(row["at"] % 60 == 0 for row in series["rows"])
+    own = client.get("/api/usage/series", params={"group_by": "group"}, headers=key).json()
+    assert [(row["group"], row["requests"]) for row in own["rows"]] == [("g", 1)]
+    errors = client.get("/api/errors", params={"limit": "10"}, headers=ADMIN).json()["errors"]
+    assert [error["status"] for error in errors] == [404, 502]  # newest first
+    assert client.get("/api/errors", headers=key).status_code == 403
+    for params in ({"step": "1"}, {"step": "60", "since": "0"}, {"step": "x"}):
+        assert client.get("/api/usage/series", params=params, headers=ADMIN).status_code == 400

@@ -211,3 +211,23 @@ async def test_another_client_reads_what_one_wrote(ledger: Backend[Any]) -> None
     await _filled(ledger)
     reader = await ledger.client()
     assert await reader.count() == 5
+
+
+async def test_recent_failures_newest_first(ledger: Backend[Any]) -> None:
+    store = await _filled(ledger)
+    failures = await store.records(errors_only=True, newest_first=True)
+    assert [record.request_id for record in failures] == ["req-4", "req-3"]
+    assert [r.request_id for r in await store.records(newest_first=True, limit=2)] == ["req-5", "req-4"]
+
+
+async def test_a_time_series_per_slot_and_group(ledger: Backend[Any]) -> None:
+    store = await _filled(ledger)
+    series = await store.series(since=DAY_1, until=None, step=3600, group_by="group")
+    found = [(start - DAY_1, row.group, row.requests) for start, row in series]
+    assert found == [
+        (3600, "gpt", 1),
+        (7200, "claude", 1),
+        (86_400, "gpt", 3),
+    ]
+    one_key = await store.series(since=DAY_1, until=None, step=86_400, group_by="provider", key_id="key_b")
+    assert [(start - DAY_1, row.group, row.requests) for start, row in one_key] == [(86_400, "openai", 1)]

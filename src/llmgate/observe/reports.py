@@ -21,6 +21,8 @@ from llmgate.state.ports import GroupBy, UsageLedger, UsageRow
 from llmgate.state.summary import GROUPINGS
 
 FORMATS = ("json", "csv", "jsonl")
+MIN_STEP, MAX_STEP, MAX_SLOTS = 10.0, 86_400.0, 2000
+MAX_RECENT = 500
 COLUMNS = tuple(field.name for field in dataclasses.fields(UsageRow))
 
 
@@ -50,6 +52,29 @@ class Reports:
         ledger = await self._ready()
         rows = await ledger.summary(since=since, until=until, group_by=_grouping(group_by), key_id=key_id)
         return [_row(row) for row in rows]
+
+    async def series(
+        self, *, since: float, step: float, group_by: str = "provider", key_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Totals per ``step``-second slot and group since ``since`` (for charts): each row is a summary
+        line with its slot's start (``at``, unix seconds)."""
+        if not MIN_STEP <= step <= MAX_STEP:
+            raise InvalidRequest(f"step must be seconds in [{MIN_STEP:g}, {MAX_STEP:g}]", param="step")
+        if (self._clock() - since) / step > MAX_SLOTS:
+            raise InvalidRequest(f"at most {MAX_SLOTS} slots: a later since or a larger step", param="step")
+        ledger = await self._ready()
+        rows = await ledger.series(
+            since=since, until=None, step=step, group_by=_grouping(group_by), key_id=key_id
+        )
+        return [{"at": at, **_row(row)} for at, row in rows]
+
+    async def recent_errors(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest failed calls, newest first (no secrets: records hold none)."""
+        if not 1 <= limit <= MAX_RECENT:
+            raise InvalidRequest(f"limit must be in [1, {MAX_RECENT}]", param="limit")
+        ledger = await self._ready()
+        records = await ledger.records(errors_only=True, newest_first=True, limit=limit)
+        return [msgspec.structs.asdict(record) for record in records]
 
     async def stats(self, *, window: float | None = None, key_id: str | None = None) -> dict[str, Any]:
         """The service's figures since this process started, or over the last ``window`` seconds: total

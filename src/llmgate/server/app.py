@@ -54,6 +54,8 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
         Route("/metrics", MetricsRoutes(ctx).metrics, methods=["GET"]),
         Route("/api/rate-limits", admin.rate_limits, methods=["GET"]),
         Route("/api/usage", reports.usage, methods=["GET"]),
+        Route("/api/usage/series", reports.series, methods=["GET"]),
+        Route("/api/errors", reports.errors, methods=["GET"]),
         Route("/api/stats", reports.stats, methods=["GET"]),
         Route("/admin/keys", admin.create, methods=["POST"]),
         Route("/admin/keys", admin.list, methods=["GET"]),

@@ -141,10 +141,17 @@ class MemoryLedger:
         self._usage.extend(records)
 
     async def records(
-        self, *, since: float | None = None, until: float | None = None, limit: int | None = None
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        errors_only: bool = False,
+        newest_first: bool = False,
     ) -> list[UsageRecord]:
-        """Records with since <= time < until, oldest first, at most ``limit``."""
-        chosen = sorted(self._between(since, until), key=lambda record: record.time)
+        """Records with since <= time < until (failed ones only, when asked), oldest or newest first."""
+        picked = (r for r in self._between(since, until) if not errors_only or r.status >= 400)
+        chosen = sorted(picked, key=lambda record: record.time, reverse=newest_first)
         return chosen if limit is None else chosen[:limit]
 
     async def count(self) -> int:
@@ -160,6 +167,23 @@ class MemoryLedger:
             if key_id is None or record.key_id == key_id:
                 totals.setdefault(group_of(record, group_by), Totals()).add(record)
         return [totals[group].row(group) for group in sorted(totals)]
+
+    async def series(
+        self,
+        *,
+        since: float,
+        until: float | None,
+        step: float,
+        group_by: GroupBy,
+        key_id: str | None = None,
+    ) -> list[tuple[float, UsageRow]]:
+        """Totals per ``step``-second slot and group."""
+        totals: dict[tuple[int, str], Totals] = {}
+        for record in self._between(since, until):
+            if key_id is None or record.key_id == key_id:
+                slot = (int(record.time // step), group_of(record, group_by))
+                totals.setdefault(slot, Totals()).add(record)
+        return [(slot * step, totals[(slot, group)].row(group)) for slot, group in sorted(totals)]
 
     async def spend(self, *, key_id: str, since: float) -> float:
         """Sum of the known costs of a key's records since a time."""

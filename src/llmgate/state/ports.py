@@ -198,9 +198,16 @@ class UsageLedger(Protocol):
         ...
 
     async def records(
-        self, *, since: float | None = None, until: float | None = None, limit: int | None = None
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        errors_only: bool = False,
+        newest_first: bool = False,
     ) -> list[UsageRecord]:
-        """Records with since <= time < until, oldest first, at most ``limit``."""
+        """Records with since <= time < until (only failed ones, status >= 400, with ``errors_only``),
+        oldest first (or newest first), at most ``limit``."""
         ...
 
     async def count(self) -> int:
@@ -211,6 +218,18 @@ class UsageLedger(Protocol):
         self, *, since: float | None, until: float | None, group_by: GroupBy, key_id: str | None = None
     ) -> list[UsageRow]:
         """Totals per group over since <= time < until (of one key's records, when given), by group."""
+        ...
+
+    async def series(
+        self,
+        *,
+        since: float,
+        until: float | None,
+        step: float,
+        group_by: GroupBy,
+        key_id: str | None = None,
+    ) -> list[tuple[float, UsageRow]]:
+        """Totals per ``step``-second slot and group (a time series), by slot start then group."""
         ...
 
     async def spend(self, *, key_id: str, since: float) -> float:

@@ -27,7 +27,7 @@ from llmgate.state.rows import (
     usage_from_row,
     usage_row,
 )
-from llmgate.state.summary import group_sql, rows_of, totals_sql
+from llmgate.state.summary import group_sql, rows_of, series_of, totals_sql
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 PURGE_INTERVAL_S = 60.0
@@ -248,11 +248,18 @@ class PostgresStore:
                 await connection.executemany(INSERT_USAGE, [usage_row(record) for record in records])
 
     async def records(
-        self, *, since: float | None = None, until: float | None = None, limit: int | None = None
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        errors_only: bool = False,
+        newest_first: bool = False,
     ) -> builtins.list[UsageRecord]:
-        """Records with since <= time < until, oldest first, at most ``limit``."""
-        where, params = between(since, until, mark=lambda number: f"${number}")
-        sql = f"{SELECT_USAGE} {where} ORDER BY time, id LIMIT ${len(params) + 1}"
+        """Records with since <= time < until (failed ones only, when asked), oldest or newest first."""
+        where, params = between(since, until, mark=lambda number: f"${number}", errors_only=errors_only)
+        order = "DESC" if newest_first else ""
+        sql = f"{SELECT_USAGE} {where} ORDER BY time {order}, id {order} LIMIT ${len(params) + 1}"
         with _reachable():
             rows = await self._pool.fetch(sql, *params, limit)
         return [usage_from_row(row) for row in rows]
@@ -273,6 +280,24 @@ class PostgresStore:
                 f"SELECT {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1", *params
             )
         return rows_of(rows, group_by)
+
+    async def series(
+        self,
+        *,
+        since: float,
+        until: float | None,
+        step: float,
+        group_by: GroupBy,
+        key_id: str | None = None,
+    ) -> builtins.list[tuple[float, UsageRow]]:
+        """Totals per ``step``-second slot and group."""
+        where, params = between(since, until, mark=lambda number: f"${number}", key_id=key_id)
+        group = group_sql(group_by, whole=lambda expression: f"floor({expression})::bigint")
+        slot = f"floor(time / {float(step)!r})::bigint"
+        sql = f"SELECT {slot}, {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1, 2"
+        with _reachable():
+            rows = await self._pool.fetch(sql, *params)
+        return series_of(rows, step, group_by)
 
     async def spend(self, *, key_id: str, since: float) -> float:
         """Sum of the known costs of a key's records since a time."""

@@ -77,11 +77,16 @@ def usage_from_row(row: Iterable[Any]) -> UsageRecord:
 
 
 def between(
-    since: float | None, until: float | None, *, mark: Callable[[int], str], key_id: str | None = None
+    since: float | None,
+    until: float | None,
+    *,
+    mark: Callable[[int], str],
+    key_id: str | None = None,
+    errors_only: bool = False,
 ) -> tuple[str, list[float | str]]:
-    """A WHERE clause for since <= time < until (and one key's records) and its parameters; ``mark(n)``
-    is the n-th placeholder."""
-    clauses: list[str] = []
+    """A WHERE clause for since <= time < until (and one key's records, and only failures) and its
+    parameters; ``mark(n)`` is the n-th placeholder."""
+    clauses: list[str] = ["status >= 400"] if errors_only else []
     params: list[float | str] = []
     for column, operator, bound in (("time", ">=", since), ("time", "<", until), ("key_id", "=", key_id)):
         if bound is not None:

@@ -36,7 +36,7 @@ from llmgate.state.rows import (
     usage_from_row,
     usage_row,
 )
-from llmgate.state.summary import group_sql, rows_of, totals_sql
+from llmgate.state.summary import group_sql, rows_of, series_of, totals_sql
 
 T = TypeVar("T")
 
@@ -240,11 +240,18 @@ class SqliteStore:
             await self._run(job)
 
     async def records(
-        self, *, since: float | None = None, until: float | None = None, limit: int | None = None
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+        errors_only: bool = False,
+        newest_first: bool = False,
     ) -> builtins.list[UsageRecord]:
-        """Records with since <= time < until, oldest first, at most ``limit``."""
-        where, params = between(since, until, mark=lambda _: "?")
-        sql = f"{SELECT_USAGE} {where} ORDER BY time, rowid LIMIT ?"
+        """Records with since <= time < until (failed ones only, when asked), oldest or newest first."""
+        where, params = between(since, until, mark=lambda _: "?", errors_only=errors_only)
+        order = "DESC" if newest_first else ""
+        sql = f"{SELECT_USAGE} {where} ORDER BY time {order}, rowid {order} LIMIT ?"
         rows = await self._run(
             lambda db: db.execute(sql, (*params, -1 if limit is None else limit)).fetchall()
         )
@@ -263,6 +270,22 @@ class SqliteStore:
         group = group_sql(group_by, whole=lambda expression: f"CAST({expression} AS INTEGER)")
         sql = f"SELECT {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1"
         return rows_of(await self._run(lambda db: db.execute(sql, params).fetchall()), group_by)
+
+    async def series(
+        self,
+        *,
+        since: float,
+        until: float | None,
+        step: float,
+        group_by: GroupBy,
+        key_id: str | None = None,
+    ) -> builtins.list[tuple[float, UsageRow]]:
+        """Totals per ``step``-second slot and group."""
+        where, params = between(since, until, mark=lambda _: "?", key_id=key_id)
+        group = group_sql(group_by, whole=lambda expression: f"CAST({expression} AS INTEGER)")
+        slot = f"CAST(time / {float(step)!r} AS INTEGER)"
+        sql = f"SELECT {slot}, {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1, 2"
+        return series_of(await self._run(lambda db: db.execute(sql, params).fetchall()), step, group_by)
 
     async def spend(self, *, key_id: str, since: float) -> float:
         """Sum of the known costs of a key's records since a time."""

@@ -73,6 +73,12 @@ def rows_of(rows: Iterable[Any], group_by: GroupBy) -> list[UsageRow]:
     return sorted(lines, key=lambda line: line.group)
 
 
+def series_of(rows: Iterable[Any], step: float, group_by: GroupBy) -> list[tuple[float, UsageRow]]:
+    """SQL result rows (slot, group, then ``totals_sql``'s columns) -> (slot start, line), in order."""
+    lines = [(int(row[0]) * step, rows_of([list(row)[1:]], group_by)[0]) for row in rows]
+    return sorted(lines, key=lambda item: (item[0], item[1].group))
+
+
 def _stamp(seconds: float, group_by: GroupBy) -> str:
     stamp = datetime.fromtimestamp(seconds, tz=UTC)
     return stamp.strftime("%Y-%m-%d" if group_by == "day" else "%Y-%m-%dT%H:00Z")
