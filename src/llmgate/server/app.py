@@ -24,6 +24,7 @@ from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_body, error_headers
 from llmgate.server.openai_routes import OpenAIRoutes
 from llmgate.server.report_routes import ReportRoutes
+from llmgate.server.ui_routes import UIRoutes
 
 log = logging.getLogger("llmgate.server")
 JSON = "application/json"
@@ -38,7 +39,7 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
     )
     ctx = ServerContext.for_gateway(gw)
     openai, catalogue, health = OpenAIRoutes(ctx), CatalogueRoutes(ctx), HealthRoutes(ctx)
-    admin, reports = AdminRoutes(ctx), ReportRoutes(ctx)
+    admin, reports, ui = AdminRoutes(ctx), ReportRoutes(ctx), UIRoutes()
     routes = [
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/chat/completions", openai.chat_completions, methods=["POST"]),
@@ -53,6 +54,8 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
         Route("/health/cache", health.cache, methods=["GET"]),
         Route("/metrics", MetricsRoutes(ctx).metrics, methods=["GET"]),
         Route("/api/rate-limits", admin.rate_limits, methods=["GET"]),
+        Route("/ui", ui.page, methods=["GET"]),
+        Route("/ui/static/{path:path}", ui.static, methods=["GET"]),
         Route("/api/usage", reports.usage, methods=["GET"]),
         Route("/api/usage/series", reports.series, methods=["GET"]),
         Route("/api/errors", reports.errors, methods=["GET"]),

@@ -16,9 +16,9 @@ import msgspec
 
 from llmgate.core.caller import BudgetPeriod
 
-GroupBy = Literal["provider", "model", "key", "group", "day", "hour"]
+GroupBy = Literal["provider", "model", "key", "group", "day", "hour", "all"]
 """How ``UsageLedger.summary`` groups: provider, upstream model, virtual key (``-`` when none), model group,
-UTC day or hour."""
+UTC day or hour, or everything in one line (``all``)."""
 
 
 class StateUnavailable(Exception):

@@ -52,6 +52,7 @@ def group_sql(group_by: GroupBy, *, whole: Callable[[str], str]) -> str:
         "model": "COALESCE(upstream_model, '-')",
         "key": "COALESCE(key_id, '-')",
         "group": "model_group",
+        "all": "'all'",
         "day": whole("time / 86400"),
         "hour": whole("time / 3600"),
     }
@@ -134,6 +135,8 @@ def group_of(record: UsageRecord, group_by: GroupBy) -> str:
         return record.key_id or "-"
     if group_by == "group":
         return record.model_group
+    if group_by == "all":
+        return "all"
     if group_by in ("day", "hour"):
         return _stamp(record.time, group_by)
     raise ValueError(f"unknown group_by {group_by!r}: expected {', '.join(GROUPINGS)}")
