@@ -29,6 +29,8 @@ from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
 from llmgate.observe.observers import Observers
 from llmgate.observe.reports import Reports, parse_time, render
+from llmgate.observe.tracing import Tracing
+from llmgate.observe.tracing import available as tracing_available
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
 from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
@@ -113,6 +115,9 @@ class Gateway:
             interactions=(files.path, files.max_bytes, files.backups) if files is not None else None,
             metrics_dir=self.settings.server.metrics_dir,
         )
+        tracing = self._tracing()
+        if tracing is not None:
+            self.trace_with(tracing)
         self.reports = Reports(self._ledger)
         self.health_report = Health(
             self.router,
@@ -120,6 +125,24 @@ class Gateway:
             state_problems=lambda: self._state.problems() if self._state is not None else [],
             recorder=lambda: self._state.recorder if self._state is not None else None,
         )
+
+    def trace_with(self, tracing: Tracing) -> None:
+        """Send a span per call and per upstream attempt to ``tracing`` (``Tracing(exporter)``: any
+        OpenTelemetry span exporter; the config's ``tracing.endpoint`` does this with OTLP)."""
+        self.observers.tracing = tracing
+        self.calls.tracer = tracing
+        self.failover.attempt_span = self.observers.attempt_span
+
+    def _tracing(self) -> Tracing | None:
+        wanted = self.settings.tracing
+        if wanted.endpoint is None:
+            return None
+        if not tracing_available():
+            raise ConfigError(
+                f"{self.settings.source}: tracing.endpoint is set, but OpenTelemetry is not installed: "
+                "pip install 'llmgate[otel]'"
+            )
+        return Tracing.otlp(wanted.endpoint, service_name=wanted.service_name)
 
     def _check_embedding_model(self) -> None:
         rules = self.caching.rules

@@ -8,9 +8,11 @@ routed, then stored and handed to identical requests that waited for it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from time import perf_counter
+from typing import Protocol
 
 from llmgate.calls.stream import ChatStream
 from llmgate.calls.stream_cache import StreamCache, cache_info
@@ -30,6 +32,28 @@ from llmgate.routing.plan import Option, Plan
 from llmgate.routing.router import Router
 
 Embedder = Callable[[EmbeddingRequest, str, Caller], Awaitable[EmbeddingResult]]
+
+
+class CallSpan(Protocol):
+    """A trace span of one call (``observe.tracing``)."""
+
+    def current(self) -> AbstractContextManager[None]:
+        """Make it the parent of the attempt spans started inside."""
+        ...
+
+    def end(self, response: ChatResponse | None, info: CallInfo, error: GatewayError | None) -> None:
+        """Close it with the call's outcome."""
+        ...
+
+
+class CallTracer(Protocol):
+    """Starts the span of a call (``observe.tracing.Tracing``)."""
+
+    def call(self, request: ChatRequest) -> CallSpan:
+        """The span of one call, started now."""
+        ...
+
+
 Exchanges = Callable[[ChatRequest, ChatResponse | None, CallInfo, str | None, GatewayError | None], None]
 PROMPT_MARGIN = 1.25  # the prompt estimate is ~4 chars/token: a budget reserves this much more
 
@@ -67,32 +91,44 @@ class ChatCalls:
         self._embed = embed
         self.exchanges: Exchanges | None = None
         """Told of every whole exchange (the interaction log), when one is configured."""
+        self.tracer: CallTracer | None = None
+        """Starts a span per call, when traces are on."""
 
     async def complete(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatResult:
         """Serve a validated request whole: from the cache, or routed with limits, retries and failover."""
+        if self.tracer is None:
+            return await self._complete(request, options, caller, None)
+        span = self.tracer.call(request)
+        with span.current():
+            return await self._complete(request, options, caller, span)
+
+    async def _complete(
+        self, request: ChatRequest, options: CallOptions, caller: Caller, span: CallSpan | None
+    ) -> ChatResult:
         guard = await self._guard()
         try:
             plan = self.plan(request, options.fallbacks, caller)
         except GatewayError as refused:  # an unknown model or fallback: still one usage record
             refused.request_id = options.request_id
             guard.note_refusal(caller, request.model, refused, stream=False)
+            if span is not None:
+                span.end(None, CallInfo.failed(options.request_id, refused, None), refused)
             raise
         caching = self.caching
         ticket = await self._ticket(request, caller, options.cache, options.request_id)
         if ticket.answer is not None:
             hit = await self._from_cache(guard, request, ticket, caller, options.request_id)
-            self._told(request, hit.response, hit.info, caller=caller)
+            self._told(request, hit.response, hit.info, caller=caller, span=span)
             return hit
         try:
             result = await self._routed(guard, request, plan, caller, options=options, cache=ticket.state)
         except BaseException as exc:
             caching.failed(ticket)
             if isinstance(exc, GatewayError):
-                self._told(
-                    request, None, CallInfo.failed(options.request_id, exc, exc.limit), exc, caller=caller
-                )
+                failed = CallInfo.failed(options.request_id, exc, exc.limit)
+                self._told(request, None, failed, exc, caller=caller, span=span)
             raise
-        self._told(request, result.response, result.info, caller=caller)
+        self._told(request, result.response, result.info, caller=caller, span=span)
         if ticket.lookup is not None:
             info = result.info
             answer = answer_of(
@@ -108,6 +144,8 @@ class ChatCalls:
     def open_stream(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatStream:
         """A streamed reply; routing (or the cache) runs when the stream starts."""
         plan = self.plan(request, options.fallbacks, caller)
+        span = self.tracer.call(request) if self.tracer is not None else None
+        told = self.exchanges is not None or span is not None
         return ChatStream(
             request,
             plan,
@@ -119,8 +157,9 @@ class ChatCalls:
                 self.caching,
                 partial(self._ticket, request, caller, options.cache, options.request_id),
                 partial(self._admit_free, request, caller, options.request_id),
-                partial(self._told, request, caller=caller) if self.exchanges is not None else None,
+                partial(self._told, request, caller=caller, span=span) if told else None,
             ),
+            span=span,
         )
 
     def _told(
@@ -131,9 +170,12 @@ class ChatCalls:
         error: GatewayError | None = None,
         *,
         caller: Caller,
+        span: CallSpan | None = None,
     ) -> None:
         if self.exchanges is not None:
             self.exchanges(request, response, info, caller.key_id, error)
+        if span is not None:
+            span.end(response, info, error)
 
     def plan(self, request: ChatRequest, fallbacks: tuple[str, ...], caller: Caller) -> Plan:
         """The routing plan, with only the groups the caller's key may use (the requested one is checked

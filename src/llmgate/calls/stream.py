@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Self
+from typing import Protocol, Self
 
 from msgspec import UNSET
 
@@ -72,6 +73,14 @@ async def discard_opened(opened: Opened) -> None:
     await opened.upstream.aclose()  # type: ignore[attr-defined]
 
 
+class Traced(Protocol):
+    """A call's trace span (``observe.tracing.CallSpan``): current around routing."""
+
+    def current(self) -> AbstractContextManager[None]:
+        """Make it the parent of the attempt spans started inside."""
+        ...
+
+
 class ChatStream:
     """A streamed reply. Iterate it; afterwards ``usage`` and ``cost`` hold the totals.
 
@@ -90,8 +99,10 @@ class ChatStream:
         deadline: float | None = None,
         admit: Callable[[], Awaitable[Pass]] | None = None,
         cache: StreamCache | None = None,
+        span: Traced | None = None,
     ) -> None:
         self.request = request
+        self._span = span
         self.info = CallInfo(request_id, "", "", "")
         self.usage: Usage | None = None
         self.cost: float | None = None
@@ -121,7 +132,11 @@ class ChatStream:
                 await self._start_replay(cache, ticket.answer, ticket.state)
                 return
         try:
-            await self._route()
+            if self._span is None:
+                await self._route()
+            else:
+                with self._span.current():  # attempt spans become the call span's children
+                    await self._route()
         except BaseException:
             if cache is not None:
                 cache.failed()

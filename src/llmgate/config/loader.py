@@ -30,6 +30,7 @@ _OVERRIDES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("LLMGATE_MASTER_KEY",), ("server", "master_key")),
     (("LLMGATE_METRICS_TOKEN",), ("server", "metrics_token")),
     (("PROMETHEUS_MULTIPROC_DIR",), ("server", "metrics_dir")),
+    (("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",), ("tracing", "endpoint")),
 )
 
 

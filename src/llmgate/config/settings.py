@@ -328,6 +328,16 @@ class LogSettings(_Frozen):
     interactions: InteractionLogSettings | None = None
 
 
+class TracingSettings(_Frozen):
+    """OpenTelemetry traces (the ``otel`` extra): spans sent to an OTLP/HTTP collector."""
+
+    endpoint: str | None = None
+    """e.g. ``http://collector:4318/v1/traces`` (also ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``)."""
+    service_name: str = "llmgate"
+
+    _check = field_validator("endpoint")(_checked_base_url)
+
+
 class Settings(_Frozen):
     """Everything llmgate is configured with, validated once and then read-only."""
 
@@ -339,6 +349,7 @@ class Settings(_Frozen):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
     model_prices: dict[str, PriceOverride] = {}
     source: str | None = None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from prometheus_client import CollectorRegistry
 
@@ -16,9 +17,11 @@ from llmgate.core.results import CallInfo
 from llmgate.observe.interactions import InteractionLog
 from llmgate.observe.logs import RequestLog
 from llmgate.observe.metrics import GatewayMetrics, LiveCollector, exposition
+from llmgate.observe.tracing import Tracing
 from llmgate.policies.guard import Guard
 from llmgate.policies.usage import UsageRecorder
 from llmgate.routing.health import HealthBoard
+from llmgate.routing.plan import Option
 from llmgate.routing.router import Router
 
 
@@ -33,6 +36,7 @@ class Observers:
         request_lines: bool,
         interactions: tuple[str, int, int] | None,
         metrics_dir: str | None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.metrics = GatewayMetrics(router, CollectorRegistry())
         self._guard: Guard | None = None
@@ -43,6 +47,15 @@ class Observers:
         self._interaction_file = interactions
         self._metrics_dir = metrics_dir
         self.interactions: InteractionLog | None = None
+        self.tracing = tracing
+        """Spans per call and per attempt, when an OTLP endpoint is configured."""
+
+    def attempt_span(self, option: Option) -> AbstractContextManager[object]:
+        """The span around one upstream attempt (only called with tracing on)."""
+        assert self.tracing is not None
+        deployment = option.deployment
+        account = deployment.account
+        return self.tracing.attempt(account.name, account.type, deployment.name, deployment.model)
 
     def attach(self, guard: Guard, recorder: UsageRecorder) -> Callable[..., None] | None:
         """Start watching: the recorder's batches feed metrics and request lines. Returns the exchange
@@ -78,6 +91,9 @@ class Observers:
         if self.interactions is not None:
             await asyncio.to_thread(self.interactions.close)
             self.interactions = None
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.close)
+            self.tracing = None
 
     def _in_flight(self) -> int:
         return self._guard.active if self._guard is not None else 0

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -133,6 +134,8 @@ class Failover:
         self._resolve = resolve
         self.policy = policy
         self.admission = admission
+        self.attempt_span: Callable[[Option], AbstractContextManager[object]] | None = None
+        """A span around each upstream attempt (tracing), when traces are on."""
         self._turns: dict[str, int] = {}
         self.turn = turn or self._local_turn
         self._rng = rng or random.Random()
@@ -273,7 +276,11 @@ class Failover:
         health.stats.started()
         started = self.board.clock()
         try:
-            value = await run.call(option, target)
+            if self.attempt_span is None:
+                value = await run.call(option, target)
+            else:
+                with self.attempt_span(option):
+                    value = await run.call(option, target)
         except GatewayError as error:
             self._failed(run, option, error)
             return None
