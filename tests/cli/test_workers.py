@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmgate.cli import main as cli
+from llmgate.cli import serve as serve_command
 
 
 def test_workers_get_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,10 +21,14 @@ def test_workers_get_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def fake_run(app: object, **options: Any) -> None:
         started.update(options, app=app, config=os.environ.get("LLMGATE_CONFIG"))
 
-    monkeypatch.setattr(cli.uvicorn, "run", fake_run)
-    monkeypatch.delenv("LLMGATE_CONFIG", raising=False)
+    monkeypatch.setattr(serve_command.uvicorn, "run", fake_run)
+    monkeypatch.setattr(serve_command, "configure_logs", lambda **_: _Listener())
+    for name in ("LLMGATE_CONFIG", "PROMETHEUS_MULTIPROC_DIR", "LLMGATE_CACHE_SIZE", "LLMGATE_LOG_LEVEL"):
+        monkeypatch.setenv(name, "")  # so that the serve command's own setting is undone afterwards
+        monkeypatch.delenv(name)
     result = CliRunner().invoke(
-        cli.main, ["serve", "--config", str(config), "--workers", "2", "--host", "0.0.0.0"]
+        cli.main,
+        ["serve", "--config", str(config), "--workers", "2", "--host", "0.0.0.0", "--cache-size", "77"],
     )
     assert result.exit_code == 0, result.output
     assert started["workers"] == 2
@@ -33,3 +38,14 @@ def test_workers_get_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     worker_settings = load_settings(config_path_from_environment())
     assert worker_settings.server.master_key is not None
+    assert worker_settings.cache.max_entries == 77  # --cache-size reaches the workers
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    assert (
+        metrics_dir and worker_settings.server.metrics_dir == metrics_dir
+    )  # one place for all workers' counts
+    assert started["log_config"] is None
+
+
+class _Listener:
+    def stop(self) -> None:
+        """Nothing was started."""

@@ -9,7 +9,7 @@ pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from llmgate.config import ConfigError, Settings
+from llmgate.config import Settings
 from llmgate.core.errors import GatewayError
 from llmgate.gateway import Gateway
 from llmgate.observe.tracing import Tracing

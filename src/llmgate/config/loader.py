@@ -31,6 +31,8 @@ _OVERRIDES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("LLMGATE_METRICS_TOKEN",), ("server", "metrics_token")),
     (("PROMETHEUS_MULTIPROC_DIR",), ("server", "metrics_dir")),
     (("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",), ("tracing", "endpoint")),
+    (("LLMGATE_LOG_LEVEL",), ("log", "level")),
+    (("LLMGATE_LOG_FORMAT",), ("log", "format")),
 )
 
 

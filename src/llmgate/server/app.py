@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from llmgate.server.api_routes import CatalogueRoutes, HealthRoutes, MetricsRout
 from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_body, error_headers
+from llmgate.server.logs import configure as configure_logs
 from llmgate.server.openai_routes import OpenAIRoutes
 from llmgate.server.report_routes import ReportRoutes
 from llmgate.server.ui_routes import UIRoutes
@@ -152,7 +154,10 @@ CHAT_PATHS = frozenset(("/v1/chat/completions", "/chat/completions"))
 
 def app_from_environment() -> Starlette:
     """The app for worker processes: configured from ``LLMGATE_CONFIG`` and the environment."""
-    app = create_app(settings=load_settings(config_path_from_environment()))
+    settings = load_settings(config_path_from_environment())
+    listener = configure_logs(format=settings.log.format, level=settings.log.level)
+    atexit.register(listener.stop)
+    app = create_app(settings=settings)
     tune_process()
     return app
 
