@@ -27,20 +27,22 @@ from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
+from llmgate.observe.limits import LimitsView
 from llmgate.observe.observers import Observers
 from llmgate.observe.reports import Reports, parse_time, render
 from llmgate.observe.tracing import Tracing
 from llmgate.observe.tracing import available as tracing_available
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
-from llmgate.policies.keys import KeyChanges, KeyFields, fields_from, key_view
+from llmgate.policies.key_admin import KeyAdmin
+from llmgate.policies.keys import KeyService
 from llmgate.providers.base import (
     ModelLister,
 )
 from llmgate.providers.transport import Transport
 from llmgate.routing.backoff import Backoff
 from llmgate.routing.breaker import BreakerPolicy
-from llmgate.routing.deployments import ApiKey, Deployment, ModelGroup
+from llmgate.routing.deployments import Deployment, ModelGroup
 from llmgate.routing.failover import Failover, RetryPolicy
 from llmgate.routing.health import HealthBoard
 from llmgate.routing.quota import UpstreamQuota
@@ -119,6 +121,8 @@ class Gateway:
         if tracing is not None:
             self.trace_with(tracing)
         self.reports = Reports(self._ledger)
+        self.keys = KeyAdmin(self._key_service, serves=self._serves, groups=lambda: list(self.router.groups))
+        self.limits = LimitsView(self.router, self.board, guard=self._guard, quota=lambda: self._quota)
         self.health_report = Health(
             self.router,
             self.board,
@@ -278,6 +282,16 @@ class Gateway:
         guard = await self._guard()
         guard.note_refusal(caller, model or "-", error, stream=stream)
 
+    async def _key_service(self) -> KeyService:
+        return (self._state or await self.start()).keys
+
+    def _serves(self, name: str) -> bool:
+        try:
+            self.router.group(name)
+        except ModelNotFound:
+            return False
+        return True
+
     async def _guard(self) -> Guard:
         return (self._state or await self.start()).guard
 
@@ -337,45 +351,7 @@ class Gateway:
 
         ``name`` narrows the upstream part to one provider or deployment.
         """
-        state = await self.start()
-        own = await state.guard.limits.status(caller)
-        upstream = await self._upstream_status(name)
-        spent = await state.guard.budgets.spent(caller)
-        return {
-            "caller": _limit_view(own),
-            "budget": None
-            if caller.budget_usd is None
-            else {"budget_usd": caller.budget_usd, "period": caller.budget_period, "spent_usd": spent},
-            "upstream": upstream,
-        }
-
-    async def _upstream_status(self, name: str | None) -> list[dict[str, Any]]:
-        rows = []
-        seen: set[str] = set()
-        for group in self.router.groups.values():
-            for deployment in group.deployments:
-                if name is not None and name not in (deployment.name, deployment.account.name):
-                    continue
-                for key in deployment.keys:
-                    if key.label not in seen:
-                        seen.add(key.label)
-                        rows.append(await self._key_status(deployment, key))
-        return rows
-
-    async def _key_status(self, deployment: Deployment, key: ApiKey) -> dict[str, Any]:
-        account = deployment.account
-        used, reset = await self._quota.key_requests(key.label) if self._quota else (0.0, 0.0)
-        reading = deployment.headroom(key)
-        now = self.board.clock()
-        return {
-            "key": key.label,
-            "provider": account.name,
-            "limit": account.rpm,
-            "remaining": None if account.rpm is None else max(0, int(account.rpm - used)),
-            "reset": round(reset, 3),
-            "upstream_remaining_fraction": None if reading is None else reading.fraction_left_at(now),
-            "usable": self.board.usable(deployment.name, key.label, now),
-        }
+        return await self.limits.status(name, caller)
 
     def _strategy_of(self, group: ModelGroup) -> Strategy:
         name = group.strategy or self.settings.routing.strategy
@@ -418,50 +394,23 @@ class Gateway:
     async def create_key(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         """A new virtual key from admin fields (``name``, ``models``, ``rpm``, ...); the secret is
         returned only here."""
-        state = await self.start()
-        checked = fields_from(fields, KeyFields)
-        self._check_models(checked.models)
-        key, secret = await state.keys.create(checked)
-        return dict(key_view(key)), secret
+        return await self.keys.create(fields)
 
     async def list_keys(self) -> list[dict[str, Any]]:
         """Every virtual key (never the secret)."""
-        state = await self.start()
-        return [dict(key_view(key)) for key in await state.keys.list()]
+        return await self.keys.list()
 
     async def get_key(self, key_id: str) -> dict[str, Any]:
         """One virtual key (``NotFound`` when unknown)."""
-        state = await self.start()
-        return dict(key_view(await state.keys.get(key_id)))
+        return await self.keys.get(key_id)
 
     async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Change some fields of a virtual key."""
-        state = await self.start()
-        checked = fields_from(changes, KeyChanges)
-        if isinstance(checked.models, list):
-            self._check_models(checked.models)
-        return dict(key_view(await state.keys.update(key_id, checked)))
-
-    def _check_models(self, models: Sequence[str] | None) -> None:
-        """A key's models must be names this gateway serves (a typo would lock the key out silently)."""
-        unknown = []
-        for name in models or ():
-            try:
-                self.router.group(name)
-            except ModelNotFound:
-                unknown.append(name)
-        if unknown:
-            groups = ", ".join(self.router.groups) or "none"
-            raise InvalidRequest(
-                f"unknown model '{unknown[0][:256]}' in the key's models: it is neither a model group nor "
-                f"'provider:model' of a configured provider (groups: {groups})",
-                param="models",
-            )
+        return await self.keys.update(key_id, changes)
 
     async def revoke_key(self, key_id: str) -> dict[str, Any]:
         """Revoke a virtual key."""
-        state = await self.start()
-        return dict(key_view(await state.keys.revoke(key_id)))
+        return await self.keys.revoke(key_id)
 
     # --- models -----------------------------------------------------------------------------------------
 
@@ -527,9 +476,3 @@ class Gateway:
         if messages is None:
             raise InvalidRequest("messages are required", param="messages")
         return parse_chat_request({**params, "model": model, "messages": list(messages), "stream": stream})
-
-
-def _limit_view(status: LimitStatus | None) -> dict[str, Any] | None:
-    if status is None:
-        return None
-    return {"limit": status.limit, "remaining": status.remaining, "reset": round(status.reset, 3)}
