@@ -116,6 +116,7 @@ class Gateway:
             request_lines=log.requests,
             interactions=(files.path, files.max_bytes, files.backups) if files is not None else None,
             metrics_dir=self.settings.server.metrics_dir,
+            metrics=self.settings.server.metrics,
         )
         tracing = self._tracing()
         if tracing is not None:

@@ -136,3 +136,9 @@ def test_metrics_need_the_master_key_or_the_metrics_token_off_loopback(client: T
 def test_metrics_are_open_in_open_mode() -> None:
     with TestClient(create_app(Gateway(_settings(None)))) as client:
         assert client.get("/metrics").status_code == 200
+
+
+def test_metrics_can_be_turned_off() -> None:
+    settings = Settings.model_validate({"server": {"metrics": False}, "storage": {"database": "memory"}})
+    with TestClient(create_app(Gateway(settings))) as client:
+        assert client.get("/metrics").status_code == 404

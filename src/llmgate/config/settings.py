@@ -218,6 +218,8 @@ class ServerSettings(_Frozen):
     """Bytes per second a request body must keep up beyond ``body_timeout``."""
     idle_timeout: float = Field(5.0, gt=0, le=3600)
     """Seconds an idle kept-alive connection stays open waiting for its next request."""
+    metrics: bool = True
+    """Count Prometheus metrics and serve ``/metrics`` (off: no counting, ``/metrics`` is 404)."""
     metrics_token: SecretStr | None = None
     """A bearer token that may read ``/metrics`` (besides the master key; loopback callers need none)."""
     metrics_dir: str | None = None

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 
 from prometheus_client import CollectorRegistry
 
-from llmgate.core.errors import GatewayError
+from llmgate.core.errors import GatewayError, NotFound
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatResponse
 from llmgate.core.results import CallInfo
@@ -37,6 +37,7 @@ class Observers:
         interactions: tuple[str, int, int] | None,
         metrics_dir: str | None,
         tracing: Tracing | None = None,
+        metrics: bool = True,
     ) -> None:
         self.metrics = GatewayMetrics(router, CollectorRegistry())
         self._guard: Guard | None = None
@@ -46,6 +47,7 @@ class Observers:
         self._request_lines = request_lines
         self._interaction_file = interactions
         self._metrics_dir = metrics_dir
+        self.metrics_on = metrics
         self.interactions: InteractionLog | None = None
         self.tracing = tracing
         """Spans per call and per attempt, when an OTLP endpoint is configured."""
@@ -61,7 +63,8 @@ class Observers:
         """Start watching: the recorder's batches feed metrics and request lines. Returns the exchange
         hook for the calls when an interaction log is configured."""
         self._guard, self._recorder = guard, recorder
-        recorder.listeners.append(self.metrics.observe)
+        if self.metrics_on:
+            recorder.listeners.append(self.metrics.observe)
         if self._request_lines:
             recorder.listeners.append(RequestLog())
         if self._interaction_file is not None and self.interactions is None:
@@ -84,6 +87,8 @@ class Observers:
 
     def exposition(self) -> bytes:
         """The Prometheus text (every worker's counts under ``--workers N``)."""
+        if not self.metrics_on:
+            raise NotFound("metrics are off (server.metrics: false)")
         return exposition(self.metrics, self._live, multiprocess_dir=self._metrics_dir)
 
     async def close(self) -> None:

@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
-"""What the response cache costs and what it buys, side by side with the bare pass-through proxy.
+"""Paired A/B benchmark: several llmgate configurations side by side with the bare pass-through proxy.
 
-    python bench/cache.py [--rounds 3] [--duration 10] [--conc 16] [--modes nonstream,stream]
+    python bench/ab.py --set cache [--rounds 3] [--duration 10] [--conc 16] [--modes nonstream,stream]
+    python bench/ab.py --set observe
 
-Starts the yardstick's mock upstream and bare proxy (../shared/bench) and four llmgate processes (one
-worker each, all pinned to the same core as the bare proxy): cache off, exact cache with 0% hits
-(every request has a prompt of its own), exact cache with 100% hits (one prompt, stored by the
-warm-up), and the semantic cache with 0% hits (an embedding and a vector search per request). Each
-round runs every target back to back (order rotated), so ratios compare runs seconds apart. Prints
-req/s, p50 and p99 per target and the ratios the cache is held to: 0%-hit throughput over cache-off
-(bar: >= 0.90), 100%-hit throughput over bare (bar: >= 1.5); and each llmgate's RSS at the end.
-Also times the semantic lookup itself at 10k and 100k entries (in process, numpy).
+Starts the yardstick's mock upstream and bare proxy (../shared/bench) and one llmgate process per
+configuration of the set (one worker each, all pinned to the same core as the bare proxy). Each round
+runs every target back to back (order rotated), so ratios compare runs seconds apart on a VM that
+drifts. Prints req/s, p50 and p99 per target, the ratio to bare and to the set's first configuration,
+each llmgate's RSS at the end.
 
-Uses ports 18100 (mock), 18200 (bare) and 18300-18303; every process it starts is stopped by PID.
+Sets:
+- ``cache``: cache off; exact cache at 0% hits (every request a prompt of its own); exact at 100% hits
+  (one prompt, stored by the warm-up); semantic at 0% hits (an embedding and a vector search per
+  request). Also times the semantic lookup itself at 10k and 100k entries. Bars: 0%-hit throughput
+  >= 0.90x cache-off; 100%-hit >= 1.5x bare.
+- ``observe``: metrics and request logs off; metrics on; metrics and JSON request lines on (bar:
+  >= 0.90x off).
+
+Uses ports 18100 (mock), 18200 (bare) and 18300+; every process it starts is stopped by PID.
 """
 
 from __future__ import annotations
@@ -34,15 +40,25 @@ HERE = Path(__file__).resolve().parent
 YARDSTICK = HERE.parents[1] / "shared" / "bench"
 MOCK, BARE = 18100, 18200
 MODEL = "mock-gpt-4o-mini"
-CONFIGS: dict[str, dict[str, Any]] = {
-    "off": {},
-    "exact-0%": {"mode": "exact", "max_entries": 100_000},
-    "exact-100%": {"mode": "exact"},
-    "semantic-0%": {"mode": "semantic", "embedding_model": "mock:mock-embed", "max_entries": 100_000},
+SETS: dict[str, dict[str, dict[str, Any]]] = {
+    "cache": {
+        "off": {},
+        "exact-0%": {"cache": {"mode": "exact", "max_entries": 100_000}},
+        "exact-100%": {"cache": {"mode": "exact"}},
+        "semantic-0%": {
+            "cache": {"mode": "semantic", "embedding_model": "mock:mock-embed", "max_entries": 100_000}
+        },
+    },
+    "observe": {
+        "off": {"server": {"metrics": False}, "log": {"requests": False}},
+        "metrics": {"log": {"requests": False}},
+        "metrics+json-logs": {"log": {"requests": True, "format": "json", "level": "info"}},
+    },
 }
+SAME_PROMPT = {"exact-100%"}  # targets whose requests all carry one prompt (the others: a prompt each)
 
 
-def config(cache: dict[str, Any]) -> str:
+def config(extra: dict[str, Any]) -> str:
     text = (
         "providers:\n"
         f"  upstream: {{type: openai, base_url: 'http://127.0.0.1:{MOCK}/v1', api_keys: [sk-bench]}}\n"
@@ -50,9 +66,7 @@ def config(cache: dict[str, Any]) -> str:
         f"models:\n  - {{name: {MODEL}, deployments: [{{provider: upstream, model: {MODEL}}}]}}\n"
         "storage: {database: memory}\n"
     )
-    if cache:
-        text += "cache: " + json.dumps(cache) + "\n"
-    return text
+    return text + "".join(f"{section}: {json.dumps(value)}\n" for section, value in extra.items())
 
 
 def wait_ready(url: str, seconds: float = 20) -> None:
@@ -81,7 +95,7 @@ def wrk(url: str, *, unique: bool, stream: bool, conc: int, duration: float) -> 
         f"-c{conc}",
         f"-d{max(1, round(duration))}s",
         "-s",
-        str(HERE / "wrk_cache.lua"),
+        str(HERE / "wrk_ab.lua"),
         url,
     ]
     out = subprocess.run(
@@ -124,9 +138,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--conc", type=int, default=16)
     parser.add_argument("--modes", default="nonstream,stream")
+    parser.add_argument("--set", dest="set_name", choices=sorted(SETS), default="cache")
     args = parser.parse_args()
     started: list[subprocess.Popen[bytes]] = []
-    work = Path(tempfile.mkdtemp(prefix="llmgate-cache-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="llmgate-ab-bench-"))
     llmgate = str(Path(sys.executable).with_name("llmgate"))
     try:
         mock_env = {**os.environ, "MOCK_PORT": str(MOCK)}
@@ -156,11 +171,12 @@ def main() -> int:
         )
         targets = {"bare": f"http://127.0.0.1:{BARE}/v1/chat/completions"}
         pids: dict[str, int] = {}
-        for offset, (name, cache) in enumerate(CONFIGS.items()):
+        configs = SETS[args.set_name]
+        for offset, (name, extra) in enumerate(configs.items()):
             path = work / f"{name}.yaml"
-            path.write_text(config(cache))
+            path.write_text(config(extra))
             port = 18300 + offset
-            env = {**os.environ, "LLMGATE_DATA_DIR": str(work)}
+            env = {**os.environ, "LLMGATE_DATA_DIR": str(work)}  # logs go to /dev/null below
             proc = subprocess.Popen(
                 [
                     "taskset",
@@ -190,13 +206,13 @@ def main() -> int:
         for mode in args.modes.split(","):
             stream = mode == "stream"
             for name, url in targets.items():  # warm-up: stores the one prompt of the 100% case
-                wrk(url, unique=name != "exact-100%", stream=stream, conc=args.conc, duration=2)
+                wrk(url, unique=name not in SAME_PROMPT, stream=stream, conc=args.conc, duration=2)
             for round_ in range(args.rounds):
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for name in order:
                     result = wrk(
                         targets[name],
-                        unique=name != "exact-100%",
+                        unique=name not in SAME_PROMPT,
                         stream=stream,
                         conc=args.conc,
                         duration=args.duration,
@@ -207,12 +223,12 @@ def main() -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-        print(
-            "\n| mode | target | req/s | p50 ms | p99 ms | errors | vs bare | vs cache off |\n|---|---|--:|--:|--:|--:|--:|--:|"
-        )
+        first = next(iter(configs))
+        print(f"\n| mode | target | req/s | p50 ms | p99 ms | errors | vs bare | vs {first} |")
+        print("|---|---|--:|--:|--:|--:|--:|--:|")
         for mode in args.modes.split(","):
             bare = [r["rps"] for r in results[(mode, "bare")]]
-            off = [r["rps"] for r in results[(mode, "off")]]
+            off = [r["rps"] for r in results[(mode, first)]]
             for name in names:
                 runs = results[(mode, name)]
                 rps = [r["rps"] for r in runs]
@@ -227,6 +243,8 @@ def main() -> int:
             "\nRSS after the run (MiB): "
             + ", ".join(f"{name} {rss_mib(pid):.1f}" for name, pid in pids.items())
         )
+        if args.set_name != "cache":
+            return 0
         lookups = semantic_lookup_ms()
         print(
             "semantic lookup (one bucket, 256 dims): "

@@ -1,4 +1,4 @@
--- wrk script for bench/cache.py: POST a chat completion; with BENCH_UNIQUE=1 every request carries a
+-- wrk script for bench/ab.py: POST a chat completion; with BENCH_UNIQUE=1 every request carries a
 -- prompt of its own (a 0% cache hit rate), otherwise the same one (100% once the first is stored).
 -- Prints one JSON summary line, like the yardstick's wrk_chat.lua.
 
