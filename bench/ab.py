@@ -3,6 +3,7 @@
 
     python bench/ab.py --set cache [--rounds 3] [--duration 10] [--conc 16] [--modes nonstream,stream]
     python bench/ab.py --set observe
+    python bench/ab.py --set default --baseline /path/to/other/checkout/src
 
 Starts the yardstick's mock upstream and bare proxy (../shared/bench) and one llmgate process per
 configuration of the set (one worker each, all pinned to the same core as the bare proxy). Each round
@@ -15,8 +16,10 @@ Sets:
   (one prompt, stored by the warm-up); semantic at 0% hits (an embedding and a vector search per
   request). Also times the semantic lookup itself at 10k and 100k entries. Bars: 0%-hit throughput
   >= 0.90x cache-off; 100%-hit >= 1.5x bare.
+- ``default``: the default features with usage records in SQLite; with ``--baseline SRC`` the same
+  configuration also runs from another checkout's source, for a regression check.
 - ``observe``: metrics and request logs off; metrics on; metrics and JSON request lines on (bar:
-  >= 0.90x off).
+  >= 0.90x off). ``observe-sqlite``: the same with usage records in SQLite and text lines (the defaults).
 
 Uses ports 18100 (mock), 18200 (bare) and 18300+; every process it starts is stopped by PID.
 """
@@ -40,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 YARDSTICK = HERE.parents[1] / "shared" / "bench"
 MOCK, BARE = 18100, 18200
 MODEL = "mock-gpt-4o-mini"
+SQLITE = {"storage": {"database": "sqlite:///{work}/{name}.db"}}
 SETS: dict[str, dict[str, dict[str, Any]]] = {
     "cache": {
         "off": {},
@@ -54,6 +58,12 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "metrics": {"log": {"requests": False}},
         "metrics+json-logs": {"log": {"requests": True, "format": "json", "level": "info"}},
     },
+    "default": {"default": SQLITE},
+    "observe-sqlite": {
+        "off": {**SQLITE, "server": {"metrics": False}, "log": {"requests": False}},
+        "metrics": {**SQLITE, "log": {"requests": False}},
+        "metrics+text-logs": {**SQLITE, "log": {"requests": True, "format": "text", "level": "info"}},
+    },
 }
 SAME_PROMPT = {"exact-100%"}  # targets whose requests all carry one prompt (the others: a prompt each)
 
@@ -64,8 +74,8 @@ def config(extra: dict[str, Any]) -> str:
         f"  upstream: {{type: openai, base_url: 'http://127.0.0.1:{MOCK}/v1', api_keys: [sk-bench]}}\n"
         "  mock: {type: mock}\n"
         f"models:\n  - {{name: {MODEL}, deployments: [{{provider: upstream, model: {MODEL}}}]}}\n"
-        "storage: {database: memory}\n"
     )
+    extra = {"storage": {"database": "memory"}, **extra}
     return text + "".join(f"{section}: {json.dumps(value)}\n" for section, value in extra.items())
 
 
@@ -139,6 +149,11 @@ def main() -> int:
     parser.add_argument("--conc", type=int, default=16)
     parser.add_argument("--modes", default="nonstream,stream")
     parser.add_argument("--set", dest="set_name", choices=sorted(SETS), default="cache")
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also run the set's first configuration from another checkout's src/ (a regression check)",
+    )
     args = parser.parse_args()
     started: list[subprocess.Popen[bytes]] = []
     work = Path(tempfile.mkdtemp(prefix="llmgate-ab-bench-"))
@@ -171,12 +186,19 @@ def main() -> int:
         )
         targets = {"bare": f"http://127.0.0.1:{BARE}/v1/chat/completions"}
         pids: dict[str, int] = {}
-        configs = SETS[args.set_name]
+        configs = dict(SETS[args.set_name])
+        runs_from: dict[str, str | None] = dict.fromkeys(configs)
+        if args.baseline:
+            first = next(iter(configs))
+            configs["baseline"] = configs[first]
+            runs_from["baseline"] = str(Path(args.baseline).resolve())
         for offset, (name, extra) in enumerate(configs.items()):
             path = work / f"{name}.yaml"
-            path.write_text(config(extra))
+            path.write_text(config(extra).replace("{work}", str(work)).replace("{name}", name))
             port = 18300 + offset
             env = {**os.environ, "LLMGATE_DATA_DIR": str(work)}  # logs go to /dev/null below
+            if runs_from[name] is not None:
+                env["PYTHONPATH"] = str(runs_from[name])
             proc = subprocess.Popen(
                 [
                     "taskset",

@@ -12,7 +12,7 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, get_args
+from typing import TYPE_CHECKING, Any, Self, get_args
 
 from llmgate.assembly import Assembly
 from llmgate.calls import CallOptions, ChatCalls, ChatStream, EmbeddingCalls
@@ -30,15 +30,11 @@ from llmgate.observe.health import Health
 from llmgate.observe.limits import LimitsView
 from llmgate.observe.observers import Observers
 from llmgate.observe.reports import Reports, parse_time, render
-from llmgate.observe.tracing import Tracing
-from llmgate.observe.tracing import available as tracing_available
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
 from llmgate.policies.key_admin import KeyAdmin
 from llmgate.policies.keys import KeyService
-from llmgate.providers.base import (
-    ModelLister,
-)
+from llmgate.providers.base import ModelLister
 from llmgate.providers.transport import Transport
 from llmgate.routing.backoff import Backoff
 from llmgate.routing.breaker import BreakerPolicy
@@ -51,6 +47,9 @@ from llmgate.routing.strategies import make_strategy
 from llmgate.routing.strategies.base import Strategy
 from llmgate.state.ports import UsageLedger
 from llmgate.wiring import State, open_state
+
+if TYPE_CHECKING:
+    from llmgate.observe.tracing import Tracing
 
 log = logging.getLogger("llmgate")
 
@@ -142,11 +141,13 @@ class Gateway:
         wanted = self.settings.tracing
         if wanted.endpoint is None:
             return None
-        if not tracing_available():
+        try:
+            from llmgate.observe.tracing import Tracing  # OpenTelemetry loads only when wanted
+        except ImportError as missing:
             raise ConfigError(
                 f"{self.settings.source}: tracing.endpoint is set, but OpenTelemetry is not installed: "
                 "pip install 'llmgate[otel]'"
-            )
+            ) from missing
         return Tracing.otlp(wanted.endpoint, service_name=wanted.service_name)
 
     def _check_embedding_model(self) -> None:

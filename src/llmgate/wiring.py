@@ -23,10 +23,6 @@ from llmgate.policies.limits import CallerLimits, Rate
 from llmgate.policies.usage import UsageRecorder
 from llmgate.routing.health import HealthBoard
 from llmgate.state import open_database, shared_state
-from llmgate.state.cache.memory import MemoryCache
-from llmgate.state.cache.redis import RedisCache, RedisVectors
-from llmgate.state.cache.sqlite import SqliteCache, SqliteVectors
-from llmgate.state.cache.vectors import MemoryVectors
 from llmgate.state.memory import MemoryCounters
 from llmgate.state.ports import (
     BreakerBoard,
@@ -37,7 +33,6 @@ from llmgate.state.ports import (
     StateUnavailable,
     VectorIndex,
 )
-from llmgate.state.redis import redis_client
 
 log = logging.getLogger("llmgate")
 BOARD_SYNC_INTERVAL = 1.0
@@ -131,17 +126,25 @@ async def open_state(settings: Settings, health: HealthBoard, rules: CacheRules 
 
 
 async def _open_cache(settings: Settings) -> AnswerStore:
-    """The response cache's backend, behind the store that bounds and bypasses it."""
+    """The response cache's backend, behind the store that bounds and bypasses it. Each backend is
+    imported when chosen: Redis and NumPy load only where they are used."""
     cache, storage = settings.cache, settings.storage
     backend: ResponseCache
     if cache.backend == "redis" and storage.redis:
+        from llmgate.state.cache.redis import RedisCache
+        from llmgate.state.redis import redis_client
+
         # No ping: a Redis that is down at start is bypassed like one that goes down later.
         backend = RedisCache(redis_client(storage.redis), prefix=storage.redis_prefix)
     elif cache.backend == "sqlite":
+        from llmgate.state.cache.sqlite import SqliteCache
+
         backend = await SqliteCache.connect(
             cache.path, max_entries=cache.max_entries, max_bytes=cache.max_bytes
         )
     else:
+        from llmgate.state.cache.memory import MemoryCache
+
         backend = MemoryCache(max_entries=cache.max_entries, max_bytes=cache.max_bytes)
     log.info("response cache: %s", backend.name)
     return AnswerStore(backend, timeout=cache.timeout, max_entry_bytes=cache.max_entry_bytes)
@@ -151,11 +154,18 @@ async def _open_vectors(settings: Settings) -> VectorIndex:
     """The semantic cache's vector index, on the same kind of backend as the answers."""
     cache, storage = settings.cache, settings.storage
     if cache.backend == "redis" and storage.redis:
+        from llmgate.state.cache.redis import RedisVectors
+        from llmgate.state.redis import redis_client
+
         return RedisVectors(
             redis_client(storage.redis), max_entries=cache.max_entries, prefix=storage.redis_prefix
         )
     if cache.backend == "sqlite":
+        from llmgate.state.cache.sqlite import SqliteVectors
+
         return await SqliteVectors.connect(cache.path, max_entries=cache.max_entries)
+    from llmgate.state.cache.vectors import MemoryVectors
+
     return MemoryVectors(max_entries=cache.max_entries)
 
 

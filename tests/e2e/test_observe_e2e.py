@@ -92,8 +92,13 @@ def test_metrics_stats_usage_and_the_cli_agree_across_two_workers(gateway: Gatew
                 counts.add(_requests_in(client.get(f"{gateway.url}/metrics", headers=ADMIN).text))
         return counts == {float(total)}
 
+    def read_stats() -> dict[str, Any]:
+        return dict(httpx.get(f"{gateway.url}/api/stats", headers=ADMIN, timeout=5).json())
+
     wait_until(every_worker_sees_all, timeout=15, interval=0.3)
-    stats = httpx.get(f"{gateway.url}/api/stats", headers=ADMIN, timeout=5).json()
+    # Metrics count a batch as the writer takes it, the ledger once it is written: wait for both.
+    wait_until(lambda: read_stats()["total_requests"] == total, timeout=15, interval=0.3)
+    stats = read_stats()
     assert (stats["total_requests"], stats["total_errors"]) == (total, total - 9)
     rows = httpx.get(
         f"{gateway.url}/api/usage", params={"group_by": "group"}, headers=ADMIN, timeout=5

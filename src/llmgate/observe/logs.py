@@ -1,14 +1,25 @@
 """One structured log line per request, from the usage records in batches (nothing on the request path
-formats anything); the server's logging setup (``server.logs``) writes them off the event loop."""
+formats anything); the server's logging setup (``server.logs``) writes them off the event loop.
+
+Where every handler that would see the lines can take a whole batch (``takes_batches``: the server's
+queue does), a batch is a ``LogRecord`` per 64 records (``calls``), and the writer thread turns
+it into one line per request: the loop then pays one record per 64 requests, not one per request. Any other
+handler (a library user's ``basicConfig``, pytest's caplog) gets one ``LogRecord`` per request with its
+fields in ``call``.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from llmgate.state.ports import UsageRecord
 
 REQUESTS = "llmgate.requests"
+LINES_PER_RECORD = 64
+"""Requests per batch record: the writer thread formats at most this many lines before its write lets
+the event loop have the interpreter back (a whole usage batch at once would hold it for milliseconds)."""
 FIELDS = (
     "request_id",
     "key_id",
@@ -33,6 +44,31 @@ FIELDS = (
 )
 
 
+def call_fields(record: UsageRecord) -> dict[str, Any]:
+    """The fields of one request's line."""
+    return {name: getattr(record, name) for name in FIELDS}
+
+
+def call_message(record: UsageRecord) -> str:
+    """The message of one request's line: status, group, request id."""
+    return f"{record.status} {record.model_group} {record.request_id}"
+
+
+def takes_batches(logger: logging.Logger) -> bool:
+    """Whether every handler the logger's records reach can take a batch record (and there is one)."""
+    current: logging.Logger | None = logger
+    found = False
+    while current is not None:
+        for handler in current.handlers:
+            if not getattr(handler, "takes_batches", False):
+                return False
+            found = True
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
+
+
 class RequestLog:
     """A usage-record listener: one ``llmgate.requests`` line per request (at info level)."""
 
@@ -42,10 +78,12 @@ class RequestLog:
     def __call__(self, records: Sequence[UsageRecord]) -> None:
         """Log a batch of records (nothing at all when info is off for the logger)."""
         logger = self._logger
-        if not logger.isEnabledFor(logging.INFO):
+        if not records or not logger.isEnabledFor(logging.INFO):
+            return
+        if takes_batches(logger):
+            for start in range(0, len(records), LINES_PER_RECORD):
+                calls = tuple(records[start : start + LINES_PER_RECORD])
+                logger.info("%d requests", len(calls), extra={"calls": calls})
             return
         for record in records:
-            call = {name: getattr(record, name) for name in FIELDS}
-            logger.info(
-                "%s %s %s", record.status, record.model_group, record.request_id, extra={"call": call}
-            )
+            logger.info("%s", call_message(record), extra={"call": call_fields(record)})

@@ -149,24 +149,29 @@ class GatewayMetrics:
         )
 
     def observe(self, records: Sequence[UsageRecord]) -> None:
-        """Count a batch of usage records."""
+        """Count a batch of usage records: tallied first, so each labelled series is touched once per
+        batch (a histogram once per value), not once per record and metric."""
+        tally = _Tally()
         labels = self.labels
         for record in records:
             group = labels.group(record.model_group)
             provider = labels.provider(record.provider)
-            self.requests.labels(group, provider, f"{record.status // 100}xx").inc()
-            self.latency.labels(group).observe(record.latency_ms / 1000)
+            tally.add(self.requests, (group, provider, STATUS_CLASSES[min(record.status // 100, 5)]))
+            tally.value(self.latency, (group,), record.latency_ms / 1000)
             if record.status >= 400:
-                self.errors.labels(group, labels.error(record.error_type)).inc()
+                error = labels.error(record.error_type)
+                tally.add(self.errors, (group, error))
                 if record.status == 429:
-                    self.limited.labels(group, labels.error(record.error_type)).inc()
-            self._served(record, group, provider)
+                    tally.add(self.limited, (group, error))
+            self._served(tally, record, group, provider)
+        tally.apply()
 
-    def _served(self, record: UsageRecord, group: str, provider: str) -> None:
-        if record.stream and record.ttft_ms is not None and record.status < 400:
-            self.ttft.labels(group).observe(record.ttft_ms / 1000)
-        if not record.stream and record.upstream_ms is not None and record.status < 400:
-            self.overhead.observe(max(0.0, record.latency_ms - record.upstream_ms) / 1000)
+    def _served(self, tally: _Tally, record: UsageRecord, group: str, provider: str) -> None:
+        served = record.status < 400
+        if record.stream and record.ttft_ms is not None and served:
+            tally.value(self.ttft, (group,), record.ttft_ms / 1000)
+        if not record.stream and record.upstream_ms is not None and served:
+            tally.value(self.overhead, (), max(0.0, record.latency_ms - record.upstream_ms) / 1000)
         for direction, count in (
             ("prompt", record.prompt_tokens),
             ("completion", record.completion_tokens),
@@ -174,19 +179,50 @@ class GatewayMetrics:
             ("reasoning", record.reasoning_tokens),
         ):
             if count:
-                self.tokens.labels(group, provider, direction).inc(count)
+                tally.add(self.tokens, (group, provider, direction), count)
         if record.cost_usd:
-            self.cost.labels(group, provider).inc(record.cost_usd)
-        elif record.cost_usd is None and record.status < 400:
-            self.cost_unknown.labels(group).inc()
+            tally.add(self.cost, (group, provider), record.cost_usd)
+        elif record.cost_usd is None and served:
+            tally.add(self.cost_unknown, (group,))
         if record.cache is not None:
-            self.cache.labels(group, record.cache).inc()
+            tally.add(self.cache, (group, record.cache))
         if record.saved_usd:
-            self.saved.inc(record.saved_usd)
+            tally.add(self.saved, (), record.saved_usd)
         if record.attempts > 1:
-            self.retries.labels(group).inc(record.attempts - 1)
+            tally.add(self.retries, (group,), record.attempts - 1)
         if record.fallback_group is not None:
-            self.fallbacks.labels(group, self.labels.group(record.fallback_group)).inc()
+            tally.add(self.fallbacks, (group, self.labels.group(record.fallback_group)))
+
+
+STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class _Tally:
+    """One batch's counts per labelled series, and its histogram values per series."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
+        self._values: dict[tuple[Histogram, tuple[str, ...]], list[float]] = {}
+
+    def add(self, metric: Counter, labels: tuple[str, ...], amount: float = 1) -> None:
+        key = (metric, labels)
+        self._counts[key] = self._counts.get(key, 0) + amount
+
+    def value(self, metric: Histogram, labels: tuple[str, ...], value: float) -> None:
+        key = (metric, labels)
+        values = self._values.get(key)
+        if values is None:
+            self._values[key] = [value]
+        else:
+            values.append(value)
+
+    def apply(self) -> None:
+        for (counter, labels), amount in self._counts.items():
+            (counter.labels(*labels) if labels else counter).inc(amount)
+        for (histogram, labels), values in self._values.items():
+            observe = (histogram.labels(*labels) if labels else histogram).observe
+            for value in values:
+                observe(value)
 
 
 class LiveCollector(Collector):

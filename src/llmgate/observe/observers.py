@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -17,12 +18,14 @@ from llmgate.core.results import CallInfo
 from llmgate.observe.interactions import InteractionLog
 from llmgate.observe.logs import RequestLog
 from llmgate.observe.metrics import GatewayMetrics, LiveCollector, exposition
-from llmgate.observe.tracing import Tracing
 from llmgate.policies.guard import Guard
 from llmgate.policies.usage import UsageRecorder
 from llmgate.routing.health import HealthBoard
 from llmgate.routing.plan import Option
 from llmgate.routing.router import Router
+
+if TYPE_CHECKING:
+    from llmgate.observe.tracing import Tracing
 
 
 class Observers:

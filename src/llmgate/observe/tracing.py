@@ -2,8 +2,9 @@
 the GenAI semantic conventions' attributes, exported over OTLP.
 
 The gateway owns its tracer provider (no global state: two gateways in one process do not mix their
-spans). Without the extra installed, or with no endpoint configured, nothing here runs: the hooks are
-``None`` and the request path pays one ``is None`` check.
+spans). The gateway imports this module only when traces are wanted, so without the extra installed, or
+with no endpoint configured, OpenTelemetry is never loaded: the hooks are ``None`` and the request path
+pays one ``is None`` check.
 """
 
 from __future__ import annotations
@@ -12,24 +13,16 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from opentelemetry import trace  # the optional extra: pip install 'llmgate[otel]'
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
 from llmgate.core.errors import GatewayError
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatResponse
 from llmgate.core.results import CallInfo
-
-try:  # the optional extra: pip install 'llmgate[otel]'
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-    from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-except ImportError:  # pragma: no cover - exercised only where the extra is missing
-    trace = None  # type: ignore[assignment]
-
-
-def available() -> bool:
-    """Whether the OpenTelemetry SDK is installed."""
-    return trace is not None
 
 
 class Tracing:

@@ -7,7 +7,6 @@ in text, members of the object in JSON. Every line is redacted of anything shape
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.handlers
 import queue
@@ -15,50 +14,106 @@ import sys
 import time
 from typing import Any
 
+import msgspec
+
 from llmgate.core.errors import redact
+from llmgate.observe.logs import call_fields, call_message
+from llmgate.state.ports import UsageRecord
 
 QUEUE_LIMIT = 100_000  # records waiting for the writer; beyond, lines are dropped (counted), never a wait
 
 
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
+CALLER_TEXT = ("model_group", "upstream_model", "request_id")
+"""A request line's fields that may hold what a caller typed: redacted like a message."""
+
+
+def _iso(created: float) -> str:
+    millis = int(created * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
+
+
+def _redacted(call: dict[str, Any]) -> dict[str, Any]:
+    for name in CALLER_TEXT:
+        value = call.get(name)
+        if isinstance(value, str):
+            call[name] = redact(value)
+    return call
+
+
+def _calls(record: logging.LogRecord) -> tuple[UsageRecord, ...] | None:
+    """The usage records of a batch record (``observe.logs.RequestLog``), or ``None``."""
+    calls = getattr(record, "calls", None)
+    return calls if isinstance(calls, tuple) else None
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and a request's fields when it is one."""
+    """One JSON object per line: time, level, logger, message, and a request's fields when it is one
+    (a batch record of requests becomes one line each)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """The line."""
+        """The line (the lines, for a batch)."""
+        calls = _calls(record)
+        if calls is not None:
+            return "\n".join(self._request(call, record.name) for call in calls)
         line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
         call = getattr(record, "call", None)
         if isinstance(call, dict):
-            line.update(call)
+            line.update(_redacted(dict(call)))
+            line["time"] = _iso(record.created)
         if record.exc_info:
             line["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(line, default=str)
+        return _ENCODER.encode(line).decode()
+
+    @staticmethod
+    def _request(call: UsageRecord, logger: str) -> str:
+        line: dict[str, Any] = {"time": "", "level": "info", "logger": logger}
+        line["message"] = redact(call_message(call))
+        line.update(_redacted(call_fields(call)))
+        line["time"] = _iso(call.time)
+        return _ENCODER.encode(line).decode()
 
 
 class TextFormatter(logging.Formatter):
-    """The classic line, with a request's fields as ``key=value`` after the message."""
+    """The classic line, with a request's fields as ``key=value`` after the message (a batch record of
+    requests becomes one line each)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        """The line."""
+        """The line (the lines, for a batch)."""
+        calls = _calls(record)
+        if calls is not None:
+            return "\n".join(self._request(call, record.name) for call in calls)
         text = redact(super().format(record))
         call = getattr(record, "call", None)
         if isinstance(call, dict):
-            text += " " + " ".join(f"{key}={value}" for key, value in call.items() if value is not None)
+            text += " " + _pairs(_redacted(dict(call)))
         return text
+
+    def _request(self, call: UsageRecord, logger: str) -> str:
+        moment = time.localtime(call.time)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", moment) + f",{int(call.time * 1000) % 1000:03d}"
+        message = redact(call_message(call))
+        return f"{stamp} INFO {logger}: {message} {_pairs(_redacted(call_fields(call)))}"
+
+
+def _pairs(call: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in call.items() if value is not None)
 
 
 class _EnqueueOnly(logging.handlers.QueueHandler):
-    """Hands the record to the writer thread as it is: formatting happens there, not on the loop."""
+    """Hands the record to the writer thread as it is: formatting happens there, not on the loop. It
+    takes batch records (``observe.logs.takes_batches``): the formatters write their lines."""
 
     dropped = 0
+    takes_batches = True
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
