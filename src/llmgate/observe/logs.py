@@ -2,16 +2,16 @@
 formats anything); the server's logging setup (``server.logs``) writes them off the event loop.
 
 Where every handler that would see the lines can take a whole batch (``takes_batches``: the server's
-queue does), a batch is a ``LogRecord`` per 64 records (``calls``), and the writer thread turns
-it into one line per request: the loop then pays one record per 64 requests, not one per request. Any other
-handler (a library user's ``basicConfig``, pytest's caplog) gets one ``LogRecord`` per request with its
-fields in ``call``.
+queue does), a batch is a ``LogRecord`` per 64 records whose ``lines`` (``RequestLines``) the writer
+thread turns into one line per request: the loop pays one record per 64 requests. Any other handler
+(a library user's ``basicConfig``, pytest's caplog) gets one ``LogRecord`` per request, its fields in
+``call``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from llmgate.state.ports import UsageRecord
@@ -54,6 +54,22 @@ def call_message(record: UsageRecord) -> str:
     return f"{record.status} {record.model_group} {record.request_id}"
 
 
+class RequestLines:
+    """Some requests' lines as ``(time, message, fields)``, made when iterated (by the writer thread)."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: Sequence[UsageRecord]) -> None:
+        self._records = records
+
+    def __iter__(self) -> Iterator[tuple[float, str, dict[str, Any]]]:
+        for record in self._records:
+            yield record.time, call_message(record), call_fields(record)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
 def takes_batches(logger: logging.Logger) -> bool:
     """Whether every handler the logger's records reach can take a batch record (and there is one)."""
     current: logging.Logger | None = logger
@@ -82,8 +98,8 @@ class RequestLog:
             return
         if takes_batches(logger):
             for start in range(0, len(records), LINES_PER_RECORD):
-                calls = tuple(records[start : start + LINES_PER_RECORD])
-                logger.info("%d requests", len(calls), extra={"calls": calls})
+                lines = RequestLines(tuple(records[start : start + LINES_PER_RECORD]))
+                logger.info("%d requests", len(lines), extra={"lines": lines})
             return
         for record in records:
             logger.info("%s", call_message(record), extra={"call": call_fields(record)})

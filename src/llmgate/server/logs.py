@@ -12,13 +12,12 @@ import logging.handlers
 import queue
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from llmgate.core.errors import redact
-from llmgate.observe.logs import call_fields, call_message
-from llmgate.state.ports import UsageRecord
 
 QUEUE_LIMIT = 100_000  # records waiting for the writer; beyond, lines are dropped (counted), never a wait
 
@@ -41,10 +40,10 @@ def _redacted(call: dict[str, Any]) -> dict[str, Any]:
     return call
 
 
-def _calls(record: logging.LogRecord) -> tuple[UsageRecord, ...] | None:
-    """The usage records of a batch record (``observe.logs.RequestLog``), or ``None``."""
-    calls = getattr(record, "calls", None)
-    return calls if isinstance(calls, tuple) else None
+def _lines(record: logging.LogRecord) -> Iterable[tuple[float, str, dict[str, Any]]] | None:
+    """A batch record's request lines as ``(time, message, fields)`` (``observe.logs.RequestLines``)."""
+    lines = getattr(record, "lines", None)
+    return lines if isinstance(lines, Iterable) and not isinstance(lines, str | bytes) else None
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,9 +52,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The line (the lines, for a batch)."""
-        calls = _calls(record)
-        if calls is not None:
-            return "\n".join(self._request(call, record.name) for call in calls)
+        lines = _lines(record)
+        if lines is not None:
+            return "\n".join(self._request(*line, record.name) for line in lines)
         line: dict[str, Any] = {
             "time": _iso(record.created),
             "level": record.levelname.lower(),
@@ -71,11 +70,10 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(line).decode()
 
     @staticmethod
-    def _request(call: UsageRecord, logger: str) -> str:
-        line: dict[str, Any] = {"time": "", "level": "info", "logger": logger}
-        line["message"] = redact(call_message(call))
-        line.update(_redacted(call_fields(call)))
-        line["time"] = _iso(call.time)
+    def _request(created: float, message: str, fields: dict[str, Any], logger: str) -> str:
+        line: dict[str, Any] = {"time": "", "level": "info", "logger": logger, "message": redact(message)}
+        line.update(_redacted(fields))
+        line["time"] = _iso(created)
         return _ENCODER.encode(line).decode()
 
 
@@ -88,20 +86,20 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The line (the lines, for a batch)."""
-        calls = _calls(record)
-        if calls is not None:
-            return "\n".join(self._request(call, record.name) for call in calls)
+        lines = _lines(record)
+        if lines is not None:
+            return "\n".join(self._request(*line, record.name) for line in lines)
         text = redact(super().format(record))
         call = getattr(record, "call", None)
         if isinstance(call, dict):
             text += " " + _pairs(_redacted(dict(call)))
         return text
 
-    def _request(self, call: UsageRecord, logger: str) -> str:
-        moment = time.localtime(call.time)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", moment) + f",{int(call.time * 1000) % 1000:03d}"
-        message = redact(call_message(call))
-        return f"{stamp} INFO {logger}: {message} {_pairs(_redacted(call_fields(call)))}"
+    @staticmethod
+    def _request(created: float, message: str, fields: dict[str, Any], logger: str) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+        millis = int(created * 1000) % 1000
+        return f"{stamp},{millis:03d} INFO {logger}: {redact(message)} {_pairs(_redacted(fields))}"
 
 
 def _pairs(call: dict[str, Any]) -> str:
