@@ -24,7 +24,7 @@ from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ChatResponse
 from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.core.usage import make_usage
-from llmgate.policies.cache import ResponseCaching, Ticket, answer_of
+from llmgate.policies.cache import NO_CACHE, ResponseCaching, Ticket, answer_of
 from llmgate.policies.guard import Call, Guard, Pass
 from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover
@@ -115,7 +115,11 @@ class ChatCalls:
                 span.end(None, CallInfo.failed(options.request_id, refused, None), refused)
             raise
         caching = self.caching
-        ticket = await self._ticket(request, caller, options.cache, options.request_id)
+        ticket = (
+            await self._ticket(request, caller, options.cache, options.request_id)
+            if caching.store is not None
+            else NO_CACHE
+        )
         if ticket.answer is not None:
             hit = await self._from_cache(guard, request, ticket, caller, options.request_id)
             self._told(request, hit.response, hit.info, caller=caller, span=span)
@@ -146,6 +150,14 @@ class ChatCalls:
         plan = self.plan(request, options.fallbacks, caller)
         span = self.tracer.call(request) if self.tracer is not None else None
         told = self.exchanges is not None or span is not None
+        cache = None  # no cache and nobody to tell of the whole exchange: the chunks pass untouched
+        if told or self.caching.store is not None:
+            cache = StreamCache(
+                self.caching,
+                partial(self._ticket, request, caller, options.cache, options.request_id),
+                partial(self._admit_free, request, caller, options.request_id),
+                partial(self._told, request, caller=caller, span=span) if told else None,
+            )
         return ChatStream(
             request,
             plan,
@@ -153,12 +165,7 @@ class ChatCalls:
             options.request_id,
             deadline=self._deadline(options.time_limit),
             admit=partial(self._admit, request, plan, caller, options.request_id),
-            cache=StreamCache(
-                self.caching,
-                partial(self._ticket, request, caller, options.cache, options.request_id),
-                partial(self._admit_free, request, caller, options.request_id),
-                partial(self._told, request, caller=caller, span=span) if told else None,
-            ),
+            cache=cache,
             span=span,
         )
 

@@ -5,6 +5,7 @@ from llmgate.policies.cache.semantic import SemanticCache
 from llmgate.policies.cache.service import (
     HIT,
     MISS,
+    NO_CACHE,
     SEMANTIC_HIT,
     SKIP,
     Lookup,
@@ -17,6 +18,7 @@ from llmgate.policies.cache.store import AnswerStore, CachedAnswer
 __all__ = [
     "HIT",
     "MISS",
+    "NO_CACHE",
     "SEMANTIC_HIT",
     "SKIP",
     "AnswerStore",
