@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import astuple
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,6 +11,8 @@ import pytest
 from msgspec.structs import replace
 
 from llmgate.state import UsageRecord, UsageRow
+from llmgate.state.memory import MemoryLedger
+from llmgate.state.summary import GROUPINGS
 
 from .conftest import Backend
 
@@ -230,3 +234,63 @@ async def test_a_time_series_per_slot_and_group(ledger: Backend[Any]) -> None:
     ]
     one_key = await store.series(since=DAY_1, until=None, step=86_400, group_by="provider", key_id="key_b")
     assert [(start - DAY_1, row.group, row.requests) for start, row in one_key] == [(86_400, "openai", 1)]
+
+
+def varied_records(count: int, *, seed: int = 7) -> list[UsageRecord]:
+    """Records spread over three days at odd seconds, with every field a summary reads varied."""
+    rng = random.Random(seed)
+    return [
+        replace(
+            BASE,
+            time=DAY_1 + rng.random() * 3 * 86_400,
+            request_id=f"varied-{n}",
+            key_id=rng.choice(["key_a", "key_b", None]),
+            model_group=rng.choice(["gpt", "claude"]),
+            provider=rng.choice(["openai", "anthropic", None]),
+            upstream_model=rng.choice(["gpt-4o", "claude-sonnet-4-5", None]),
+            prompt_tokens=rng.randrange(1000),
+            completion_tokens=rng.randrange(300),
+            cached_tokens=rng.randrange(50),
+            reasoning_tokens=rng.randrange(20),
+            cost_usd=rng.choice([None, rng.random()]),
+            latency_ms=rng.lognormvariate(5, 1.5),
+            status=rng.choice([200, 200, 200, 429, 502]),
+            cache=rng.choice(["hit", "semantic-hit", "miss", None]),
+            saved_usd=rng.choice([None, rng.random()]),
+        )
+        for n in range(count)
+    ]
+
+
+WINDOWS = [
+    (None, None),
+    (DAY_1 + 1234.5, DAY_1 + 2 * 86_400 + 777.25),  # partial hours at both ends
+    (DAY_1 + 3600, DAY_1 + 5 * 3600),  # whole hours only
+    (DAY_1 + 5000, None),
+    (None, DAY_1 + 86_400 + 1.5),
+    (DAY_1 + 3700, DAY_1 + 3 * 3600 + 10),  # one whole hour between two partial ones
+    (DAY_1 + 3700, DAY_1 + 2 * 3600 + 10),  # no whole hour
+    (DAY_1 + 100, DAY_1 + 200),
+]
+
+
+async def same_summaries(store: Any, reference: Any) -> None:
+    """``store``'s summaries equal ``reference``'s for every grouping, window and key filter."""
+    for since, until in WINDOWS:
+        for group_by in GROUPINGS:
+            for key_id in (None, "key_b"):
+                options = {"since": since, "until": until, "group_by": group_by, "key_id": key_id}
+                got, want = await store.summary(**options), await reference.summary(**options)
+                assert [row.group for row in got] == [row.group for row in want], options
+                for found, expected in zip(got, want, strict=True):
+                    assert astuple(found)[1:] == pytest.approx(astuple(expected)[1:], rel=1e-9), options
+
+
+async def test_summaries_of_any_window_equal_adding_up_every_record(ledger: Backend[Any]) -> None:
+    records = varied_records(600)
+    store = await ledger.client()
+    for start in range(0, len(records), 100):
+        await store.write(records[start : start + 100])
+    reference = MemoryLedger()
+    await reference.write(records)
+    await same_summaries(store, reference)

@@ -27,6 +27,7 @@ from llmgate.state.ports import (
     UsageRow,
     VirtualKey,
 )
+from llmgate.state.rollup import migrate, roll_up, summarise
 from llmgate.state.rows import (
     KEY_COLUMNS,
     USAGE_COLUMNS,
@@ -235,6 +236,7 @@ class SqliteStore:
         def job(db: sqlite3.Connection) -> None:
             with _immediate(db):
                 _insert_usage(db, batch)
+                roll_up(db)  # the hourly totals summaries read, in the records' own transaction
 
         if batch:
             await self._run(job)
@@ -265,11 +267,12 @@ class SqliteStore:
     async def summary(
         self, *, since: float | None, until: float | None, group_by: GroupBy, key_id: str | None = None
     ) -> builtins.list[UsageRow]:
-        """Totals per group (of one key's records, when given), ordered by group."""
-        where, params = between(since, until, mark=lambda _: "?", key_id=key_id)
-        group = group_sql(group_by, whole=lambda expression: f"CAST({expression} AS INTEGER)")
-        sql = f"SELECT {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1"
-        return rows_of(await self._run(lambda db: db.execute(sql, params).fetchall()), group_by)
+        """Totals per group (of one key's records, when given), ordered by group: from the hourly
+        rollup, and the records of the window's partial hours (``state.rollup``)."""
+        rows = await self._run(
+            lambda db: summarise(db, since=since, until=until, group_by=group_by, key_id=key_id)
+        )
+        return rows_of(rows, group_by)
 
     async def series(
         self,
@@ -369,6 +372,7 @@ def _open(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
         _add_columns(db)
+        migrate(db, lambda: _immediate(db))
     except BaseException:
         db.close()
         raise

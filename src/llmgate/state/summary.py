@@ -2,7 +2,7 @@
 latency percentiles.
 
 Percentiles come from a latency histogram (``LATENCY_BOUNDS_MS``, counted in the same single pass as
-the totals: one scan of a million records stays well under two seconds on SQLite), interpolated within
+the totals, and added up like them: SQLite keeps hourly totals, ``state.rollup``), interpolated within
 the bucket they fall in: exact to within a bucket's width, never a sort of the ledger.
 """
 
@@ -25,22 +25,32 @@ LATENCY_BOUNDS_MS = (
 
 def totals_sql() -> str:
     """The aggregate columns of a summary row after its group (the order ``row_of`` reads)."""
-    buckets = ",\n    ".join(
-        f"SUM(CASE WHEN latency_ms <= {bound} THEN 1 ELSE 0 END)" for bound in LATENCY_BOUNDS_MS
-    )
-    return f"""COUNT(*),
-    SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END),
-    SUM(prompt_tokens),
-    SUM(completion_tokens),
-    SUM(cached_tokens),
-    SUM(reasoning_tokens),
-    COALESCE(SUM(cost_usd), 0),
-    SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END),
-    SUM(CASE WHEN cache IN ('hit', 'semantic-hit') THEN 1 ELSE 0 END),
-    COALESCE(SUM(saved_usd), 0),
-    AVG(latency_ms),
-    MAX(latency_ms),
-    {buckets}"""
+    return ",\n    ".join(_totals("AVG(latency_ms)"))
+
+
+def part_totals() -> list[str]:
+    """``totals_sql``'s columns with the latency total in place of its average: totals of disjoint sets
+    of records that add up (``MAX`` for the slowest), as a rollup stores them."""
+    return _totals("SUM(latency_ms)")
+
+
+def _totals(latency: str) -> list[str]:
+    buckets = [f"SUM(CASE WHEN latency_ms <= {bound} THEN 1 ELSE 0 END)" for bound in LATENCY_BOUNDS_MS]
+    return [
+        "COUNT(*)",
+        "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)",
+        "SUM(prompt_tokens)",
+        "SUM(completion_tokens)",
+        "SUM(cached_tokens)",
+        "SUM(reasoning_tokens)",
+        "COALESCE(SUM(cost_usd), 0)",
+        "SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END)",
+        "SUM(CASE WHEN cache IN ('hit', 'semantic-hit') THEN 1 ELSE 0 END)",
+        "COALESCE(SUM(saved_usd), 0)",
+        latency,
+        "MAX(latency_ms)",
+        *buckets,
+    ]
 
 
 def group_sql(group_by: GroupBy, *, whole: Callable[[str], str]) -> str:
