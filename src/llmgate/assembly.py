@@ -77,7 +77,13 @@ class Assembly:
             deployments = tuple(self._build_deployment(group, d) for d in group.deployments)
             hedge = Hedge(group.hedge.after_ms / 1000, group.hedge.max_share) if group.hedge else None
             groups[group.name] = ModelGroup(
-                group.name, deployments, group.fallbacks, group.strategy, group.context_fallbacks, hedge
+                group.name,
+                deployments,
+                group.fallbacks,
+                group.strategy,
+                group.context_fallbacks,
+                hedge,
+                group.context_overflow,
             )
         return groups
 
@@ -89,6 +95,8 @@ class Assembly:
                 f"provider '{d.provider}' is not available"
             )
         prices, context = self.model_facts(d.model, account)
+        if d.context_length is not None:
+            context = d.context_length
         if d.price is not None:
             prices = prices.overridden(
                 input=d.price.input_per_mtok,

@@ -12,28 +12,33 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, get_args
+from typing import TYPE_CHECKING, Any, Self, TypeVar, get_args, overload
+
+from pydantic import BaseModel, ValidationError
 
 from llmgate.assembly import Assembly
 from llmgate.calls import CallOptions, ChatCalls, ChatStream, EmbeddingCalls
+from llmgate.calls.context import ContextStage
 from llmgate.catalogue import Catalogue, ModelInfo
 from llmgate.config import ConfigError, Settings, how_to_enable, load_settings
 from llmgate.config.settings import ProviderType
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
 from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
-from llmgate.core.errors import GatewayError, InvalidRequest, ModelNotFound
+from llmgate.core.errors import GatewayError, InvalidRequest, ModelNotFound, SchemaViolation
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
 from llmgate.observe.limits import LimitsView
 from llmgate.observe.observers import Observers
+from llmgate.observe.probe import probe_all
 from llmgate.observe.reports import Reports, parse_time, render
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
 from llmgate.policies.key_admin import KeyAdmin
 from llmgate.policies.keys import KeyService
+from llmgate.policies.structured import StructuredOutput, parse_json
 from llmgate.providers.base import ModelLister
 from llmgate.providers.transport import Transport
 from llmgate.routing.backoff import Backoff
@@ -46,12 +51,15 @@ from llmgate.routing.router import Router
 from llmgate.routing.strategies import make_strategy
 from llmgate.routing.strategies.base import Strategy
 from llmgate.state.ports import UsageLedger
+from llmgate.toolkit import Condensed, FitResult, Rendered, TokenCount, Toolkit, build_toolkit
+from llmgate.toolkit.service import Content, Conversation
 from llmgate.wiring import State, open_state
 
 if TYPE_CHECKING:
     from llmgate.observe.tracing import Tracing
 
 log = logging.getLogger("llmgate")
+Parsed = TypeVar("Parsed", bound=BaseModel)
 
 
 class Gateway:
@@ -106,6 +114,17 @@ class Gateway:
             total_timeout=routing.timeouts.total,
             default_max_tokens=self._assembly.default_max_tokens,
             embed=self.embedding_calls.embed,
+        )
+        self.toolkit: Toolkit = build_toolkit(self.settings, self.router, self._summary_call)
+        self.calls.context = ContextStage(
+            self.toolkit.counter,
+            summariser=self.toolkit.summariser_for,
+            max_summary_tokens=self.settings.condense.max_summary_tokens,
+            output_reserve=self.settings.limits.reserve_output_tokens,
+        )
+        structured = self.settings.structured_output
+        self.calls.structured = StructuredOutput(
+            retries=structured.retries, enabled=structured.validate_replies
         )
         log = self.settings.log
         files = log.interactions
@@ -214,17 +233,54 @@ class Gateway:
 
     # --- chat -------------------------------------------------------------------------------------------
 
+    @overload
     async def chat(
         self,
         model: str | ChatRequest,
         messages: Sequence[Mapping[str, Any]] | None = None,
         *,
         cache: CacheControl = DEFAULT_CACHE_CONTROL,
+        response_model: None = None,
         **params: Any,
-    ) -> ChatResult:
-        """One complete reply. ``model`` is a group name or ``provider:model``; params as OpenAI's."""
+    ) -> ChatResult: ...
+
+    @overload
+    async def chat(
+        self,
+        model: str | ChatRequest,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        cache: CacheControl = DEFAULT_CACHE_CONTROL,
+        response_model: type[Parsed],
+        **params: Any,
+    ) -> Parsed: ...
+
+    async def chat(
+        self,
+        model: str | ChatRequest,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        cache: CacheControl = DEFAULT_CACHE_CONTROL,
+        response_model: type[BaseModel] | None = None,
+        **params: Any,
+    ) -> ChatResult | BaseModel:
+        """One complete reply. ``model`` is a group name or ``provider:model``; params as OpenAI's.
+
+        With ``response_model`` (a pydantic model class), the reply is asked for as that model's JSON
+        schema, validated (retried per ``structured_output.retries``) and returned parsed.
+        """
+        if response_model is None:
+            request = self._chat_request(model, messages, params, stream=False)
+            return await self.complete(request, cache=cache)
+        schema = {"name": response_model.__name__[:64], "schema": response_model.model_json_schema()}
+        params = {**params, "response_format": {"type": "json_schema", "json_schema": schema}}
         request = self._chat_request(model, messages, params, stream=False)
-        return await self.complete(request, cache=cache)
+        options = CallOptions(self.new_request_id(), cache=cache, require_schema=True)
+        result = await self.calls.complete(request, options, ANONYMOUS)
+        try:
+            return response_model.model_validate(parse_json(result.text))
+        except (ValueError, ValidationError) as bad:
+            raise SchemaViolation(f"the reply does not parse as {response_model.__name__}: {bad}") from None
 
     async def complete(
         self,
@@ -414,6 +470,42 @@ class Gateway:
         """Revoke a virtual key."""
         return await self.keys.revoke(key_id)
 
+    # --- toolkit ----------------------------------------------------------------------------------------
+
+    def count_tokens(self, model: str, content: Content) -> TokenCount:
+        """Tokens of a text or a conversation for ``model``: exact for OpenAI-family models (the first
+        count loads the encoding, about a second), a labelled estimate otherwise."""
+        return self.toolkit.count_tokens(model, content)
+
+    def fit(
+        self, messages: Conversation, model: str, *, reserve: int = 0, window: int | None = None
+    ) -> FitResult:
+        """The conversation with its oldest turns dropped or trimmed so it fits ``model``'s window less
+        ``reserve`` tokens; system messages and the latest user turn stay verbatim."""
+        return self.toolkit.fit(messages, model, reserve=reserve, window=window)
+
+    async def condense(
+        self, messages: Conversation, *, max_tokens: int, model: str | None = None, caller: Caller = ANONYMOUS
+    ) -> Condensed:
+        """The conversation with its older turns summarised by an LLM call so it fits ``max_tokens``."""
+        return await self.toolkit.condense(messages, max_tokens=max_tokens, model=model, caller=caller)
+
+    def render(self, name: str, /, **variables: Any) -> Rendered:
+        """The named prompt template rendered (``.messages()`` gives chat messages)."""
+        return self.toolkit.render(name, variables)
+
+    def prompts(self) -> list[dict[str, Any]]:
+        """The configured prompt templates (``GET /api/prompts``)."""
+        return self.toolkit.prompt_list()
+
+    def chat_body(self, body: Any) -> ChatRequest:
+        """A chat request from a decoded JSON body; a ``prompt`` (name and variables) in place of
+        ``messages`` is rendered first."""
+        return parse_chat_request(self.toolkit.with_prompt(body))
+
+    async def _summary_call(self, request: ChatRequest, caller: Caller) -> ChatResult:
+        return await self.complete(request, caller=caller)
+
     # --- models -----------------------------------------------------------------------------------------
 
     def models(self) -> list[ModelCard]:
@@ -441,6 +533,29 @@ class Gateway:
             raise InvalidRequest(f"provider '{provider}' cannot list its models", param="provider")
         target = Deployment(account=account, model="").target()
         return await account.adapter.list_models(target)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """The configured model groups: deployments (provider, model, context window), fallbacks,
+        strategy, context overflow."""
+        return [
+            {
+                "name": group.name,
+                "deployments": [
+                    {"provider": d.account.name, "model": d.model, "context_length": d.context_length}
+                    for d in group.deployments
+                ],
+                "fallbacks": list(group.fallbacks),
+                "strategy": group.strategy or self.settings.routing.strategy,
+                "context_overflow": group.context_overflow,
+            }
+            for group in self.router.groups.values()
+        ]
+
+    async def probe(self, *, call: bool = False) -> list[dict[str, Any]]:
+        """Each provider probed cheaply (its model listing; with ``call``, a one-token call for one that
+        has none): reachable, key accepted, latency, models found, error, ok."""
+        found = await probe_all(self.accounts, self.router.groups, call=self.complete if call else None)
+        return [result.as_dict() for result in found]
 
     def catalogue_model(self, model_id: str) -> ModelInfo | None:
         """The catalogue's entry for an id (``provider/id`` accepted)."""

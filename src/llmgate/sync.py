@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, overload
+
+from pydantic import BaseModel
 
 from llmgate.config import Settings, load_settings
-from llmgate.core.response import ChatChunk
+from llmgate.core.response import ChatChunk, ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
-from llmgate.gateway import Gateway
+from llmgate.gateway import Gateway, Parsed
+from llmgate.toolkit import Condensed, FitResult, Rendered, TokenCount
+from llmgate.toolkit.service import Content, Conversation
+
+Messages = Sequence[Mapping[str, Any]]
 
 
 class SyncGateway:
@@ -31,9 +37,34 @@ class SyncGateway:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> ChatResult:
-        """One complete reply."""
-        return self._runner.run(self._gateway.chat(model, messages, **params))
+    @overload
+    def chat(
+        self, model: str, messages: Sequence[Mapping[str, Any]], *, response_model: None = None, **params: Any
+    ) -> ChatResult: ...
+
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        response_model: type[Parsed],
+        **params: Any,
+    ) -> Parsed: ...
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        response_model: type[BaseModel] | None = None,
+        **params: Any,
+    ) -> ChatResult | BaseModel:
+        """One complete reply (with ``response_model``: the reply parsed as that pydantic model)."""
+        if response_model is None:
+            reply: ChatResult = self._runner.run(self._gateway.chat(model, messages, **params))
+            return reply
+        return self._runner.run(self._gateway.chat(model, messages, response_model=response_model, **params))
 
     def stream(self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> Iterator[ChatChunk]:
         """Chunks as they arrive."""
@@ -55,6 +86,50 @@ class SyncGateway:
     def embed(self, model: str, input: str | Sequence[str], **params: Any) -> EmbeddingResult:
         """Vectors for ``input``."""
         return self._runner.run(self._gateway.embed(model, input, **params))
+
+    def count_tokens(self, model: str, content: Content) -> TokenCount:
+        """Tokens of a text or a conversation (see ``Gateway.count_tokens``)."""
+        return self._gateway.count_tokens(model, content)
+
+    def fit(
+        self, messages: Conversation, model: str, *, reserve: int = 0, window: int | None = None
+    ) -> FitResult:
+        """The conversation fitted into ``model``'s window (see ``Gateway.fit``)."""
+        return self._gateway.fit(messages, model, reserve=reserve, window=window)
+
+    def condense(self, messages: Conversation, *, max_tokens: int, model: str | None = None) -> Condensed:
+        """The conversation with its older turns summarised (see ``Gateway.condense``)."""
+        return self._runner.run(self._gateway.condense(messages, max_tokens=max_tokens, model=model))
+
+    def render(self, name: str, /, **variables: Any) -> Rendered:
+        """A named prompt rendered (see ``Gateway.render``)."""
+        return self._gateway.render(name, **variables)
+
+    def stats(self, *, window: float | None = None) -> dict[str, Any]:
+        """The service's figures (see ``Gateway.stats``)."""
+        return self._runner.run(self._gateway.stats(window=window))
+
+    def usage(
+        self, *, since: float | None = None, until: float | None = None, group_by: str = "group"
+    ) -> list[dict[str, Any]]:
+        """Usage totals (see ``Gateway.usage``)."""
+        return self._runner.run(self._gateway.usage(since=since, until=until, group_by=group_by))
+
+    def health(self) -> dict[str, Any]:
+        """Overall status and every deployment's state (see ``Gateway.health``)."""
+        return self._runner.run(self._gateway.health())
+
+    def provider_metrics(self, name: str) -> dict[str, Any]:
+        """Live figures of a provider or deployment."""
+        return self._gateway.provider_metrics(name)
+
+    def rate_limit_status(self, name: str | None = None) -> dict[str, Any]:
+        """Limit, remaining and reset (see ``Gateway.rate_limit_status``)."""
+        return self._runner.run(self._gateway.rate_limit_status(name))
+
+    def models(self) -> list[ModelCard]:
+        """What callers can ask for."""
+        return self._gateway.models()
 
     def cache_stats(self) -> dict[str, Any]:
         """The response cache's figures (see ``Gateway.cache_stats``)."""

@@ -465,8 +465,10 @@ def test_an_upstream_400_is_returned_at_once_not_retried(fleet: Fleet, stream: b
 
 
 def long_prompt(marker: str) -> str:
-    """About 24,000 tokens by the gateway's estimate (4 characters a token): over 16,385, under 128,000."""
-    return f"{marker} " + "lorem " * 16_000
+    """About 24,000 tokens, by the gateway's estimate (36,000) and exactly: over 16,385, under 128,000.
+    (``"lorem " * 16_000`` would not do: 96,000 characters, but 16,000 tokens, and the window check
+    counts exactly once the estimate comes near a window.)"""
+    return f"{marker} " + "lorem ipsum dolor " * 8_000
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])

@@ -30,7 +30,9 @@ faults still apply once it lets a request through): ``POST /_fault`` with JSON
 - ``cut``: streams send ``after_chunks`` events then drop the connection without ``[DONE]``; whole
   replies send half the body then drop it;
 - ``stall``: the same, then hang (at most 60 s);
-- ``slow``: wait ``slow_ms``, then answer normally.
+- ``slow``: wait ``slow_ms``, then answer normally;
+- ``offschema``: a whole 200 reply whose content is the JSON ``{"unexpected": true}`` (matching no
+  ``json_schema`` that requires a property).
 
 ``times`` limits the fault to that many requests (then it is back to ``ok``); ``share`` applies it to
 that fraction of requests only (random, seeded by ``seed``); ``latency_ms`` delays every request, faulty
@@ -64,7 +66,19 @@ EMBEDDING_DIMENSIONS = 8
 STALL_LIMIT_S = 60.0
 _FAULT = re.compile(r"(fail)-(\d{3}|context)|(slow|cut|stall|drip)-(\d+)")
 
-RUNTIME_MODES = ("ok", "500", "429", "529", "timeout", "reset", "malformed", "cut", "stall", "slow")
+RUNTIME_MODES = (
+    "ok",
+    "500",
+    "429",
+    "529",
+    "timeout",
+    "reset",
+    "malformed",
+    "cut",
+    "stall",
+    "slow",
+    "offschema",
+)
 
 
 class ClientGone(Exception):
@@ -492,7 +506,7 @@ async def _runtime_fault(
         elif mode == "malformed":
             faults.garbage = fault.after_chunks
         return None
-    if mode in ("cut", "stall", "malformed"):
+    if mode in ("cut", "stall", "malformed", "offschema"):
         return await _broken_whole_reply(request, body, entry, mode)
     return None
 
@@ -500,7 +514,10 @@ async def _runtime_fault(
 async def _broken_whole_reply(
     request: web.Request, body: dict[str, Any], entry: dict[str, Any], mode: str
 ) -> web.StreamResponse:
-    """A non-streamed reply that is invalid JSON, or half sent and then dropped or stalled."""
+    """A non-streamed reply that is invalid JSON, off any schema, or half sent and then dropped or stalled."""
+    if mode == "offschema":
+        reply = Reply(json.dumps({"unexpected": True}), [], None, 10)
+        return web.json_response(completion_body(body, reply, "chatcmpl-up-offschema"))
     if mode == "malformed":
         return web.Response(
             body=b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess', content_type="application/json"

@@ -7,6 +7,7 @@ routed, then stored and handed to identical requests that waited for it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from functools import partial
 from time import perf_counter
 from typing import Protocol
 
+from llmgate.calls.context import ContextStage
 from llmgate.calls.stream import ChatStream
 from llmgate.calls.stream_cache import StreamCache, cache_info
 from llmgate.catalogue.pricing import cost_of
@@ -26,6 +28,7 @@ from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.core.usage import make_usage
 from llmgate.policies.cache import NO_CACHE, ResponseCaching, Ticket, answer_of
 from llmgate.policies.guard import Call, Guard, Pass
+from llmgate.policies.structured import StructuredOutput
 from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover
 from llmgate.routing.plan import Option, Plan
@@ -66,6 +69,8 @@ class CallOptions:
     time_limit: float | None = None
     fallbacks: tuple[str, ...] = ()
     cache: CacheControl = DEFAULT_CACHE_CONTROL
+    require_schema: bool = False
+    """Fail a reply that does not match its ``json_schema`` even without ``strict`` (``response_model``)."""
 
 
 class ChatCalls:
@@ -93,6 +98,10 @@ class ChatCalls:
         """Told of every whole exchange (the interaction log), when one is configured."""
         self.tracer: CallTracer | None = None
         """Starts a span per call, when traces are on."""
+        self.context: ContextStage | None = None
+        """Exact prompt counts near a window, and ``context_overflow`` fitting."""
+        self.structured = StructuredOutput()
+        """Checks ``json_schema`` replies (non-streamed)."""
 
     async def complete(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatResult:
         """Serve a validated request whole: from the cache, or routed with limits, retries and failover."""
@@ -108,6 +117,7 @@ class ChatCalls:
         guard = await self._guard()
         try:
             plan = self.plan(request, options.fallbacks, caller)
+            self.structured.expectation(request)  # a bad schema is refused before anything is spent
         except GatewayError as refused:  # an unknown model or fallback: still one usage record
             refused.request_id = options.request_id
             guard.note_refusal(caller, request.model, refused, stream=False)
@@ -125,7 +135,7 @@ class ChatCalls:
             self._told(request, hit.response, hit.info, caller=caller, span=span)
             return hit
         try:
-            result = await self._routed(guard, request, plan, caller, options=options, cache=ticket.state)
+            result = await self._served(guard, request, plan, caller, options=options, cache=ticket.state)
         except BaseException as exc:
             caching.failed(ticket)
             if isinstance(exc, GatewayError):
@@ -133,7 +143,7 @@ class ChatCalls:
                 self._told(request, None, failed, exc, caller=caller, span=span)
             raise
         self._told(request, result.response, result.info, caller=caller, span=span)
-        if ticket.lookup is not None:
+        if ticket.lookup is not None and result.info.schema != "invalid":
             info = result.info
             answer = answer_of(
                 result.response,
@@ -191,6 +201,43 @@ class ChatCalls:
         return self.failover.plan(
             request, self.router.group(request.model), self._fallbacks(fallbacks, caller), allowed=allowed
         )
+
+    async def _served(
+        self,
+        guard: Guard,
+        request: ChatRequest,
+        plan: Plan,
+        caller: Caller,
+        *,
+        options: CallOptions,
+        cache: str,
+    ) -> ChatResult:
+        """Routed, after the context stage (exact count, overflow fitting) and within the structured-output
+        stage (an invalid reply is asked for again, each time on a fresh plan)."""
+        context, how = self.context, None
+        if context is not None:
+            await context.measure(plan)
+            if context.overflows(plan):
+                fitted = await context.fitted(plan, caller)
+                request, how = fitted.request, fitted.how
+                plan = self.plan(request, options.fallbacks, caller)
+                await context.measure(plan)
+        plans = [plan]
+
+        def attempt() -> Awaitable[ChatResult]:
+            chosen = plans.pop() if plans else self._replanned(request, options, caller, plan)
+            return self._routed(guard, request, chosen, caller, options=options, cache=cache)
+
+        expected = self.structured.expectation(request, require=options.require_schema)
+        result = await self.structured.run(expected, attempt)
+        if how is not None:
+            result = dataclasses.replace(result, info=dataclasses.replace(result.info, context=how))
+        return result
+
+    def _replanned(self, request: ChatRequest, options: CallOptions, caller: Caller, first: Plan) -> Plan:
+        plan = self.plan(request, options.fallbacks, caller)
+        plan.counted(first.prompt_tokens)
+        return plan
 
     async def _routed(
         self,
@@ -256,6 +303,8 @@ class ChatCalls:
 
     async def _admit(self, request: ChatRequest, plan: Plan, caller: Caller, request_id: str) -> Pass:
         guard = await self._guard()
+        if self.context is not None:
+            await self.context.measure(plan)
         return await guard.open(caller, self._call(guard, request, plan, caller, request_id))
 
     async def _admit_free(

@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -38,6 +39,26 @@ class ModelInfo(msgspec.Struct, frozen=True):
     def has(self, capability: Capability | str) -> bool:
         """Whether the model has a capability."""
         return capability in self.capabilities
+
+    def view(self) -> dict[str, Any]:
+        """The entry as the seed's API shows it (costs in USD per 1K tokens)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "provider": self.provider,
+            "supports_chat": self.supports_chat,
+            "capabilities": list(self.capabilities),
+            "context_length": self.context_length,
+            "max_output_tokens": self.max_output_tokens,
+            "input_cost": _per_1k(self.input_per_mtok),
+            "output_cost": _per_1k(self.output_per_mtok),
+            "cached_input_cost": _per_1k(self.cached_input_per_mtok),
+            "deprecated": self.deprecated,
+        }
+
+
+def _per_1k(per_mtok: float | None) -> float | None:
+    return None if per_mtok is None else per_mtok / 1000
 
 
 class _File(msgspec.Struct):

@@ -35,6 +35,16 @@ def settings_of(path: str | None) -> Settings:
         sys.exit(2)
 
 
+def gateway_of(config_path: str | None) -> Gateway:
+    """A gateway built from the config, or exit 2 naming what is wrong in it (a reference included)."""
+    settings = settings_of(config_path)
+    try:
+        return Gateway(settings)
+    except ConfigError as exc:
+        click.echo(f"llmgate: {exc}", err=True)
+        sys.exit(2)
+
+
 def with_gateway(config_path: str | None, action: Callable[[Gateway], Awaitable[T]]) -> T:
     """Run ``action`` on a gateway built from the config, closed afterwards; a gateway error exits 1."""
     settings = settings_of(config_path)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from llmgate.cli.chat import chat
+from llmgate.cli.check import check
 from llmgate.cli.keys import keys
+from llmgate.cli.models import models
 from llmgate.cli.serve import serve
 from llmgate.cli.usage import usage
 
@@ -18,6 +21,9 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(keys)
 main.add_command(usage)
+main.add_command(check)
+main.add_command(models)
+main.add_command(chat)
 
 if __name__ == "__main__":
     main()

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from llmgate.config.toolkit import (
+    PROMPT_NAME,
+    CondenseSettings,
+    ContextOverflow,
+    PromptSettings,
+    StructuredOutputSettings,
+)
 
 ProviderType = Literal["openai", "azure", "anthropic", "gemini", "cohere", "ollama", "huggingface", "mock"]
 StrategyName = Literal[
@@ -137,6 +146,8 @@ class DeploymentSettings(_Frozen):
     tpm: int | None = Field(None, gt=0)
     price: PriceOverride | None = None
     timeouts: Timeouts | None = None
+    context_length: int | None = Field(None, gt=0, le=100_000_000)
+    """The model's context window, when the catalogue does not know it (or knows it wrong)."""
 
     _drop_empty_keys = field_validator("api_keys", mode="before")(_without_empty_keys)
     _check_base_url = field_validator("base_url")(_checked_base_url)
@@ -167,6 +178,8 @@ class ModelGroupSettings(_Frozen):
     strategy: StrategyName | None = None
     hedge: HedgeSettings | None = None
     cache: GroupCacheSettings | None = None
+    context_overflow: ContextOverflow = "error"
+    """A prompt longer than every candidate's window: refused (400), truncated or condensed."""
 
     _strategy = field_validator("strategy", mode="before")(_strategy_name)
 
@@ -353,6 +366,9 @@ class Settings(_Frozen):
     log: LogSettings = LogSettings()
     tracing: TracingSettings = TracingSettings()
     model_prices: dict[str, PriceOverride] = {}
+    prompts: dict[str, PromptSettings] = {}
+    condense: CondenseSettings = CondenseSettings()
+    structured_output: StructuredOutputSettings = StructuredOutputSettings()
     source: str | None = None
 
     @model_validator(mode="after")
@@ -384,6 +400,11 @@ class Settings(_Frozen):
                             )
                         )
         problems.extend(self._cache_problems())
+        problems.extend(
+            (("prompts", name), "a prompt name is letters, digits, '_', '.', '-' (up to 128)")
+            for name in self.prompts
+            if not re.fullmatch(PROMPT_NAME, name)
+        )
         if problems:
             raise ReferenceProblems(problems)
         return self

@@ -171,6 +171,13 @@ class StreamInterrupted(UpstreamError):
     code = "stream_interrupted"
 
 
+class SchemaViolation(UpstreamError):
+    """The model's reply does not match the ``json_schema`` the caller asked for, after the retries."""
+
+    code = "schema_violation"
+    retryable = False
+
+
 class UnexpectedResponse(UpstreamError):
     """The provider answered with something the adapter cannot read (never turned into success)."""
 

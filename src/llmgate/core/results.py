@@ -30,6 +30,10 @@ class CallInfo:
     """For an answer from the cache: what the call cost when it was made."""
     group: str = ""
     """The model group that served the call (a fallback's, when it was a fallback)."""
+    context: str | None = None
+    """``truncated`` or ``condensed`` when the prompt was fitted into the window (``context_overflow``)."""
+    schema: str | None = None
+    """``valid`` or ``invalid``: how the reply compared with the ``json_schema`` asked for."""
 
     @classmethod
     def failed(

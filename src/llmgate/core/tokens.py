@@ -12,8 +12,11 @@ REPLY_PRIMING_TOKENS = 3
 
 
 def estimate_text_tokens(text: str) -> int:
-    """Tokens in a piece of text, rounded up; empty text has none."""
-    return -(-len(text) // CHARS_PER_TOKEN)
+    """Tokens in a piece of text, rounded up; empty text has none. Beyond ASCII, UTF-8 bytes are counted
+    instead of characters (a CJK character is about a token, where 4 characters would make a quarter)."""
+    if text.isascii():
+        return -(-len(text) // CHARS_PER_TOKEN)
+    return -(-len(text.encode("utf-8", "surrogatepass")) // CHARS_PER_TOKEN)
 
 
 def estimate_message_tokens(messages: list[Message]) -> int:

@@ -116,3 +116,5 @@ class ModelGroup:
     strategy: str | None = None
     context_fallbacks: tuple[str, ...] = ()
     hedge: Hedge | None = None
+    context_overflow: str = "error"
+    """A prompt longer than every window: ``error`` (400), ``truncate`` or ``condense``."""

@@ -81,6 +81,20 @@ class Plan:
             self._prompt_tokens = estimate_prompt_tokens(self.request)
         return self._prompt_tokens
 
+    def counted(self, tokens: int) -> None:
+        """Use an exact count of the prompt instead of the estimate (before any option is chosen)."""
+        self._prompt_tokens = tokens
+        self._reserved = None
+
+    def windows(self) -> list[tuple[str, int]]:
+        """(upstream model, context window) of every deployment of the chain whose window is known."""
+        return [
+            (d.model, d.context_length)
+            for group in self.chain
+            for d in group.deployments
+            if d.context_length is not None
+        ]
+
     @property
     def reserved_tokens(self) -> int:
         """Tokens to reserve against token limits: the prompt plus the output limit (or a guess)."""

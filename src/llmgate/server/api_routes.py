@@ -15,26 +15,12 @@ from llmgate.server.context import ServerContext
 from llmgate.server.wire import encoder
 
 JSON = "application/json"
-PER_1K = 1000
 
 
 def model_view(info: Any) -> dict[str, Any]:
     """A catalogue entry as the seed's API shows it (costs in USD per 1K tokens)."""
-    return {
-        "id": info.id,
-        "name": info.name,
-        "provider": info.provider,
-        "supports_chat": info.supports_chat,
-        "capabilities": list(info.capabilities),
-        "context_length": info.context_length,
-        "max_output_tokens": info.max_output_tokens,
-        "input_cost": None if info.input_per_mtok is None else info.input_per_mtok / PER_1K,
-        "output_cost": None if info.output_per_mtok is None else info.output_per_mtok / PER_1K,
-        "cached_input_cost": None
-        if info.cached_input_per_mtok is None
-        else info.cached_input_per_mtok / PER_1K,
-        "deprecated": info.deprecated,
-    }
+    view: dict[str, Any] = info.view()
+    return view
 
 
 class CatalogueRoutes:

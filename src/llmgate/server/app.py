@@ -26,6 +26,7 @@ from llmgate.server.errors import classify, encode_error, error_body, error_head
 from llmgate.server.logs import configure as configure_logs
 from llmgate.server.openai_routes import OpenAIRoutes
 from llmgate.server.report_routes import ReportRoutes
+from llmgate.server.toolkit_routes import ToolkitRoutes
 from llmgate.server.ui_routes import UIRoutes
 
 log = logging.getLogger("llmgate.server")
@@ -42,6 +43,7 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
     ctx = ServerContext.for_gateway(gw)
     openai, catalogue, health = OpenAIRoutes(ctx), CatalogueRoutes(ctx), HealthRoutes(ctx)
     admin, reports, ui = AdminRoutes(ctx), ReportRoutes(ctx), UIRoutes()
+    toolkit = ToolkitRoutes(ctx)
     routes = [
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/chat/completions", openai.chat_completions, methods=["POST"]),
@@ -62,6 +64,9 @@ def create_app(gateway: Gateway | None = None, *, settings: Settings | None = No
         Route("/api/usage/series", reports.series, methods=["GET"]),
         Route("/api/errors", reports.errors, methods=["GET"]),
         Route("/api/stats", reports.stats, methods=["GET"]),
+        Route("/api/condense", toolkit.condense, methods=["POST"]),
+        Route("/api/tokens", toolkit.tokens, methods=["POST"]),
+        Route("/api/prompts", toolkit.prompts, methods=["GET"]),
         Route("/admin/keys", admin.create, methods=["POST"]),
         Route("/admin/keys", admin.list, methods=["GET"]),
         Route("/admin/keys/{key_id}", admin.get, methods=["GET"]),

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llmgate.core.caller import ANONYMOUS, Caller
-from llmgate.core.codec import decode_json, parse_chat_request, parse_embedding_request
+from llmgate.core.codec import decode_json, parse_embedding_request
 from llmgate.core.errors import GatewayError
 from llmgate.core.request import ChatRequest
 from llmgate.core.results import CallInfo
@@ -36,7 +36,7 @@ class OpenAIRoutes:
         caller, chat = ANONYMOUS, None
         try:
             caller = ANONYMOUS if ctx.master_key is None else await ctx.authenticate(request)
-            chat = parse_chat_request(decode_json(await read_body(request, ctx.max_body)))
+            chat = ctx.gateway.chat_body(decode_json(await read_body(request, ctx.max_body)))
             return await self._chat(request, caller, chat)
         except GatewayError as error:
             if not error.recorded:
@@ -128,6 +128,10 @@ def call_headers(info: CallInfo) -> dict[str, str]:
         "x-llmgate-cache": info.cache,
     }
     headers.update(limit_headers(info.limit))
+    if info.context is not None:
+        headers["x-llmgate-context"] = info.context
+    if info.schema is not None:
+        headers["x-llmgate-schema"] = info.schema
     if info.dropped_params:
         # Names can come from the caller (unknown fields): only header-safe ones are listed.
         names = [name for name in info.dropped_params if _HEADER_SAFE.match(name)]

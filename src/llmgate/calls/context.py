@@ -1,0 +1,106 @@
+"""The context-window stage: exact counts where they matter, and ``context_overflow`` fitting.
+
+The plan estimates a prompt at about 4 characters per token, at no cost. Only when that estimate comes
+near a candidate's window (within ``NEAR``: the estimate can be 3x low for CJK text) does the difference
+change a decision, and only then is the prompt counted exactly, in a worker thread (the first exact count
+loads the encoding). The same count then drives the window check and the token reservation.
+
+A prompt longer than every window of its chain is, per the requested group's ``context_overflow``,
+refused (``error``, the default), fitted by dropping the oldest turns (``truncate``) or fitted by
+summarising them (``condense``); the response says which (``CallInfo.context``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from llmgate.core.caller import Caller
+from llmgate.core.request import ChatRequest, Message
+from llmgate.routing.plan import Plan
+from llmgate.toolkit.condense import Summarise, condense
+from llmgate.toolkit.fit import fit
+from llmgate.toolkit.tokens import TokenCounter
+
+NEAR = 0.3
+"""Count exactly when the estimate is at least this fraction of a candidate's window."""
+MIN_OUTPUT_ROOM = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    """A request fitted into the chain's window, and how (``truncated`` or ``condensed``)."""
+
+    request: ChatRequest
+    how: str
+
+
+class ContextStage:
+    """Exact counting and overflow handling for one gateway's calls."""
+
+    def __init__(
+        self,
+        counter: TokenCounter,
+        *,
+        summariser: Callable[[ChatRequest, Caller], Summarise],
+        max_summary_tokens: int,
+        output_reserve: int,
+    ) -> None:
+        self.counter = counter
+        self._summariser = summariser
+        self._max_summary = max_summary_tokens
+        self._output_reserve = output_reserve
+
+    async def measure(self, plan: Plan) -> None:
+        """Replace the plan's estimate with an exact count when it is near a window."""
+        windows = plan.windows()
+        if not windows:
+            return
+        estimate = plan.prompt_tokens
+        near = [model for model, window in windows if estimate >= window * NEAR]
+        if not near:
+            return
+        count = await asyncio.to_thread(self.counter.request, near[0], plan.request)
+        if count.exact:
+            plan.counted(count.tokens)
+
+    def overflows(self, plan: Plan) -> bool:
+        """Whether the requested group fits overflowing prompts and this prompt fits no window."""
+        group = plan.chain[0]
+        if group.context_overflow == "error":
+            return False
+        windows = plan.windows()
+        known = len(windows) == sum(len(g.deployments) for g in plan.chain)
+        return known and plan.prompt_tokens > max(window for _, window in windows)
+
+    async def fitted(self, plan: Plan, caller: Caller) -> Fitted:
+        """The plan's request fitted into its chain's largest window (``overflows`` must hold); a
+        summary is written as the caller's own call (its model list, limits and budget apply)."""
+        request = plan.request
+        model, window = max(plan.windows(), key=lambda item: item[1])
+        output = request.output_limit or min(self._output_reserve, window // 4)
+        budget = window - max(output, MIN_OUTPUT_ROOM if window > 4 * MIN_OUTPUT_ROOM else 0)
+
+        def count(messages: Sequence[Message]) -> int:
+            return self.counter.messages(model, messages).tokens
+
+        if plan.chain[0].context_overflow == "truncate":
+            fitted = await asyncio.to_thread(fit, request.messages, budget, count)
+            return Fitted(_with_messages(request, fitted.messages), "truncated")
+        condensed = await condense(
+            request.messages,
+            max_tokens=budget,
+            count=count,
+            summarise=self._summariser(request, caller),
+            max_summary_tokens=self._max_summary,
+            transcript_tokens=budget,
+        )
+        return Fitted(_with_messages(request, condensed.messages), "condensed")
+
+
+def _with_messages(request: ChatRequest, messages: list[Message]) -> ChatRequest:
+    """The request with other messages (the caller's raw ones no longer apply)."""
+    return msgspec.structs.replace(request, messages=messages, raw_messages=None)

@@ -1,0 +1,114 @@
+"""Token counting: exact with OpenAI's encodings for OpenAI-family models, an honest labelled estimate
+for the rest. The provider's reported usage always wins over either (the accounting uses it).
+
+Exact counts follow OpenAI's documented framing for chat models: 3 tokens per message, 1 more for a
+``name``, 3 to prime the reply. Tool schemas are counted as their JSON text, which is close to, not
+exactly, what OpenAI bills for them; images and audio are not counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+import tiktoken
+
+from llmgate.core.request import ChatRequest, Message
+from llmgate.core.tokens import estimate_message_tokens, estimate_prompt_tokens, estimate_text_tokens
+from llmgate.toolkit.encodings import load
+
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+
+# Model-name prefixes of each encoding, after any provider prefix (``openai:``, ``azure/``); see
+# https://github.com/openai/tiktoken/blob/main/tiktoken/model.py for OpenAI's own table.
+_O200K = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss", "codex-")
+_CL100K = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-3", "text-embedding-ada-002")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A count of tokens, and how it was made."""
+
+    tokens: int
+    exact: bool
+    method: str
+    """``tiktoken:o200k_base`` (or another encoding) when exact, ``estimate`` otherwise."""
+
+    def as_dict(self) -> dict[str, object]:
+        """The count as JSON-ready fields."""
+        return {"tokens": self.tokens, "exact": self.exact, "method": self.method}
+
+
+def encoding_name(model: str) -> str | None:
+    """The OpenAI encoding of a model, or ``None`` when it is not an OpenAI-family model."""
+    name = model.rsplit("/", 1)[-1].rsplit(":", 1)[-1].lower()
+    if name.startswith(_O200K):
+        return "o200k_base"
+    if name.startswith(_CL100K):
+        return "cl100k_base"
+    return None
+
+
+class TokenCounter:
+    """Counts tokens for a model. Encodings load on first use (about a second and 80-110 MiB for
+    ``o200k_base``), once per counter, safely from several threads."""
+
+    def __init__(self, *, loader: Callable[[str], tiktoken.Encoding] = load) -> None:
+        self._loader = loader
+        self._encodings: dict[str, tiktoken.Encoding] = {}
+        self._loading = threading.Lock()
+
+    def encoding(self, model: str) -> tiktoken.Encoding | None:
+        """The model's encoding (loaded now if need be), or ``None`` for a non-OpenAI model."""
+        name = encoding_name(model)
+        if name is None:
+            return None
+        found = self._encodings.get(name)
+        if found is None:
+            with self._loading:
+                found = self._encodings.get(name)
+                if found is None:
+                    found = self._encodings[name] = self._loader(name)
+        return found
+
+    def text(self, model: str, text: str) -> TokenCount:
+        """Tokens in a piece of text (no message framing)."""
+        encoding = self.encoding(model)
+        if encoding is None:
+            return TokenCount(estimate_text_tokens(text), False, "estimate")
+        return TokenCount(len(encoding.encode_ordinary(text)), True, f"tiktoken:{encoding.name}")
+
+    def messages(self, model: str, messages: Sequence[Message]) -> TokenCount:
+        """Prompt tokens of a conversation, message framing included."""
+        encoding = self.encoding(model)
+        if encoding is None:
+            return TokenCount(estimate_message_tokens(list(messages)), False, "estimate")
+        return TokenCount(_framed(encoding, messages), True, f"tiktoken:{encoding.name}")
+
+    def request(self, model: str, request: ChatRequest) -> TokenCount:
+        """Prompt tokens of a request, its tools' schemas included."""
+        encoding = self.encoding(model)
+        if encoding is None:
+            return TokenCount(estimate_prompt_tokens(request), False, "estimate")
+        total = _framed(encoding, request.messages)
+        for tool in request.tools or ():
+            schema = msgspec.json.encode(tool.function.parameters or {}).decode()
+            total += len(encoding.encode_ordinary(f"{tool.function.name} {tool.function.description or ''}"))
+            total += len(encoding.encode_ordinary(schema))
+        return TokenCount(total, True, f"tiktoken:{encoding.name}")
+
+
+def _framed(encoding: tiktoken.Encoding, messages: Sequence[Message]) -> int:
+    encode = encoding.encode_ordinary
+    total = REPLY_PRIMING
+    for message in messages:
+        total += TOKENS_PER_MESSAGE + len(encode(message.role)) + len(encode(message.text()))
+        if message.name:
+            total += TOKENS_PER_NAME + len(encode(message.name))
+        for call in message.tool_calls or ():
+            total += len(encode(call.function.name)) + len(encode(call.function.arguments))
+    return total
