@@ -103,6 +103,13 @@ def test_a_too_long_conversation_is_condensed_instead_of_refused(served: Gateway
     truncated = post(served, "/v1/chat/completions", {"model": "narrow-truncate", "messages": messages})
     assert truncated.status_code == 200
     assert truncated.headers["x-llmgate-context"] == "truncated"
+    streamed = post(
+        served, "/v1/chat/completions", {"model": "narrow-condense", "messages": messages, "stream": True}
+    )
+    assert streamed.status_code == 200
+    assert streamed.headers["x-llmgate-context"] == "condensed"
+    assert streamed.text.rstrip().endswith("data: [DONE]")
+    assert marker in streamed.text  # the latest turn, echoed word by word
 
 
 def test_a_schema_invalid_reply_is_retried_then_fails_clearly(

@@ -97,6 +97,19 @@ async def test_truncate_overflow_serves_instead_of_refusing(tmp_path: Path) -> N
         assert short.info.context is None
 
 
+@pytest.mark.parametrize("group", ["small", "tiny"])
+async def test_a_streamed_overflow_is_fitted_too(tmp_path: Path, group: str) -> None:
+    async with Gateway(settings(tmp_path)) as gw:
+        stream = gw.stream(group, long_conversation(), stream_options={"include_usage": True})
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
+        assert stream.info.context == ("truncated" if group == "small" else "condensed")
+        assert "the final question" in text
+        assert stream.usage is not None and stream.usage.prompt_tokens <= 300
+        with pytest.raises(ContextLengthExceeded):
+            async for _ in gw.stream("strict-window", long_conversation()):
+                pass
+
+
 async def test_condense_overflow_summarises_as_the_caller(tmp_path: Path) -> None:
     async with Gateway(settings(tmp_path)) as gw:
         reply = await gw.chat("tiny", long_conversation())

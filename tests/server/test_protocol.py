@@ -267,6 +267,32 @@ def test_the_body_deadline_grows_by_one_second_per_min_rate_bytes(
     assert "body" in error["message"]
 
 
+def test_a_body_that_stalls_after_a_fast_start_gets_408_after_body_timeout_of_silence(
+    loop: ManualClockLoop, server: Server
+) -> None:
+    protocol, transport = server.connect()
+    protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 100001\r\n\r\n")
+    protocol.data_received(b"x" * 100_000)  # earned 1,000 s at 100 B/s; then the last byte never comes
+    loop.advance(9.9)
+    assert not transport.closed
+    loop.advance(0.2)  # 10 s without a byte
+    assert only_error(transport, 408)["code"] == "request_timeout"
+
+
+def test_a_large_body_trickling_in_without_long_gaps_is_given_its_time(
+    loop: ManualClockLoop, server: Server
+) -> None:
+    protocol, transport = server.connect()
+    protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 3000\r\n\r\n")
+    for _ in range(5):  # 500 bytes every 4 s: 125 B/s, over the rate, each gap under 10 s
+        loop.advance(4)
+        protocol.data_received(b"x" * 500)
+    loop.advance(9.9)  # 29.9 s in: the bytes earned 35 s, and no gap was 10 s long
+    assert not transport.closed
+    loop.advance(0.2)  # then 10 s of silence ends it, before the 35 s are up
+    assert only_error(transport, 408)["code"] == "request_timeout"
+
+
 def test_a_body_in_time_stops_the_body_clock(loop: ManualClockLoop, server: Server) -> None:
     protocol, transport = server.connect()
     protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: gw\r\nContent-Length: 600\r\n\r\n")

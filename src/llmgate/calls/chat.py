@@ -174,7 +174,8 @@ class ChatCalls:
             self.failover,
             options.request_id,
             deadline=self._deadline(options.time_limit),
-            admit=partial(self._admit, request, plan, caller, options.request_id),
+            admit=partial(self._admit, caller=caller, request_id=options.request_id),
+            prepare=partial(self._prepared, caller=caller, fallbacks=options.fallbacks),
             cache=cache,
             span=span,
         )
@@ -214,14 +215,7 @@ class ChatCalls:
     ) -> ChatResult:
         """Routed, after the context stage (exact count, overflow fitting) and within the structured-output
         stage (an invalid reply is asked for again, each time on a fresh plan)."""
-        context, how = self.context, None
-        if context is not None:
-            await context.measure(plan)
-            if context.overflows(plan):
-                fitted = await context.fitted(plan, caller)
-                request, how = fitted.request, fitted.how
-                plan = self.plan(request, options.fallbacks, caller)
-                await context.measure(plan)
+        request, plan, how = await self._prepared(request, plan, caller=caller, fallbacks=options.fallbacks)
         plans = [plan]
 
         def attempt() -> Awaitable[ChatResult]:
@@ -233,6 +227,22 @@ class ChatCalls:
         if how is not None:
             result = dataclasses.replace(result, info=dataclasses.replace(result.info, context=how))
         return result
+
+    async def _prepared(
+        self, request: ChatRequest, plan: Plan, *, caller: Caller, fallbacks: tuple[str, ...]
+    ) -> tuple[ChatRequest, Plan, str | None]:
+        """The context stage: the prompt counted exactly near a window, and, when it fits no window and
+        its group says so, fitted (``truncated`` or ``condensed``) and planned again."""
+        context = self.context
+        if context is None:
+            return request, plan, None
+        await context.measure(plan)
+        if not context.overflows(plan):
+            return request, plan, None
+        fitted = await context.fitted(plan, caller)
+        replanned = self.plan(fitted.request, fallbacks, caller)
+        await context.measure(replanned)
+        return fitted.request, replanned, fitted.how
 
     def _replanned(self, request: ChatRequest, options: CallOptions, caller: Caller, first: Plan) -> Plan:
         plan = self.plan(request, options.fallbacks, caller)
@@ -301,10 +311,8 @@ class ChatCalls:
         await gate.close(info=info, usage=None, cost=0.0, first_token_ms=info.latency_ms)
         return ChatResult(answer.response, info, 0.0)
 
-    async def _admit(self, request: ChatRequest, plan: Plan, caller: Caller, request_id: str) -> Pass:
+    async def _admit(self, request: ChatRequest, plan: Plan, *, caller: Caller, request_id: str) -> Pass:
         guard = await self._guard()
-        if self.context is not None:
-            await self.context.measure(plan)
         return await guard.open(caller, self._call(guard, request, plan, caller, request_id))
 
     async def _admit_free(

@@ -30,6 +30,9 @@ from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover, Served
 from llmgate.routing.plan import Option, Plan
 
+Prepare = Callable[[ChatRequest, Plan], Awaitable[tuple[ChatRequest, Plan, str | None]]]
+"""The context stage before admission: the request and plan to route (fitted when they overflow)."""
+
 
 @dataclass(slots=True)
 class Opened:
@@ -97,7 +100,8 @@ class ChatStream:
         request_id: str,
         *,
         deadline: float | None = None,
-        admit: Callable[[], Awaitable[Pass]] | None = None,
+        admit: Callable[[ChatRequest, Plan], Awaitable[Pass]] | None = None,
+        prepare: Prepare | None = None,
         cache: StreamCache | None = None,
         span: Traced | None = None,
     ) -> None:
@@ -111,6 +115,8 @@ class ChatStream:
         self._failover = failover
         self._deadline = deadline
         self._admit = admit
+        self._prepare = prepare
+        self._context: str | None = None
         self._pass: Pass | None = None
         self._served: Served[Opened] | None = None
         self._started = False
@@ -144,8 +150,10 @@ class ChatStream:
 
     async def _route(self) -> None:
         try:
+            if self._prepare is not None:
+                self.request, self._plan, self._context = await self._prepare(self.request, self._plan)
             if self._admit is not None:
-                self._pass = await self._admit()
+                self._pass = await self._admit(self.request, self._plan)
         except GatewayError as refused:
             refused.request_id = self.info.request_id
             raise
@@ -178,6 +186,7 @@ class ChatStream:
             served.tried,
             cache,
             group=option.group.name,
+            context=self._context,
         )
 
     async def _start_replay(self, cache: StreamCache, answer: CachedAnswer, state: str) -> None:

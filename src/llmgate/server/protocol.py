@@ -8,7 +8,9 @@ worker process (Apache mod_reqtimeout's ``header=..., body=...,MinRate=...`` sem
   connection opening, or of the first byte of the next request on a kept-alive connection; then 408
   (nothing at all, for a connection that never sent a byte) and close;
 * ``body_timeout`` + ``body_min_rate``: the body must be in by ``body_timeout + bytes_received /
-  body_min_rate`` seconds after the headers; then 408 if no answer has started, and close;
+  body_min_rate`` seconds after the headers, and no gap between two of its reads may last longer than
+  ``body_timeout`` (a client that sends most of a large body fast and then stalls is not given the
+  time its bytes earned); then 408 if no answer has started, and close;
 * ``max_connections``: a connection over the cap gets a 503 with ``Retry-After`` and is closed, without
   reaching the app;
 * a head over ``MAX_HEAD_BYTES`` that is still incomplete: 431 and close (llhttp has no limit of its
@@ -108,6 +110,7 @@ class GatewayProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._body_bytes = 0
         self._body_start = 0.0  # the body clock's origin: the deadline is this + body_bytes / min_rate
+        self._body_last = 0.0  # when the body's last bytes came in
 
     # Connection events
 
@@ -134,6 +137,7 @@ class GatewayProtocol(HttpToolsProtocol):
             self._phase = _HEAD
         elif entered == _BODY:
             self._body_bytes += len(data)
+            self._body_last = self.loop.time()
         elif entered == _REFUSED:
             return  # drained, unread: the 503 is already out
         self._unset_keepalive_if_required()
@@ -164,7 +168,7 @@ class GatewayProtocol(HttpToolsProtocol):
             if self._timer is None:
                 self._timer = self.loop.call_later(self.limits.header_timeout, self._on_deadline)
         elif phase == _BODY and self._timer is None:  # the headers completed in this read
-            self._body_start = self.loop.time()
+            self._body_start = self._body_last = self.loop.time()
             self._timer = self.loop.call_later(self.limits.body_timeout, self._on_deadline)
 
     def send_400_response(self, msg: str) -> None:
@@ -236,7 +240,9 @@ class GatewayProtocol(HttpToolsProtocol):
             # The gateway holds the body back (the app has not read what came in, or has not asked for
             # it after Expect: 100-continue): the client's clock starts again once it may send.
             self._body_start = now - self._body_bytes / limits.body_min_rate
-        return self._body_start + limits.body_timeout + self._body_bytes / limits.body_min_rate - now
+            self._body_last = now
+        earned = self._body_start + limits.body_timeout + self._body_bytes / limits.body_min_rate - now
+        return min(earned, self._body_last + limits.body_timeout - now)
 
     def _answer_and_close(self, status: int, message: str, code: str) -> None:
         """Answer an error of the connection itself and close, unless an answer is already on its way:
