@@ -12,9 +12,9 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, get_args, overload
+from typing import TYPE_CHECKING, Any, Self, get_args, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from llmgate.assembly import Assembly
 from llmgate.calls import CallOptions, ChatCalls, ChatStream, EmbeddingCalls
@@ -25,7 +25,7 @@ from llmgate.config.settings import ProviderType
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import parse_chat_request, parse_embedding_request
 from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
-from llmgate.core.errors import GatewayError, InvalidRequest, ModelNotFound, SchemaViolation
+from llmgate.core.errors import GatewayError, InvalidRequest, ModelNotFound
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
@@ -38,7 +38,7 @@ from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
 from llmgate.policies.key_admin import KeyAdmin
 from llmgate.policies.keys import KeyService
-from llmgate.policies.structured import StructuredOutput, parse_json
+from llmgate.policies.structured import StructuredOutput
 from llmgate.providers.base import ModelLister
 from llmgate.providers.transport import Transport
 from llmgate.routing.backoff import Backoff
@@ -53,13 +53,13 @@ from llmgate.routing.strategies.base import Strategy
 from llmgate.state.ports import UsageLedger
 from llmgate.toolkit import Condensed, FitResult, Rendered, TokenCount, Toolkit, build_toolkit
 from llmgate.toolkit.service import Content, Conversation
+from llmgate.toolkit.typed import Parsed, parsed, response_format_of
 from llmgate.wiring import State, open_state
 
 if TYPE_CHECKING:
     from llmgate.observe.tracing import Tracing
 
 log = logging.getLogger("llmgate")
-Parsed = TypeVar("Parsed", bound=BaseModel)
 
 
 class Gateway:
@@ -272,15 +272,11 @@ class Gateway:
         if response_model is None:
             request = self._chat_request(model, messages, params, stream=False)
             return await self.complete(request, cache=cache)
-        schema = {"name": response_model.__name__[:64], "schema": response_model.model_json_schema()}
-        params = {**params, "response_format": {"type": "json_schema", "json_schema": schema}}
+        params = {**params, "response_format": response_format_of(response_model)}
         request = self._chat_request(model, messages, params, stream=False)
         options = CallOptions(self.new_request_id(), cache=cache, require_schema=True)
         result = await self.calls.complete(request, options, ANONYMOUS)
-        try:
-            return response_model.model_validate(parse_json(result.text))
-        except (ValueError, ValidationError) as bad:
-            raise SchemaViolation(f"the reply does not parse as {response_model.__name__}: {bad}") from None
+        return parsed(response_model, result.text)
 
     async def complete(
         self,
@@ -537,19 +533,16 @@ class Gateway:
     def groups(self) -> list[dict[str, Any]]:
         """The configured model groups: deployments (provider, model, context window), fallbacks,
         strategy, context overflow."""
-        return [
-            {
-                "name": group.name,
-                "deployments": [
-                    {"provider": d.account.name, "model": d.model, "context_length": d.context_length}
-                    for d in group.deployments
-                ],
-                "fallbacks": list(group.fallbacks),
-                "strategy": group.strategy or self.settings.routing.strategy,
-                "context_overflow": group.context_overflow,
-            }
-            for group in self.router.groups.values()
-        ]
+        return self.router.describe(self.settings.routing.strategy)
+
+    async def key_problems(self) -> list[str]:
+        """Active virtual keys whose ``models`` name a model the gateway no longer serves."""
+        problems = []
+        for key in await self.list_keys():
+            missing = [name for name in key["models"] if not self._serves(name)]
+            if missing and not key["revoked"]:
+                problems.append(f"key {key['id']} ({key['name']}): models not served: {', '.join(missing)}")
+        return problems
 
     async def probe(self, *, call: bool = False) -> list[dict[str, Any]]:
         """Each provider probed cheaply (its model listing; with ``call``, a one-token call for one that

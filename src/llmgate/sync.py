@@ -12,9 +12,10 @@ from pydantic import BaseModel
 from llmgate.config import Settings, load_settings
 from llmgate.core.response import ChatChunk, ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
-from llmgate.gateway import Gateway, Parsed
+from llmgate.gateway import Gateway
 from llmgate.toolkit import Condensed, FitResult, Rendered, TokenCount
 from llmgate.toolkit.service import Content, Conversation
+from llmgate.toolkit.typed import Parsed
 
 Messages = Sequence[Mapping[str, Any]]
 

@@ -52,7 +52,8 @@ models:
     assert "sk-test-secret" not in result.output
 
     as_json = json.loads(runner.invoke(main, ["check", "--config", config, "--json"]).output)
-    by_name = {row["provider"]: row for row in as_json}
+    assert as_json["key_problems"] == []
+    by_name = {row["provider"]: row for row in as_json["providers"]}
     assert by_name["sim"]["ok"] and by_name["sim"]["models"] == 3 and by_name["sim"]["key_accepted"]
     assert by_name["dead"]["reachable"] is False and not by_name["dead"]["ok"]
 
@@ -64,6 +65,27 @@ def test_check_all_good_exits_0(runner: CliRunner, tmp_path: Path) -> None:
     )
     result = runner.invoke(main, ["check", "--config", config])
     assert result.exit_code == 0, result.output
+
+
+def test_check_finds_keys_naming_models_no_longer_served(runner: CliRunner, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'keys.db'}"
+    both = write(
+        tmp_path,
+        f"storage: {{database: '{database}'}}\nproviders: {{sim: {{type: mock}}}}\nmodels:\n"
+        "  - {name: a, deployments: [{provider: sim, model: mock}]}\n"
+        "  - {name: b, deployments: [{provider: sim, model: mock}]}\n",
+    )
+    created = runner.invoke(main, ["keys", "create", "--config", both, "--name", "team", "--models", "a,b"])
+    assert created.exit_code == 0, created.output
+    assert runner.invoke(main, ["check", "--config", both]).exit_code == 0
+    only_a = write(
+        tmp_path,
+        f"storage: {{database: '{database}'}}\nproviders: {{sim: {{type: mock}}}}\nmodels:\n"
+        "  - {name: a, deployments: [{provider: sim, model: mock}]}\n",
+    )
+    result = runner.invoke(main, ["check", "--config", only_a])
+    assert result.exit_code == 1
+    assert "(team): models not served: b" in result.output
 
 
 def test_check_names_the_line_of_a_bad_reference(runner: CliRunner, tmp_path: Path) -> None:

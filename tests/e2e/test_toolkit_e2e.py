@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -133,6 +134,12 @@ def test_a_schema_invalid_reply_is_retried_then_fails_clearly(
         "after 2 attempts" in error["message"] and "required" in error["message"]
     )
     assert len(own_upstream.requests_with(f"again {marker}")) == 2
+
+    streamed = post(served, "/v1/chat/completions", {**body, "stream": True})
+    assert streamed.status_code == 200  # the stream had begun: it ends with an error event, no [DONE]
+    assert "data: [DONE]" not in streamed.text
+    last = json.loads(streamed.text.strip().split("\n\n")[-1].removeprefix("data: "))
+    assert last["error"]["code"] == "schema_violation"
 
     invalid_schema = {**schema, "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}
     refused = post(served, "/v1/chat/completions", {**body, "response_format": invalid_schema})

@@ -31,8 +31,8 @@ faults still apply once it lets a request through): ``POST /_fault`` with JSON
   replies send half the body then drop it;
 - ``stall``: the same, then hang (at most 60 s);
 - ``slow``: wait ``slow_ms``, then answer normally;
-- ``offschema``: a whole 200 reply whose content is the JSON ``{"unexpected": true}`` (matching no
-  ``json_schema`` that requires a property).
+- ``offschema``: a 200 reply (whole or streamed) whose content is the JSON ``{"unexpected": true}``
+  (matching no ``json_schema`` that requires a property).
 
 ``times`` limits the fault to that many requests (then it is back to ``ok``); ``share`` applies it to
 that fraction of requests only (random, seeded by ``seed``); ``latency_ms`` delays every request, faulty
@@ -159,6 +159,7 @@ class Faults:
     stall: int | None = None
     drip_ms: int = 0
     garbage: int | None = None
+    offschema: bool = False
 
     @classmethod
     def parse(cls, model: str) -> Faults:
@@ -498,6 +499,7 @@ async def _runtime_fault(
         raise Dropped
     if mode == "slow":
         await _pause(request, fault.slow_ms)
+    faults.offschema = mode == "offschema"
     if stream:
         if mode == "cut":
             faults.cut = fault.after_chunks
@@ -506,7 +508,7 @@ async def _runtime_fault(
         elif mode == "malformed":
             faults.garbage = fault.after_chunks
         return None
-    if mode in ("cut", "stall", "malformed", "offschema"):
+    if mode in ("cut", "stall", "malformed"):
         return await _broken_whole_reply(request, body, entry, mode)
     return None
 
@@ -514,10 +516,7 @@ async def _runtime_fault(
 async def _broken_whole_reply(
     request: web.Request, body: dict[str, Any], entry: dict[str, Any], mode: str
 ) -> web.StreamResponse:
-    """A non-streamed reply that is invalid JSON, off any schema, or half sent and then dropped or stalled."""
-    if mode == "offschema":
-        reply = Reply(json.dumps({"unexpected": True}), [], None, 10)
-        return web.json_response(completion_body(body, reply, "chatcmpl-up-offschema"))
+    """A non-streamed reply that is invalid JSON, or half sent and then dropped or stalled."""
     if mode == "malformed":
         return web.Response(
             body=b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess', content_type="application/json"
@@ -551,6 +550,8 @@ async def _chat(request: web.Request, body: dict[str, Any], entry: dict[str, Any
     if not body.get("messages"):
         return _error(400, "'messages' is required.", "invalid_request_error", None, "messages")
     reply = compose_reply(body)
+    if faults.offschema:
+        reply = Reply(json.dumps({"unexpected": True}), [], None, reply.prompt_tokens)
     completion_id = (
         "chatcmpl-up-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
     )

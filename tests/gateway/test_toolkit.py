@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from llmgate import (
     Gateway,
     InvalidRequest,
     PermissionDenied,
+    SchemaViolation,
     SyncGateway,
     load_settings,
 )
@@ -199,3 +201,24 @@ async def test_an_exact_count_near_the_window_decides_not_the_estimate(tmp_path:
         assert exact > 600
         with pytest.raises(ContextLengthExceeded, match=f"about {exact} tokens"):
             await gw.chat("gpt", [{"role": "user", "content": text}])
+
+
+async def test_a_strict_stream_off_its_schema_ends_with_an_error(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema, "strict": True}}
+    async with Gateway(settings(tmp_path)) as gw:
+        good = gw.stream("cheap", [{"role": "user", "content": "x"}], response_format=fmt)
+        text = "".join([c.choices[0].delta.content or "" async for c in good if c.choices])
+        assert json.loads(text) == {"n": 1}
+        # one token: the mock cuts its JSON after 4 characters
+        cut = gw.stream("cheap", [{"role": "user", "content": "x"}], response_format=fmt, max_tokens=1)
+        with pytest.raises(SchemaViolation, match="schema 'n': the reply is not JSON"):
+            async for _ in cut:
+                pass
+        assert cut.info.provider == "sim"
+        loose = {**fmt, "json_schema": {**fmt["json_schema"], "strict": False}}
+        unchecked = gw.stream(
+            "cheap", [{"role": "user", "content": "x"}], response_format=loose, max_tokens=1
+        )
+        async for _ in unchecked:  # without strict a stream is not checked (nothing can be asked again)
+            pass

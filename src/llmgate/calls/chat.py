@@ -156,8 +156,10 @@ class ChatCalls:
         return result
 
     def open_stream(self, request: ChatRequest, options: CallOptions, caller: Caller) -> ChatStream:
-        """A streamed reply; routing (or the cache) runs when the stream starts."""
+        """A streamed reply; routing (or the cache) runs when the stream starts. A strict ``json_schema``
+        stream is checked when it ends."""
         plan = self.plan(request, options.fallbacks, caller)
+        expected = self.structured.expectation(request, require=options.require_schema)
         span = self.tracer.call(request) if self.tracer is not None else None
         told = self.exchanges is not None or span is not None
         cache = None  # no cache and nobody to tell of the whole exchange: the chunks pass untouched
@@ -176,6 +178,7 @@ class ChatCalls:
             deadline=self._deadline(options.time_limit),
             admit=partial(self._admit, caller=caller, request_id=options.request_id),
             prepare=partial(self._prepared, caller=caller, fallbacks=options.fallbacks),
+            expected=expected if expected is not None and expected.strict else None,
             cache=cache,
             span=span,
         )

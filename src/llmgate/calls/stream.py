@@ -18,7 +18,7 @@ from msgspec import UNSET
 
 from llmgate.calls.stream_cache import StreamCache, cache_info
 from llmgate.catalogue import cost_of
-from llmgate.core.errors import ClientClosed, GatewayError, UnexpectedResponse
+from llmgate.core.errors import ClientClosed, GatewayError, SchemaViolation, UnexpectedResponse
 from llmgate.core.replay import replay_chunks
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk, LastBatch, StreamItem, as_chunk
@@ -26,6 +26,7 @@ from llmgate.core.results import CallInfo
 from llmgate.core.usage import Usage, make_usage
 from llmgate.policies.cache import CachedAnswer
 from llmgate.policies.guard import Pass
+from llmgate.policies.structured import Expectation, text_violation
 from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover, Served
 from llmgate.routing.plan import Option, Plan
@@ -102,6 +103,7 @@ class ChatStream:
         deadline: float | None = None,
         admit: Callable[[ChatRequest, Plan], Awaitable[Pass]] | None = None,
         prepare: Prepare | None = None,
+        expected: Expectation | None = None,
         cache: StreamCache | None = None,
         span: Traced | None = None,
     ) -> None:
@@ -116,6 +118,9 @@ class ChatStream:
         self._deadline = deadline
         self._admit = admit
         self._prepare = prepare
+        self._expected = expected
+        self._text: list[str] | None = [] if expected is not None else None
+        self._finish_reason: str | None = None
         self._context: str | None = None
         self._pass: Pass | None = None
         self._served: Served[Opened] | None = None
@@ -242,6 +247,7 @@ class ChatStream:
             async for upstream_batch in opened.upstream:
                 if batch := self._account(upstream_batch):
                     yield batch
+            self._check_schema()
         except GatewayError as exc:
             error = exc
             raise
@@ -269,7 +275,10 @@ class ChatStream:
             self._estimate_usage(served)
             await self._settle(served, ClientClosed("the client went away"))
             return
-        served.finish(ok=error is None, first_token=self.first_token, error=error)
+        upstream_failed = (
+            error if not isinstance(error, SchemaViolation) else None
+        )  # the upstream did its part
+        served.finish(ok=upstream_failed is None, first_token=self.first_token, error=upstream_failed)
         if self._cache is not None:
             if error is None:
                 await self._cache.finished(self.info, self.cost)
@@ -311,6 +320,28 @@ class ChatStream:
             info=self.info, usage=self.usage, cost=self.cost, error=error, first_token_ms=first_token
         )
 
+    def _check_schema(self) -> None:
+        """A strict ``json_schema`` stream that ended off its schema ends with an error event."""
+        expected = self._expected
+        if expected is None or self._text is None:
+            return
+        violation = text_violation(expected, "".join(self._text), self._finish_reason)
+        if violation is not None:
+            raise SchemaViolation(
+                f"the reply does not match the response_format schema '{expected.name[:64]}': {violation}",
+                provider=self.info.provider,
+            )
+
+    def _watch_text(self, item: StreamItem) -> None:
+        chunk = item if isinstance(item, ChatChunk) else as_chunk(item)
+        assert self._text is not None
+        for choice in chunk.choices:
+            if choice.index == 0:
+                if choice.delta.content:
+                    self._text.append(choice.delta.content)
+                if choice.finish_reason is not None:
+                    self._finish_reason = choice.finish_reason
+
     def _account(self, batch: Sequence[StreamItem]) -> list[StreamItem]:
         forward = self._forward_usage
         kept: list[StreamItem] = LastBatch() if isinstance(batch, LastBatch) else []
@@ -319,6 +350,8 @@ class ChatStream:
         for item in batch:
             if cache is not None:
                 cache.watch(item)
+            if self._text is not None:
+                self._watch_text(item)
             if isinstance(item, bytes):  # never carries usage
                 kept.append(item)
                 continue

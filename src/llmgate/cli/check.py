@@ -22,7 +22,7 @@ from llmgate.gateway import Gateway
 @click.option(
     "--probe", "call", is_flag=True, help="Also make a one-token call to providers without a model list."
 )
-@click.option("--json", "as_json", is_flag=True, help="The probe results as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="The results as JSON: {providers, key_problems}.")
 def check(*, config_path: str | None, call: bool, as_json: bool) -> None:
     """Validate the config and probe each provider: reachable, key accepted, latency, models found."""
     try:
@@ -30,19 +30,22 @@ def check(*, config_path: str | None, call: bool, as_json: bool) -> None:
     except ConfigError as invalid:  # named by file, line and field
         click.echo(f"llmgate: {invalid}", err=True)
         sys.exit(1)
-    results = asyncio.run(_probe(gateway, call))
+    results, keys = asyncio.run(_probe(gateway, call))
     if as_json:
-        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"providers": results, "key_problems": keys}, indent=2) + "\n")
     else:
         console = Console() if sys.stdout.isatty() else Console(width=160)
         console.print(f"config {gateway.settings.source}: valid ({len(gateway.groups())} model groups)")
+        for problem in keys:
+            console.print(problem, style="red", markup=False)
         console.print(_table(results))
-    sys.exit(0 if all(result["ok"] for result in results) else 1)
+    sys.exit(0 if all(result["ok"] for result in results) and not keys else 1)
 
 
-async def _probe(gateway: Gateway, call: bool) -> list[dict[str, Any]]:
+async def _probe(gateway: Gateway, call: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """The providers probed, and the virtual keys (in the configured database) naming unserved models."""
     async with gateway:
-        return await gateway.probe(call=call)
+        return await gateway.probe(call=call), await gateway.key_problems()
 
 
 HEADINGS = ("provider", "type", "probe", "reachable", "key accepted", "latency ms", "models", "error")

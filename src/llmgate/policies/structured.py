@@ -4,7 +4,9 @@ The schema is compiled before any upstream call (a schema that is not valid JSON
 400, and no remote ``$ref`` is ever fetched). An invalid reply is asked for again ``retries`` times,
 each an ordinary call with its own usage record; then, with ``strict``, the call fails naming the first
 violation (a reply that does not match never reaches a strict caller), and without ``strict`` the last
-reply is returned marked ``invalid`` (the ``x-llmgate-schema`` header).
+reply is returned marked ``invalid`` (the ``x-llmgate-schema`` header). A strict streamed reply is
+checked when it ends: one that does not match ends with an error event instead of ``[DONE]`` (it cannot
+be asked for again once its content has gone out).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema_rs
 import msgspec
 
 from llmgate.core.errors import InvalidRequest, SchemaViolation
@@ -66,6 +67,8 @@ class StructuredOutput:
         key = msgspec.json.encode(schema)
         found = self._compiled.get(key)
         if found is None:
+            import jsonschema_rs  # with the first schema a caller sends
+
             try:
                 found = jsonschema_rs.validator_for(schema, retriever=_refuse)
             except (jsonschema_rs.ValidationError, ValueError) as bad:
@@ -115,6 +118,13 @@ def violation_of(expected: Expectation, result: ChatResult) -> str | None:
         if problem is not None:
             return problem if len(result.response.choices) == 1 else f"choice {choice.index}: {problem}"
     return None
+
+
+def text_violation(expected: Expectation, text: str, finish_reason: str | None) -> str | None:
+    """The first way a streamed reply's text differs from what was asked (``None``: it matches)."""
+    if finish_reason == "length":
+        return "the reply was cut off at max_tokens before the JSON was complete"
+    return _content_violation(expected, text)
 
 
 def parse_json(text: str) -> Any:

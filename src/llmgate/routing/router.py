@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from llmgate.catalogue.pricing import UNKNOWN, Prices
 from llmgate.core.errors import ModelNotFound
@@ -63,6 +64,23 @@ class Router:
             if len(self._direct) < 10_000:  # bounded: names come from callers
                 self._direct[model] = direct
         return direct
+
+    def describe(self, default_strategy: str) -> list[dict[str, Any]]:
+        """The configured groups: deployments (provider, model, context window), fallbacks, strategy,
+        context overflow."""
+        return [
+            {
+                "name": group.name,
+                "deployments": [
+                    {"provider": d.account.name, "model": d.model, "context_length": d.context_length}
+                    for d in group.deployments
+                ],
+                "fallbacks": list(group.fallbacks),
+                "strategy": group.strategy or default_strategy,
+                "context_overflow": group.context_overflow,
+            }
+            for group in self.groups.values()
+        ]
 
     def candidates(self, model: str) -> list[Deployment]:
         """Deployments for ``model`` in configured order; ``ModelNotFound`` with close matches if none."""

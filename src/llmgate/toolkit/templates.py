@@ -2,7 +2,7 @@
 
 A template cannot reach Python internals (the sandbox refuses attribute access to private and unsafe
 members), every variable it uses must be declared or given (``StrictUndefined``), and each declared
-variable is checked against its type before rendering.
+variable is checked against its type before rendering. Jinja2 loads only when prompts are configured.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError, meta
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from llmgate.config.toolkit import PromptSettings
 from llmgate.core.errors import InvalidRequest, NotFound
+
+if TYPE_CHECKING:
+    from jinja2 import Template
 
 MAX_RENDERED = 1_000_000
 """The most characters a rendered prompt may have (a loop in a template cannot grow without bound)."""
@@ -86,12 +85,20 @@ class Prompts:
     prompts: dict[str, Prompt] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._compiled: dict[str, tuple[Template, Template | None]] = {}
+        if not self.prompts:
+            return
+        from jinja2 import StrictUndefined  # only now: most gateways have no prompts
+        from jinja2.sandbox import SandboxedEnvironment
+
         self._env = SandboxedEnvironment(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
         )
         self._compiled = {name: self._compile(prompt) for name, prompt in self.prompts.items()}
 
     def _compile(self, prompt: Prompt) -> tuple[Template, Template | None]:
+        from jinja2 import TemplateSyntaxError, meta
+
         declared = {v.name for v in prompt.variables}
         compiled: list[Template | None] = []
         for part, text in (("template", prompt.template), ("system", prompt.system)):
@@ -128,6 +135,9 @@ class Prompts:
     def render(self, name: str, variables: Mapping[str, Any]) -> Rendered:
         """The prompt rendered with ``variables`` (declared defaults fill the gaps). ``InvalidRequest``
         naming the variable when one is missing, of the wrong type, or unknown to the template."""
+        from jinja2 import TemplateError, UndefinedError
+        from jinja2.exceptions import SecurityError
+
         prompt = self.get(name)
         values = _checked(prompt, variables)
         user, system = self._compiled[name]

@@ -11,13 +11,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
-import tiktoken
 
 from llmgate.core.request import ChatRequest, Message
 from llmgate.core.tokens import estimate_message_tokens, estimate_prompt_tokens, estimate_text_tokens
 from llmgate.toolkit.encodings import load
+
+if TYPE_CHECKING:
+    import tiktoken
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
