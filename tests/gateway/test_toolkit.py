@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -222,3 +223,55 @@ async def test_a_strict_stream_off_its_schema_ends_with_an_error(tmp_path: Path)
         )
         async for _ in unchecked:  # without strict a stream is not checked (nothing can be asked again)
             pass
+
+
+async def test_an_invalid_loose_reply_is_never_cached_and_never_blocks_the_next(tmp_path: Path) -> None:
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": {"type": "object", "required": ["a"]}},
+    }
+    cached = settings(tmp_path, "cache: {mode: exact}\n")
+    async with Gateway(cached) as gw:
+        for _ in range(2):  # the second used to wait forever on the first one's cache flight
+            reply = await asyncio.wait_for(
+                gw.chat("cheap", [{"role": "user", "content": "hi"}], response_format=fmt, max_tokens=1), 5
+            )
+            assert (reply.info.schema, reply.info.cache) == ("invalid", "miss")
+
+
+async def test_a_million_spaces_count_without_a_panic(tmp_path: Path) -> None:
+    async with Gateway(settings(tmp_path)) as gw:
+        count = gw.count_tokens("gpt", " " * 1_000_000)
+        assert count.exact and 0 < count.tokens < 20_000
+        with pytest.raises(ContextLengthExceeded, match=f"about {count.tokens + 7} tokens"):
+            await gw.chat("gpt", [{"role": "user", "content": " " * 1_000_000}])  # 400, not a panic (3+3+1)
+        with pytest.raises(ContextLengthExceeded):
+            await gw.chat(
+                "gpt", [{"role": "user", "content": "1-" * 700}]
+            )  # estimated under 600, over exactly
+
+
+async def test_no_work_before_the_model_list_refuses(tmp_path: Path) -> None:
+    caller = Caller(key_id="k1", models=("cheap",))
+    async with Gateway(settings(tmp_path, "condense: {model: cheap}\n")) as gw:
+        with pytest.raises(PermissionDenied, match="'tiny'"):
+            await gw.complete(gw.chat_body({"model": "tiny", "messages": long_conversation()}), caller=caller)
+        await gw.state.recorder.flush()  # type: ignore[union-attr]
+        rows = await gw.usage(group_by="group")
+        assert [row["group"] for row in rows] == ["tiny"]  # the refusal only: no summary was written
+
+
+async def test_each_window_is_checked_with_its_own_count(tmp_path: Path) -> None:
+    mixed = """
+  - name: mixed
+    deployments:
+      - {provider: sim, model: mock, context_length: 600}
+      - {provider: sim, model: gpt-4o, context_length: 600}
+"""
+    path = tmp_path / "mixed.yaml"
+    path.write_text(CONFIG.replace("prompts:", mixed.lstrip("\n") + "prompts:", 1))
+    async with Gateway(load_settings(path, environ={})) as gw:
+        prompt = [{"role": "user", "content": "word " * 520}]  # estimate ~657, exact for gpt-4o ~528
+        for _ in range(4):
+            reply = await gw.chat("mixed", prompt)
+            assert reply.info.upstream_model == "gpt-4o"  # the mock's own estimate is over its window

@@ -134,3 +134,16 @@ def test_fenced_json_is_tolerated() -> None:
     assert parse_json('```json\n{"a": 1}\n```') == {"a": 1}
     with pytest.raises(ValueError):
         parse_json("```\nnot json\n```")
+
+
+def test_a_reply_nested_too_deeply_is_not_json() -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_json("[" * 5000 + "]" * 5000)
+
+
+def test_patterns_run_on_a_linear_time_engine() -> None:
+    # a look-behind over a repetition backtracks badly on a long reply: refused at compile time
+    with pytest.raises(InvalidRequest, match="not a valid JSON Schema"):
+        StructuredOutput().expectation(request({"type": "string", "pattern": "(?<=a+)b"}))
+    plain = StructuredOutput().expectation(request({"type": "string", "pattern": "^a+b$"}))
+    assert plain is not None and plain.validator.is_valid("aab")

@@ -149,3 +149,17 @@ def test_a_key_naming_a_model_nobody_serves_is_refused(client: TestClient) -> No
         client.post("/admin/keys", json={"name": "k", "models": ["up:echo"]}, headers=ADMIN).status_code
         == 201
     )
+
+
+def test_the_toolkit_endpoints_keep_to_the_keys_models(client: TestClient) -> None:
+    key = _key(client, models=["gB"])
+    counted = client.post("/api/tokens", json={"model": "gB", "text": "hello"}, headers=key)
+    assert counted.status_code == 200
+    refused = client.post("/api/tokens", json={"model": "gA", "text": "hello"}, headers=key)
+    assert (refused.status_code, refused.json()["error"]["param"]) == (403, "model")
+    body = {"messages": HELLO, "max_tokens": 1000}
+    assert client.post("/api/condense", json={**body, "model": "gA"}, headers=key).status_code == 403
+    assert client.post("/api/condense", json={**body, "model": "gB"}, headers=key).status_code == 200
+    too_many = {"messages": HELLO * 10_001, "max_tokens": 10, "model": "gB"}
+    many = client.post("/api/condense", json=too_many, headers=key)
+    assert (many.status_code, many.json()["error"]["param"]) == (400, "messages")

@@ -90,3 +90,16 @@ def test_kept_messages_alone_too_long_is_a_clear_400() -> None:
 def test_older_turns_never_include_system_or_the_latest_turn() -> None:
     messages = conversation(2)
     assert older_turns(messages) == [1, 2, 3, 4]
+
+
+def test_each_message_is_counted_once() -> None:
+    calls: list[int] = []
+
+    def counting(messages: Sequence[Message]) -> int:
+        calls.append(len(messages))
+        return words(messages)
+
+    messages = conversation(2_000, size=3)
+    fitted = fit(messages, 100, counting)
+    assert fitted.tokens <= 100
+    assert sum(calls) < 3 * len(messages)  # not once per dropped turn over the whole conversation

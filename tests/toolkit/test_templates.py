@@ -108,3 +108,13 @@ def test_from_settings_reads_files_beside_the_config(tmp_path: Path) -> None:
 def test_from_settings_names_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="prompt 'gone': cannot read"):
         from_settings({"gone": PromptSettings(file="missing.j2")}, tmp_path)
+
+
+def test_multiplications_are_bounded_before_they_run() -> None:
+    times = Prompts({"t": Prompt("t", "{{ '-' * n }}"), "p": Prompt("p", "{{ 2 ** n }}")})
+    assert times.render("t", {"n": 3}).user == "---"
+    with pytest.raises(InvalidRequest, match="multiplication would make more than 1000000"):
+        times.render("t", {"n": 10**9})
+    with pytest.raises(InvalidRequest, match="power over 1000"):
+        times.render("p", {"n": 10**9})
+    assert times.render("p", {"n": 10}).user == "1024"

@@ -143,7 +143,9 @@ class ChatCalls:
                 self._told(request, None, failed, exc, caller=caller, span=span)
             raise
         self._told(request, result.response, result.info, caller=caller, span=span)
-        if ticket.lookup is not None and result.info.schema != "invalid":
+        if result.info.schema == "invalid":  # never stored; requests waiting on it go their own way
+            caching.failed(ticket)
+        elif ticket.lookup is not None:
             info = result.info
             answer = answer_of(
                 result.response,
@@ -237,7 +239,7 @@ class ChatCalls:
         """The context stage: the prompt counted exactly near a window, and, when it fits no window and
         its group says so, fitted (``truncated`` or ``condensed``) and planned again."""
         context = self.context
-        if context is None:
+        if context is None or not caller.may_use(request.model):  # the guard refuses it, before any work
             return request, plan, None
         await context.measure(plan)
         if not context.overflows(plan):
@@ -249,7 +251,7 @@ class ChatCalls:
 
     def _replanned(self, request: ChatRequest, options: CallOptions, caller: Caller, first: Plan) -> Plan:
         plan = self.plan(request, options.fallbacks, caller)
-        plan.counted(first.prompt_tokens)
+        plan.counted(first.counts)
         return plan
 
     async def _routed(

@@ -1,9 +1,10 @@
 """The context-window stage: exact counts where they matter, and ``context_overflow`` fitting.
 
 The plan estimates a prompt at about 4 characters per token, at no cost. Only when that estimate comes
-near a candidate's window (within ``NEAR``: the estimate can be 3x low for CJK text) does the difference
-change a decision, and only then is the prompt counted exactly, in a worker thread (the first exact count
-loads the encoding). The same count then drives the window check and the token reservation.
+near a candidate's window (within ``NEAR``: the estimate can be 4x low, for text like "1-1-1-") can the
+difference change a decision, and only then is the prompt counted exactly, in a worker thread (the
+first exact count loads the encoding), once per encoding. Each window is then checked with its own
+model's count, and the token reservation covers the largest.
 
 A prompt longer than every window of its chain is, per the requested group's ``context_overflow``,
 refused (``error``, the default), fitted by dropping the oldest turns (``truncate``) or fitted by
@@ -23,9 +24,9 @@ from llmgate.core.request import ChatRequest, Message
 from llmgate.routing.plan import Plan
 from llmgate.toolkit.condense import Summarise, condense
 from llmgate.toolkit.fit import fit
-from llmgate.toolkit.tokens import TokenCounter
+from llmgate.toolkit.tokens import TokenCounter, encoding_name
 
-NEAR = 0.3
+NEAR = 0.2
 """Count exactly when the estimate is at least this fraction of a candidate's window."""
 MIN_OUTPUT_ROOM = 256
 
@@ -55,26 +56,40 @@ class ContextStage:
         self._output_reserve = output_reserve
 
     async def measure(self, plan: Plan) -> None:
-        """Replace the plan's estimate with an exact count when it is near a window."""
+        """Count the prompt exactly for each model whose window the estimate comes near (once per
+        encoding), so that each window is checked with its own count."""
         windows = plan.windows()
         if not windows:
             return
         estimate = plan.prompt_tokens
-        near = [model for model, window in windows if estimate >= window * NEAR]
-        if not near:
-            return
-        count = await asyncio.to_thread(self.counter.request, near[0], plan.request)
-        if count.exact:
-            plan.counted(count.tokens)
+        near = list(dict.fromkeys(model for model, window in windows if estimate >= window * NEAR))
+        if near:
+            counts = await asyncio.to_thread(self._counts, plan.request, near)
+            if counts:
+                plan.counted(counts)
+
+    def _counts(self, request: ChatRequest, models: list[str]) -> dict[str, int]:
+        by_encoding: dict[str, int] = {}
+        counts = {}
+        for model in models:
+            name = encoding_name(model)
+            if name is None:
+                continue
+            if name not in by_encoding:
+                by_encoding[name] = self.counter.request(model, request).tokens
+            counts[model] = by_encoding[name]
+        return counts
 
     def overflows(self, plan: Plan) -> bool:
         """Whether the requested group fits overflowing prompts and this prompt fits no window."""
         group = plan.chain[0]
         if group.context_overflow == "error":
             return False
-        windows = plan.windows()
-        known = len(windows) == sum(len(g.deployments) for g in plan.chain)
-        return known and plan.prompt_tokens > max(window for _, window in windows)
+        deployments = [d for g in plan.chain for d in g.deployments]
+        windows = [d.context_length for d in deployments]
+        if any(window is None for window in windows):
+            return False  # a window we do not know: let that upstream say
+        return all(plan.size_for(d) > (d.context_length or 0) for d in deployments)
 
     async def fitted(self, plan: Plan, caller: Caller) -> Fitted:
         """The plan's request fitted into its chain's largest window (``overflows`` must hold); a

@@ -70,7 +70,10 @@ class StructuredOutput:
             import jsonschema_rs  # with the first schema a caller sends
 
             try:
-                found = jsonschema_rs.validator_for(schema, retriever=_refuse)
+                # Patterns run on Rust's regex engine (linear time, no look-around or backreferences):
+                # a caller's pattern cannot make a reply's check take seconds.
+                options = jsonschema_rs.RegexOptions()
+                found = jsonschema_rs.validator_for(schema, retriever=_refuse, pattern_options=options)
             except (jsonschema_rs.ValidationError, ValueError) as bad:
                 first = str(bad).split("\n", 1)[0][:300]
                 raise InvalidRequest(
@@ -135,6 +138,8 @@ def parse_json(text: str) -> Any:
         return msgspec.json.decode(body.strip().encode())
     except msgspec.DecodeError as bad:
         raise ValueError(str(bad)) from None
+    except RecursionError:  # nested deeper than the decoder goes
+        raise ValueError("nested too deeply") from None
 
 
 def _content_violation(expected: Expectation, content: str) -> str | None:

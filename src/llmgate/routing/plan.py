@@ -70,21 +70,45 @@ class Plan:
         self.rejected: set[tuple[str, str]] = set()
         """(deployment, key label) pairs the provider rejected (401/403) during this request."""
         self._prompt_tokens: int | None = None
+        self._estimated: int | None = None
+        self._counts: dict[str, int] = {}
         self._reserved: int | None = None
         self._refused: dict[str, tuple[str, ...]] = {}
         self._too_small: set[str] = set()
 
     @property
     def prompt_tokens(self) -> int:
-        """The prompt's estimated size in tokens (computed once)."""
+        """The prompt's size in tokens: the estimate, or once exact counts are in (``counted``), the
+        largest size any deployment of the chain would see (what a reservation must cover)."""
         if self._prompt_tokens is None:
             self._prompt_tokens = estimate_prompt_tokens(self.request)
         return self._prompt_tokens
 
-    def counted(self, tokens: int) -> None:
-        """Use an exact count of the prompt instead of the estimate (before any option is chosen)."""
-        self._prompt_tokens = tokens
+    @property
+    def counts(self) -> dict[str, int]:
+        """Exact prompt counts by upstream model (empty: the estimate stands for every deployment)."""
+        return self._counts
+
+    def counted(self, counts: Mapping[str, int]) -> None:
+        """Use exact counts of the prompt for these upstream models (before any option is chosen); the
+        other deployments keep the estimate."""
+        estimate = estimate_prompt_tokens(self.request)
+        self._counts = dict(counts)
+        models = {d.model for group in self.chain for d in group.deployments}
+        self._prompt_tokens = (
+            max(self._counts.get(model, estimate) for model in models) if models else estimate
+        )
         self._reserved = None
+
+    def size_for(self, deployment: Deployment) -> int:
+        """The prompt's size for one deployment: its model's exact count, else the estimate."""
+        found = self._counts.get(deployment.model)
+        return found if found is not None else self._estimate()
+
+    def _estimate(self) -> int:
+        if self._estimated is None:
+            self._estimated = estimate_prompt_tokens(self.request)
+        return self._estimated
 
     def windows(self) -> list[tuple[str, int]]:
         """(upstream model, context window) of every deployment of the chain whose window is known."""
@@ -219,7 +243,7 @@ class Plan:
         if name in self.failed or name in self._too_small or name in self._refused:
             return None
         window = deployment.context_length
-        if window is not None and self.prompt_tokens > window:
+        if window is not None and self.size_for(deployment) > window:
             self._too_small.add(name)
             return None
         report = deployment.adapter.check(self.request)

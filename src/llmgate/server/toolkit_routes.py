@@ -8,8 +8,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmgate.core.caller import Caller
 from llmgate.core.codec import decode_json
-from llmgate.core.errors import InvalidRequest
+from llmgate.core.errors import InvalidRequest, PermissionDenied
+from llmgate.core.request import MAX_MESSAGES
 from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import until_disconnected
 from llmgate.server.wire import encoder, read_body
@@ -37,17 +39,20 @@ class ToolkitRoutes:
         ):
             raise InvalidRequest(f"max_tokens must be an integer in [1, {MAX_TOKENS}]", param="max_tokens")
         model = _model(body)
+        if model is not None:
+            _may_use(caller, model)
         work = self.ctx.gateway.condense(_messages(body), max_tokens=max_tokens, model=model, caller=caller)
         condensed = await until_disconnected(request.receive, work)
         return Response(encoder.encode(condensed.as_dict()), media_type=JSON)
 
     async def tokens(self, request: Request) -> Response:
         """``{model, messages | text}`` -> ``{tokens, exact, method}`` (counted in a worker thread)."""
-        await self.ctx.authenticate(request)
+        caller = await self.ctx.authenticate(request)
         body = await self._body(request)
         model = _model(body)
         if model is None:
             raise InvalidRequest("model is required", param="model")
+        _may_use(caller, model)
         text = body.get("text")
         if text is not None and not isinstance(text, str):
             raise InvalidRequest("text must be a string", param="text")
@@ -79,4 +84,12 @@ def _messages(body: dict[str, Any]) -> list[Any]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages must be a non-empty list", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidRequest(f"at most {MAX_MESSAGES} messages", param="messages")
     return messages
+
+
+def _may_use(caller: Caller, model: str) -> None:
+    """403 for a model outside the caller's key's ``models`` (as for chat)."""
+    if not caller.may_use(model):
+        raise PermissionDenied(f"This API key may not use the model '{model[:256]}'.", param="model")

@@ -52,29 +52,35 @@ def older_turns(messages: Sequence[Message]) -> list[int]:
 
 def fit(messages: Sequence[Message], budget: int, count: Count) -> Fitted:
     """The conversation with its oldest turns dropped (or the last one trimmed) until ``count`` of it is
-    at most ``budget`` tokens. ``ContextLengthExceeded`` when the kept messages alone are too long."""
-    original = count(messages)
-    if original <= budget:
-        return Fitted(list(messages), original, original, 0, False)
+    at most ``budget`` tokens. ``ContextLengthExceeded`` when the kept messages alone are too long.
+
+    ``count`` is taken to be additive (a fixed part plus one part per message, as OpenAI's framing
+    is): each message is counted once, so a conversation of thousands of turns costs one pass."""
     kept = list(messages)
-    droppable = older_turns(kept)
+    base = count([])
+    sizes = [count([message]) - base for message in kept]
+    original = current = base + sum(sizes)
+    if original <= budget:
+        return Fitted(kept, original, original, 0, False)
     dropped: set[int] = set()
-    for index in droppable:
+    for index in older_turns(kept):
         if index in dropped:
             continue
         group = _with_answers(kept, index)
-        after = _without(kept, dropped | group)
-        tokens_after = count(after)
-        if tokens_after <= budget:
-            trimmed = _trimmed(kept, index, group, dropped, budget=budget, count=count)
-            if trimmed is not None:
-                return Fitted(trimmed, count(trimmed), original, len(dropped), True)
-            return Fitted(after, tokens_after, original, len(dropped | group), False)
+        after = current - sum(sizes[i] for i in group)
+        if after <= budget:
+            room = budget - (current - sizes[index])
+            shorter = _trimmed(kept[index], room, base, count)
+            kept_of_turn = (count([shorter]) - base if shorter else 0) + current - after - sizes[index]
+            if shorter is not None and kept_of_turn >= MIN_TRIMMED_TOKENS:
+                trimmed = [shorter if i == index else m for i, m in enumerate(kept) if i not in dropped]
+                tokens = current - sizes[index] + count([shorter]) - base
+                return Fitted(trimmed, tokens, original, len(dropped), True)
+            return Fitted(_without(kept, dropped | group), after, original, len(dropped | group), False)
         dropped |= group
-    rest = _without(kept, dropped)
-    needed = count(rest)
+        current = after
     raise ContextLengthExceeded(
-        f"The system messages and the latest user turn alone take {needed} tokens, more than the "
+        f"The system messages and the latest user turn alone take {current} tokens, more than the "
         f"{budget} available.",
         param="messages",
     )
@@ -96,36 +102,30 @@ def _without(messages: list[Message], dropped: set[int]) -> list[Message]:
     return [message for i, message in enumerate(messages) if i not in dropped]
 
 
-def _trimmed(
-    messages: list[Message], index: int, group: set[int], dropped: set[int], *, budget: int, count: Count
-) -> list[Message] | None:
-    """The conversation with the message at ``index`` (a turn's first) cut from its start to just fit,
-    the rest of its turn kept, when that keeps a useful part of it (plain text, no tool calls);
-    ``None`` otherwise."""
-    message = messages[index]
+def _trimmed(message: Message, room: int, base: int, count: Count) -> Message | None:
+    """The message cut from its start (``…`` marks the cut) to the most of its last words that take at
+    most ``room`` tokens; ``None`` for a message that is not plain text, or when not one word fits."""
     if not isinstance(message.content, str) or message.tool_calls:
         return None
-    rest = _without(messages, dropped)
-    position = sum(1 for i in range(index) if i not in dropped)
-    best = trim_message(rest, position, budget, count)
-    if best is None or count(best) - count(_without(messages, dropped | group)) < MIN_TRIMMED_TOKENS:
-        return None
+    words = message.content.split(" ")
+    low, high = 1, len(words)  # keep the last ``n`` words: binary search for the most that fit
+    best: Message | None = None
+    while low <= high:
+        middle = (low + high) // 2
+        shorter = Message(role=message.role, content="… " + " ".join(words[-middle:]), name=message.name)
+        if count([shorter]) - base <= room:
+            best, low = shorter, middle + 1
+        else:
+            high = middle - 1
     return best
 
 
 def trim_message(messages: list[Message], index: int, budget: int, count: Count) -> list[Message] | None:
-    """``messages`` with the text of the one at ``index`` cut from its start (``…`` marks the cut) so that
-    the whole fits ``budget``; ``None`` when not even its last word fits."""
+    """``messages`` with the text of the one at ``index`` cut from its start so that the whole fits
+    ``budget``; ``None`` when not even its last word fits (``count`` additive, as for ``fit``)."""
+    base = count([])
     message = messages[index]
-    words = message.text().split(" ")
-    low, high = 1, len(words)  # keep the last ``n`` words: binary search for the most that fit
-    best: list[Message] | None = None
-    while low <= high:
-        middle = (low + high) // 2
-        shorter = Message(role=message.role, content="… " + " ".join(words[-middle:]), name=message.name)
-        candidate = [*messages[:index], shorter, *messages[index + 1 :]]
-        if count(candidate) <= budget:
-            best, low = candidate, middle + 1
-        else:
-            high = middle - 1
-    return best
+    room = budget - (count(messages) - (count([message]) - base))
+    plain = Message(role=message.role, content=message.text(), name=message.name)
+    shorter = _trimmed(plain, room, base, count)
+    return None if shorter is None else [*messages[:index], shorter, *messages[index + 1 :]]

@@ -169,7 +169,7 @@ class Toolkit:
                 "description": prompt.description,
                 "variables": [variable.as_dict() for variable in prompt.variables],
                 "system": prompt.system is not None,
-                "source": prompt.source,
+                "source": "config" if prompt.source == "config" else "file",  # no server paths to callers
             }
             for prompt in (self.prompts.get(name) for name in self.prompts.names())
         ]

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 MAX_RENDERED = 1_000_000
 """The most characters a rendered prompt may have (a loop in a template cannot grow without bound)."""
+MAX_POWER = 1_000
+"""The largest exponent ``**`` may take in a template (Python's big integers grow without bound)."""
 
 _CHECKS: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -89,9 +91,8 @@ class Prompts:
         if not self.prompts:
             return
         from jinja2 import StrictUndefined  # only now: most gateways have no prompts
-        from jinja2.sandbox import SandboxedEnvironment
 
-        self._env = SandboxedEnvironment(
+        self._env = _bounded_environment()(
             undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
         )
         self._compiled = {name: self._compile(prompt) for name, prompt in self.prompts.items()}
@@ -160,6 +161,37 @@ class Prompts:
                 param="prompt",
             ) from None
         return Rendered(system_text, text)
+
+
+def _bounded_environment() -> Any:
+    """Jinja2's sandbox, with ``*`` and ``**`` checked before they run: ``{{ '-' * n }}`` with a
+    caller's ``n`` of a billion would build a gigabyte string before any size check could see it."""
+    from jinja2.sandbox import SandboxedEnvironment
+
+    class BoundedEnvironment(SandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "*" and _size(left, right) > MAX_RENDERED:
+                raise InvalidRequest(
+                    f"a template multiplication would make more than {MAX_RENDERED} items",
+                    param="prompt.variables",
+                )
+            if operator == "**" and isinstance(right, int) and abs(right) > MAX_POWER:
+                raise InvalidRequest(
+                    f"a template power over {MAX_POWER} is refused", param="prompt.variables"
+                )
+            return super().call_binop(context, operator, left, right)
+
+    return BoundedEnvironment
+
+
+def _size(left: Any, right: Any) -> int:
+    """How many characters or items ``left * right`` would make (0 for numbers)."""
+    for sequence, times in ((left, right), (right, left)):
+        if isinstance(sequence, (str, list, tuple)) and isinstance(times, int):
+            return len(sequence) * times
+    return 0
 
 
 def _bounded(template: Template, values: dict[str, Any], name: str) -> str:

@@ -22,6 +22,10 @@ from llmgate.toolkit.encodings import load
 if TYPE_CHECKING:
     import tiktoken
 
+CHUNK = 50_000
+"""Text is encoded in pieces of at most this many characters, cut where a word starts: tiktoken's own
+splitter panics on runs of a million spaces, and no token spans a cut before a word (a cut inside a
+longer run of whitespace can move the count by one)."""
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
@@ -83,7 +87,7 @@ class TokenCounter:
         encoding = self.encoding(model)
         if encoding is None:
             return TokenCount(estimate_text_tokens(text), False, "estimate")
-        return TokenCount(len(encoding.encode_ordinary(text)), True, f"tiktoken:{encoding.name}")
+        return TokenCount(encoded_length(encoding, text), True, f"tiktoken:{encoding.name}")
 
     def messages(self, model: str, messages: Sequence[Message]) -> TokenCount:
         """Prompt tokens of a conversation, message framing included."""
@@ -100,18 +104,50 @@ class TokenCounter:
         total = _framed(encoding, request.messages)
         for tool in request.tools or ():
             schema = msgspec.json.encode(tool.function.parameters or {}).decode()
-            total += len(encoding.encode_ordinary(f"{tool.function.name} {tool.function.description or ''}"))
-            total += len(encoding.encode_ordinary(schema))
+            total += encoded_length(encoding, f"{tool.function.name} {tool.function.description or ''}")
+            total += encoded_length(encoding, schema)
         return TokenCount(total, True, f"tiktoken:{encoding.name}")
 
 
 def _framed(encoding: tiktoken.Encoding, messages: Sequence[Message]) -> int:
-    encode = encoding.encode_ordinary
     total = REPLY_PRIMING
     for message in messages:
-        total += TOKENS_PER_MESSAGE + len(encode(message.role)) + len(encode(message.text()))
-        if message.name:
-            total += TOKENS_PER_NAME + len(encode(message.name))
-        for call in message.tool_calls or ():
-            total += len(encode(call.function.name)) + len(encode(call.function.arguments))
+        total += message_tokens(encoding, message)
     return total
+
+
+def message_tokens(encoding: tiktoken.Encoding, message: Message) -> int:
+    """One message's tokens with its framing (a conversation adds ``REPLY_PRIMING`` once)."""
+    total = (
+        TOKENS_PER_MESSAGE + encoded_length(encoding, message.role) + encoded_length(encoding, message.text())
+    )
+    if message.name:
+        total += TOKENS_PER_NAME + encoded_length(encoding, message.name)
+    for call in message.tool_calls or ():
+        total += encoded_length(encoding, call.function.name) + encoded_length(
+            encoding, call.function.arguments
+        )
+    return total
+
+
+def encoded_length(encoding: tiktoken.Encoding, text: str) -> int:
+    """Tokens of ``text``, encoded ``CHUNK`` characters at a time (cut where a word starts)."""
+    if len(text) <= CHUNK:
+        return len(encoding.encode_ordinary(text))
+    total, start = 0, 0
+    while start < len(text):
+        end = min(start + CHUNK, len(text))
+        if end < len(text):
+            cut = _word_start(text, start + CHUNK // 2, end)
+            end = cut if cut is not None else end
+        total += len(encoding.encode_ordinary(text[start:end]))
+        start = end
+    return total
+
+
+def _word_start(text: str, low: int, high: int) -> int | None:
+    """The last index in ``(low, high]`` where whitespace is followed by a non-space (a word's space)."""
+    for index in range(high, low, -1):
+        if not text[index].isspace() and text[index - 1] == " ":
+            return index - 1  # the word's leading space goes with it, as the splitter would have it
+    return None
