@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmgate.config.toolkit import PromptSettings
+from llmgate.config import ConfigError, load_settings
 from llmgate.core.errors import InvalidRequest, NotFound
 from llmgate.toolkit.templates import Prompt, Prompts, Variable, from_settings
 
@@ -91,23 +91,27 @@ def test_a_syntax_error_names_the_line() -> None:
         Prompts({"p": Prompt("p", "ok\n{% if %}")})
 
 
-def test_from_settings_reads_files_beside_the_config(tmp_path: Path) -> None:
+def test_the_loader_reads_prompt_files_beside_the_config(tmp_path: Path) -> None:
     (tmp_path / "review.j2").write_text("Review {{ code }}")
-    settings = {
-        "review": PromptSettings(file="review.j2", variables={"code": "string"}),
-        "inline": PromptSettings(
-            template="Hi {{ who }}", variables={"who": {"type": "string", "default": "you"}}
-        ),
-    }
-    built = from_settings(settings, tmp_path)
+    config = tmp_path / "llmgate.yaml"
+    config.write_text(
+        "prompts:\n  review: {file: review.j2, variables: {code: string}}\n"
+        "  inline: {template: 'Hi {{ who }}', variables: {who: {type: string, default: you}}}\n"
+    )
+    built = from_settings(load_settings(config, environ={}).prompts)
     assert built.render("review", {"code": "x = 1"}).user == "Review x = 1"
     assert built.render("inline", {}).user == "Hi you"
     assert built.get("review").source == str(tmp_path / "review.j2")
 
 
-def test_from_settings_names_an_unreadable_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="prompt 'gone': cannot read"):
-        from_settings({"gone": PromptSettings(file="missing.j2")}, tmp_path)
+def test_an_unreadable_prompt_file_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "llmgate.yaml"
+    config.write_text("prompts:\n  gone: {file: missing.j2}\n")
+    with pytest.raises(ConfigError, match=r"prompts\.gone: cannot read"):
+        load_settings(config, environ={})
+    config.write_text("prompts:\n  both: {file: missing.j2, template: x}\n")
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(config, environ={})
 
 
 def test_multiplications_are_bounded_before_they_run() -> None:

@@ -56,6 +56,8 @@ def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] 
             )
         data = loaded
     _apply_overrides(data, env)
+    if path is not None:
+        _read_prompt_files(data, Path(path).parent, source)
     storage = data.setdefault("storage", {})
     if isinstance(storage, dict) and "database" not in storage:
         storage["database"] = default_database(env)
@@ -70,6 +72,28 @@ def load_settings(path: str | Path | None = None, *, environ: Mapping[str, str] 
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, root, source)) from None
+
+
+def _read_prompt_files(data: dict[str, Any], base: Path, source: str) -> None:
+    """A prompt's ``file`` (relative to the config's folder) read into its ``template`` (``file`` stays,
+    saying where it came from)."""
+    prompts = data.get("prompts")
+    if not isinstance(prompts, dict):
+        return
+    for name, prompt in prompts.items():
+        if not isinstance(prompt, dict) or not isinstance(prompt.get("file"), str):
+            continue
+        if "template" in prompt:
+            raise ConfigError(
+                f"{source}: prompts.{name}: give either 'template' (the text) or 'file', not both"
+            )
+        path = Path(prompt["file"]).expanduser()
+        path = path if path.is_absolute() else base / path
+        try:
+            prompt["template"] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as unreadable:
+            raise ConfigError(f"{source}: prompts.{name}: cannot read {path}: {unreadable}") from None
+        prompt["file"] = str(path)
 
 
 def config_path_from_environment(environ: Mapping[str, str] | None = None) -> str | None:

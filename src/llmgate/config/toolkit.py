@@ -27,18 +27,20 @@ class VariableSettings(_Frozen):
 
 class PromptSettings(_Frozen):
     """A named prompt: a Jinja2 template for the user message (``template``, or a ``file`` beside the
-    config), an optional system template, and its typed variables."""
+    config, which the loader reads into ``template``), an optional system template, and its typed
+    variables."""
 
     template: str | None = None
     file: str | None = None
+    """Where ``template`` was read from (the loader sets both)."""
     system: str | None = None
     description: str = ""
     variables: dict[str, VariableType | VariableSettings] = {}
 
     @model_validator(mode="after")
-    def _one_source(self) -> PromptSettings:
-        if (self.template is None) == (self.file is None):
-            raise ValueError("give a prompt either 'template' (the text) or 'file' (a path), not both")
+    def _has_template(self) -> PromptSettings:
+        if self.template is None:
+            raise ValueError("give a prompt 'template' (the text) or 'file' (a path beside the config)")
         return self
 
 

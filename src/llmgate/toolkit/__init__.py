@@ -4,7 +4,6 @@ templates (structured-output validation is a policy stage: ``policies.structured
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from llmgate.config import ConfigError, Settings
 from llmgate.core.caller import Caller
@@ -38,9 +37,8 @@ def build_toolkit(
     """The toolkit of a gateway: its prompts compiled (files read beside the config), its summariser
     model checked. ``ConfigError`` naming the config file for a template or reference that is wrong."""
     source = settings.source
-    base = Path(source).parent if source and source != "<environment>" else None
     try:
-        prompts = from_settings(settings.prompts, base)
+        prompts = from_settings(settings.prompts)
     except ValueError as bad:
         raise ConfigError(f"{source}: prompts: {bad}") from None
     summariser = settings.condense.model

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmgate.config.toolkit import PromptSettings
@@ -240,22 +239,10 @@ def _checked(prompt: Prompt, given: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def from_settings(prompts: Mapping[str, PromptSettings], base: Path | None) -> Prompts:
-    """Prompts from the config's ``prompts:`` section (``PromptSettings`` values); a ``file`` is read
-    relative to ``base`` (the config file's folder)."""
+def from_settings(prompts: Mapping[str, PromptSettings]) -> Prompts:
+    """Prompts from the config's ``prompts:`` section (a ``file`` was read by the config loader)."""
     built: dict[str, Prompt] = {}
     for name, settings in prompts.items():
-        source = "config"
-        template = settings.template or ""
-        if settings.file is not None:
-            path = Path(settings.file).expanduser()
-            if not path.is_absolute() and base is not None:
-                path = base / path
-            try:
-                template = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as unreadable:
-                raise ValueError(f"prompt '{name}': cannot read {path}: {unreadable}") from None
-            source = str(path)
         variables = []
         for var_name, spec in settings.variables.items():
             if isinstance(spec, str):
@@ -263,5 +250,7 @@ def from_settings(prompts: Mapping[str, PromptSettings], base: Path | None) -> P
                 continue
             required = spec.required if spec.required is not None else spec.default is None
             variables.append(Variable(var_name, spec.type, spec.default, required, spec.description))
+        source = settings.file or "config"
+        template = settings.template or ""
         built[name] = Prompt(name, template, settings.system, settings.description, tuple(variables), source)
     return Prompts(built)
