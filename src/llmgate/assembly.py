@@ -6,17 +6,34 @@ concrete classes: it is where config becomes objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import random
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, get_args
 
+from llmgate.calls.context import ContextStage
 from llmgate.catalogue import UNKNOWN, Catalogue, Prices
-from llmgate.config import ConfigError, ProviderSettings, Settings
-from llmgate.config.settings import DeploymentSettings, ModelGroupSettings, Timeouts
+from llmgate.config import ConfigError, ProviderSettings, Settings, how_to_enable
+from llmgate.config.settings import DeploymentSettings, ModelGroupSettings, ProviderType, Timeouts
+from llmgate.core.errors import ModelNotFound
+from llmgate.observe.observers import Observers
 from llmgate.policies.cache import CacheRule, CacheRules
+from llmgate.policies.structured import StructuredOutput
 from llmgate.providers.base import AdapterConfigError, ChatProvider, ProviderSpec, TimeoutPolicy
 from llmgate.providers.mock import MockBehaviour, MockFailurePlan
 from llmgate.providers.registry import build_provider
 from llmgate.providers.transport import Transport
+from llmgate.routing.backoff import Backoff
+from llmgate.routing.breaker import BreakerPolicy
 from llmgate.routing.deployments import Deployment, Hedge, ModelGroup, ProviderAccount
+from llmgate.routing.failover import Failover, RetryPolicy
+from llmgate.routing.health import HealthBoard
+from llmgate.routing.router import Router
+from llmgate.routing.strategies.base import Strategy
+from llmgate.toolkit import Toolkit
+
+if TYPE_CHECKING:
+    from llmgate.observe.tracing import Tracing
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -31,6 +48,97 @@ class Assembly:
         self.extra_adapters: list[ChatProvider] = []
         """Adapters of deployments with their own base URL (closed with the gateway)."""
         self.accounts = self.build_accounts(settings.providers)
+
+    def build_router(self) -> Router:
+        """Names -> model groups and direct ``provider:model`` deployments."""
+        return Router(
+            groups=self.build_groups(),
+            accounts=self.accounts,
+            facts=self.model_facts,
+            catalogue_provider=self.catalogue_provider,
+            known_providers=frozenset(get_args(ProviderType)),
+            enable_hint=how_to_enable,
+        )
+
+    def build_board(self) -> HealthBoard:
+        """Live health per deployment and key, with the configured breaker."""
+        breaker = self.settings.routing.breaker
+        return HealthBoard(
+            BreakerPolicy(
+                failure_threshold=breaker.failures,
+                error_rate_threshold=breaker.error_rate,
+                min_requests=breaker.min_requests,
+                cooldown=breaker.cooldown,
+                max_cooldown=breaker.max_cooldown,
+            )
+        )
+
+    def build_failover(
+        self,
+        board: HealthBoard,
+        strategy_of: Callable[[ModelGroup], Strategy],
+        resolve: Callable[[str], ModelGroup],
+    ) -> Failover:
+        """Retries and failover with the configured policy."""
+        routing = self.settings.routing
+        return Failover(
+            board=board,
+            strategy_of=strategy_of,
+            resolve=resolve,
+            policy=RetryPolicy(routing.retries, routing.max_attempts, routing.max_queue_wait, Backoff()),
+            rng=random.Random(os.urandom(16)),
+            output_reserve=self.settings.limits.reserve_output_tokens,
+        )
+
+    def build_stages(self, toolkit: Toolkit) -> tuple[ContextStage, StructuredOutput]:
+        """The context stage (exact counts near a window, overflow fitting) and the structured-output
+        stage of the chat calls."""
+        settings = self.settings
+        context = ContextStage(
+            toolkit.counter,
+            summariser=toolkit.summariser_for,
+            max_summary_tokens=settings.condense.max_summary_tokens,
+            output_reserve=settings.limits.reserve_output_tokens,
+        )
+        wanted = settings.structured_output
+        return context, StructuredOutput(retries=wanted.retries, enabled=wanted.validate_replies)
+
+    def build_observers(self, router: Router, board: HealthBoard) -> Observers:
+        """Metrics, request lines and the interaction log, as the config asks."""
+        log = self.settings.log
+        files = log.interactions
+        return Observers(
+            router,
+            board,
+            request_lines=log.requests,
+            interactions=(files.path, files.max_bytes, files.backups) if files is not None else None,
+            metrics_dir=self.settings.server.metrics_dir,
+            metrics=self.settings.server.metrics,
+        )
+
+    def check_embedding_model(self, rules: CacheRules, router: Router) -> None:
+        """The semantic cache's embedding model must be one the gateway serves."""
+        if rules.any_semantic and rules.embedding_model is not None:
+            try:
+                router.group(rules.embedding_model)
+            except ModelNotFound as missing:
+                raise ConfigError(
+                    f"{self.settings.source}: cache.embedding_model: {missing.message}"
+                ) from None
+
+    def tracing(self) -> Tracing | None:
+        """OpenTelemetry tracing when ``tracing.endpoint`` is set (the SDK loads only then)."""
+        wanted = self.settings.tracing
+        if wanted.endpoint is None:
+            return None
+        try:
+            from llmgate.observe.tracing import Tracing  # OpenTelemetry loads only when wanted
+        except ImportError as missing:
+            raise ConfigError(
+                f"{self.settings.source}: tracing.endpoint is set, but OpenTelemetry is not installed: "
+                "pip install 'llmgate[otel]'"
+            ) from missing
+        return Tracing.otlp(wanted.endpoint, service_name=wanted.service_name)
 
     def build_accounts(self, providers: Mapping[str, ProviderSettings]) -> dict[str, ProviderAccount]:
         """One account per configured provider, each with its adapter."""

@@ -12,42 +12,32 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, get_args, overload
+from typing import TYPE_CHECKING, Any, Self, overload
 
 from pydantic import BaseModel
 
 from llmgate.assembly import Assembly
 from llmgate.calls import CallOptions, ChatCalls, ChatStream, EmbeddingCalls
-from llmgate.calls.context import ContextStage
 from llmgate.catalogue import Catalogue, ModelInfo
-from llmgate.config import ConfigError, Settings, how_to_enable, load_settings
-from llmgate.config.settings import ProviderType
+from llmgate.config import Settings, load_settings
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
-from llmgate.core.codec import parse_chat_request, parse_embedding_request
+from llmgate.core.codec import chat_request_of, parse_chat_request, parse_embedding_request
 from llmgate.core.controls import DEFAULT_CACHE_CONTROL, CacheControl
-from llmgate.core.errors import GatewayError, InvalidRequest, ModelNotFound
+from llmgate.core.errors import GatewayError, ModelNotFound
 from llmgate.core.request import ChatRequest, EmbeddingRequest
 from llmgate.core.response import ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
 from llmgate.observe.limits import LimitsView
-from llmgate.observe.observers import Observers
-from llmgate.observe.probe import probe_all
+from llmgate.observe.models import ModelDirectory
 from llmgate.observe.reports import Reports, parse_time, render
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
 from llmgate.policies.key_admin import KeyAdmin
 from llmgate.policies.keys import KeyService
-from llmgate.policies.structured import StructuredOutput
-from llmgate.providers.base import ModelLister
 from llmgate.providers.transport import Transport
-from llmgate.routing.backoff import Backoff
-from llmgate.routing.breaker import BreakerPolicy
-from llmgate.routing.deployments import Deployment, ModelGroup
-from llmgate.routing.failover import Failover, RetryPolicy
-from llmgate.routing.health import HealthBoard
+from llmgate.routing.deployments import ModelGroup
 from llmgate.routing.quota import UpstreamQuota
-from llmgate.routing.router import Router
 from llmgate.routing.strategies import make_strategy
 from llmgate.routing.strategies.base import Strategy
 from llmgate.state.ports import UsageLedger
@@ -72,39 +62,16 @@ class Gateway:
         self._ids = random.Random(os.urandom(16))  # seeded once from the OS; no syscall per request
         self._assembly = Assembly(self.settings, self.catalogue, self._transport)
         self.accounts = self._assembly.accounts
-        self.router = Router(
-            groups=self._assembly.build_groups(),
-            accounts=self.accounts,
-            facts=self._assembly.model_facts,
-            catalogue_provider=self._assembly.catalogue_provider,
-            known_providers=frozenset(get_args(ProviderType)),
-            enable_hint=how_to_enable,
-        )
+        self.router = self._assembly.build_router()
         routing = self.settings.routing
-        breaker = routing.breaker
-        self.board = HealthBoard(
-            BreakerPolicy(
-                failure_threshold=breaker.failures,
-                error_rate_threshold=breaker.error_rate,
-                min_requests=breaker.min_requests,
-                cooldown=breaker.cooldown,
-                max_cooldown=breaker.max_cooldown,
-            )
-        )
+        self.board = self._assembly.build_board()
         self._strategies: dict[str, Strategy] = {}
-        self.failover = Failover(
-            board=self.board,
-            strategy_of=self._strategy_of,
-            resolve=self.router.group,
-            policy=RetryPolicy(routing.retries, routing.max_attempts, routing.max_queue_wait, Backoff()),
-            rng=random.Random(os.urandom(16)),
-            output_reserve=self.settings.limits.reserve_output_tokens,
-        )
+        self.failover = self._assembly.build_failover(self.board, self._strategy_of, self.router.group)
         self._state: State | None = None
         self._quota: UpstreamQuota | None = None
         self._starting = asyncio.Lock()
         self.caching = ResponseCaching(self._assembly.cache_rules(), None)
-        self._check_embedding_model()
+        self._assembly.check_embedding_model(self.caching.rules, self.router)
         self.embedding_calls = EmbeddingCalls(router=self.router, guard=self._guard)
         self.calls = ChatCalls(
             router=self.router,
@@ -116,32 +83,21 @@ class Gateway:
             embed=self.embedding_calls.embed,
         )
         self.toolkit: Toolkit = build_toolkit(self.settings, self.router, self._summary_call)
-        self.calls.context = ContextStage(
-            self.toolkit.counter,
-            summariser=self.toolkit.summariser_for,
-            max_summary_tokens=self.settings.condense.max_summary_tokens,
-            output_reserve=self.settings.limits.reserve_output_tokens,
-        )
-        structured = self.settings.structured_output
-        self.calls.structured = StructuredOutput(
-            retries=structured.retries, enabled=structured.validate_replies
-        )
-        log = self.settings.log
-        files = log.interactions
-        self.observers = Observers(
-            self.router,
-            self.board,
-            request_lines=log.requests,
-            interactions=(files.path, files.max_bytes, files.backups) if files is not None else None,
-            metrics_dir=self.settings.server.metrics_dir,
-            metrics=self.settings.server.metrics,
-        )
-        tracing = self._tracing()
+        self.calls.context, self.calls.structured = self._assembly.build_stages(self.toolkit)
+        self.observers = self._assembly.build_observers(self.router, self.board)
+        tracing = self._assembly.tracing()
         if tracing is not None:
             self.trace_with(tracing)
         self.reports = Reports(self._ledger)
         self.keys = KeyAdmin(self._key_service, serves=self._serves, groups=lambda: list(self.router.groups))
         self.limits = LimitsView(self.router, self.board, guard=self._guard, quota=lambda: self._quota)
+        self.directory = ModelDirectory(
+            self.router,
+            self.accounts,
+            self.catalogue,
+            catalogue_name=self._assembly.catalogue_name,
+            default_strategy=routing.strategy,
+        )
         self.health_report = Health(
             self.router,
             self.board,
@@ -155,29 +111,6 @@ class Gateway:
         self.observers.tracing = tracing
         self.calls.tracer = tracing
         self.failover.attempt_span = self.observers.attempt_span
-
-    def _tracing(self) -> Tracing | None:
-        wanted = self.settings.tracing
-        if wanted.endpoint is None:
-            return None
-        try:
-            from llmgate.observe.tracing import Tracing  # OpenTelemetry loads only when wanted
-        except ImportError as missing:
-            raise ConfigError(
-                f"{self.settings.source}: tracing.endpoint is set, but OpenTelemetry is not installed: "
-                "pip install 'llmgate[otel]'"
-            ) from missing
-        return Tracing.otlp(wanted.endpoint, service_name=wanted.service_name)
-
-    def _check_embedding_model(self) -> None:
-        rules = self.caching.rules
-        if rules.any_semantic and rules.embedding_model is not None:
-            try:
-                self.router.group(rules.embedding_model)
-            except ModelNotFound as missing:
-                raise ConfigError(
-                    f"{self.settings.source}: cache.embedding_model: {missing.message}"
-                ) from None
 
     def new_request_id(self) -> str:
         """A short random id for one request (unique in practice, not a secret)."""
@@ -270,10 +203,10 @@ class Gateway:
         schema, validated (retried per ``structured_output.retries``) and returned parsed.
         """
         if response_model is None:
-            request = self._chat_request(model, messages, params, stream=False)
+            request = chat_request_of(model, messages, params, stream=False)
             return await self.complete(request, cache=cache)
         params = {**params, "response_format": response_format_of(response_model)}
-        request = self._chat_request(model, messages, params, stream=False)
+        request = chat_request_of(model, messages, params, stream=False)
         options = CallOptions(self.new_request_id(), cache=cache, require_schema=True)
         result = await self.calls.complete(request, options, ANONYMOUS)
         return parsed(response_model, result.text)
@@ -307,7 +240,7 @@ class Gateway:
         **params: Any,
     ) -> ChatStream:
         """A streamed reply: ``async for chunk in gw.stream(...)``."""
-        request = self._chat_request(model, messages, params, stream=True)
+        request = chat_request_of(model, messages, params, stream=True)
         return self.open_stream(request, cache=cache)
 
     def open_stream(
@@ -445,27 +378,6 @@ class Gateway:
         state = await self.start()
         return await state.guard.limits.status(caller)
 
-    async def create_key(self, fields: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-        """A new virtual key from admin fields (``name``, ``models``, ``rpm``, ...); the secret is
-        returned only here."""
-        return await self.keys.create(fields)
-
-    async def list_keys(self) -> list[dict[str, Any]]:
-        """Every virtual key (never the secret)."""
-        return await self.keys.list()
-
-    async def get_key(self, key_id: str) -> dict[str, Any]:
-        """One virtual key (``NotFound`` when unknown)."""
-        return await self.keys.get(key_id)
-
-    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Change some fields of a virtual key."""
-        return await self.keys.update(key_id, changes)
-
-    async def revoke_key(self, key_id: str) -> dict[str, Any]:
-        """Revoke a virtual key."""
-        return await self.keys.revoke(key_id)
-
     # --- toolkit ----------------------------------------------------------------------------------------
 
     def count_tokens(self, model: str, content: Content) -> TokenCount:
@@ -506,49 +418,25 @@ class Gateway:
 
     def models(self) -> list[ModelCard]:
         """What callers can ask for: model groups, then catalogue models of configured providers."""
-        cards = [ModelCard(id=name, owned_by="llmgate") for name in self.router.groups]
-        for account in self.accounts.values():
-            for info in self.catalogue.search(provider=self._assembly.catalogue_name(account)):
-                cards.append(ModelCard(id=f"{account.name}:{info.id}", owned_by=account.name))
-        return cards
+        return self.directory.cards()
 
     def model(self, model_id: str) -> ModelCard:
         """One model callers can ask for (``ModelNotFound`` with close matches otherwise)."""
-        for card in self.models():
-            if card.id == model_id:
-                return card
-        deployment = self.router.candidates(model_id)[0]
-        return ModelCard(id=model_id, owned_by=deployment.account.name)
+        return self.directory.card(model_id)
 
     async def upstream_models(self, provider: str) -> list[ModelCard]:
         """Ask a provider which models it serves."""
-        account = self.accounts.get(provider)
-        if account is None:
-            raise InvalidRequest(f"unknown provider '{provider}'", param="provider")
-        if not isinstance(account.adapter, ModelLister):
-            raise InvalidRequest(f"provider '{provider}' cannot list its models", param="provider")
-        target = Deployment(account=account, model="").target()
-        return await account.adapter.list_models(target)
+        return await self.directory.upstream(provider)
 
     def groups(self) -> list[dict[str, Any]]:
         """The configured model groups: deployments (provider, model, context window), fallbacks,
         strategy, context overflow."""
-        return self.router.describe(self.settings.routing.strategy)
-
-    async def key_problems(self) -> list[str]:
-        """Active virtual keys whose ``models`` name a model the gateway no longer serves."""
-        problems = []
-        for key in await self.list_keys():
-            missing = [name for name in key["models"] if not self._serves(name)]
-            if missing and not key["revoked"]:
-                problems.append(f"key {key['id']} ({key['name']}): models not served: {', '.join(missing)}")
-        return problems
+        return self.directory.groups()
 
     async def probe(self, *, call: bool = False) -> list[dict[str, Any]]:
         """Each provider probed cheaply (its model listing; with ``call``, a one-token call for one that
         has none): reachable, key accepted, latency, models found, error, ok."""
-        found = await probe_all(self.accounts, self.router.groups, call=self.complete if call else None)
-        return [result.as_dict() for result in found]
+        return await self.directory.probe(self.complete if call else None)
 
     def catalogue_model(self, model_id: str) -> ModelInfo | None:
         """The catalogue's entry for an id (``provider/id`` accepted)."""
@@ -570,19 +458,3 @@ class Gateway:
     def is_available(self, name: str) -> bool:
         """Whether a provider, deployment or model group has a deployment that could take a call now."""
         return self.health_report.is_available(name)
-
-    # --- building ---------------------------------------------------------------------------------------
-
-    def _chat_request(
-        self,
-        model: str | ChatRequest,
-        messages: Sequence[Mapping[str, Any]] | None,
-        params: dict[str, Any],
-        *,
-        stream: bool,
-    ) -> ChatRequest:
-        if isinstance(model, ChatRequest):
-            return model
-        if messages is None:
-            raise InvalidRequest("messages are required", param="messages")
-        return parse_chat_request({**params, "model": model, "messages": list(messages), "stream": stream})

@@ -138,7 +138,7 @@ SETTINGS: dict[str, Any] = {
 
 async def test_through_the_gateway_the_embedding_is_the_callers_own_call() -> None:
     async with Gateway(Settings.model_validate(SETTINGS)) as gateway:
-        _, secret = await gateway.create_key({"name": "k"})
+        _, secret = await gateway.keys.create({"name": "k"})
         caller = await gateway.authenticate(secret)
         request = parse_chat_request(
             {"model": "m:mock", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
@@ -151,7 +151,7 @@ async def test_through_the_gateway_the_embedding_is_the_callers_own_call() -> No
         assert (first.info.cache, second.info.cache) == ("miss", "semantic-hit")
         assert second.text == first.text and second.cost == 0
         narrow = await gateway.authenticate(
-            (await gateway.create_key({"name": "n", "models": ["m:mock"]}))[1]
+            (await gateway.keys.create({"name": "n", "models": ["m:mock"]}))[1]
         )
         third = await gateway.complete(paraphrase, caller=narrow)  # may not use the embedding model
         assert third.info.cache == "miss"

@@ -462,7 +462,7 @@ async def test_reserve_output_tokens_applies_to_calls_without_max_tokens() -> No
 async def test_an_abandoned_stream_still_charges_what_was_generated() -> None:
     config = settings(providers={"m": {"type": "mock", "mock": {"tokens_per_second": 200}}})
     async with Gateway(config) as gateway:
-        _, secret = await gateway.create_key({"name": "x", "budget_usd": 10.0})
+        _, secret = await gateway.keys.create({"name": "x", "budget_usd": 10.0})
         caller = await gateway.authenticate(secret)
         words = " ".join(f"w{n}" for n in range(40))
         request = parse_chat_request(

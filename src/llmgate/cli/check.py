@@ -45,7 +45,7 @@ def check(*, config_path: str | None, call: bool, as_json: bool) -> None:
 async def _probe(gateway: Gateway, call: bool) -> tuple[list[dict[str, Any]], list[str]]:
     """The providers probed, and the virtual keys (in the configured database) naming unserved models."""
     async with gateway:
-        return await gateway.probe(call=call), await gateway.key_problems()
+        return await gateway.probe(call=call), list(await gateway.keys.unserved())
 
 
 HEADINGS = ("provider", "type", "probe", "reachable", "key accepted", "latency ms", "models", "error")

@@ -39,7 +39,7 @@ def keys_create(config_path: str | None, **options: Any) -> None:
         fields["models"] = [m.strip() for m in options["models"].split(",") if m.strip()]
     if options["expires_in_days"] is not None:
         fields["expires_at"] = time.time() + options["expires_in_days"] * 86_400
-    view, secret = with_gateway(config_path, lambda gw: gw.create_key(fields))
+    view, secret = with_gateway(config_path, lambda gw: gw.keys.create(fields))
     click.echo(f"created {view['id']} ({view['name']})")
     click.echo(secret)
 
@@ -48,7 +48,7 @@ def keys_create(config_path: str | None, **options: Any) -> None:
 @config_option
 def keys_list(config_path: str | None) -> None:
     """List keys (never their secrets)."""
-    rows = with_gateway(config_path, lambda gw: gw.list_keys())
+    rows = with_gateway(config_path, lambda gw: gw.keys.list())
     for row in rows:
         click.echo(_key_line(row))
     if not rows:
@@ -81,5 +81,5 @@ def _key_line(row: dict[str, Any]) -> str:
 @click.argument("key_id")
 def keys_revoke(config_path: str | None, key_id: str) -> None:
     """Revoke a key by id: it stops working."""
-    row = with_gateway(config_path, lambda gw: gw.revoke_key(key_id))
+    row = with_gateway(config_path, lambda gw: gw.keys.revoke(key_id))
     click.echo(f"revoked {row['id']} ({row['name']})")

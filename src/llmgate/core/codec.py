@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -51,6 +51,21 @@ def parse_chat_request(data: Any) -> ChatRequest:
     _check_free_form(request, data["messages"])
     # Validated above, so the raw list is well-formed; keep it for untouched pass-through.
     return msgspec.structs.replace(request, raw_messages=data["messages"])
+
+
+def chat_request_of(
+    model: str | ChatRequest,
+    messages: Sequence[Mapping[str, Any]] | None,
+    params: Mapping[str, Any],
+    *,
+    stream: bool,
+) -> ChatRequest:
+    """A validated request from the library's ``chat(model, messages, **params)`` (a request as it is)."""
+    if isinstance(model, ChatRequest):
+        return model
+    if messages is None:
+        raise InvalidRequest("messages are required", param="messages")
+    return parse_chat_request({**params, "model": model, "messages": list(messages), "stream": stream})
 
 
 def parse_embedding_request(data: Any) -> EmbeddingRequest:

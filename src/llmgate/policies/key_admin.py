@@ -36,6 +36,15 @@ class KeyAdmin:
         """Every key (never the secret)."""
         return [dict(key_view(key)) for key in await (await self._keys()).list()]
 
+    async def unserved(self) -> tuple[str, ...]:
+        """Active keys whose ``models`` name a model the gateway no longer serves, one line each."""
+        keys = await (await self._keys()).list()
+        return tuple(
+            f"key {key.id} ({key.name}): models not served: {', '.join(missing)}"
+            for key in keys
+            if not key.revoked and (missing := [name for name in key.models if not self._serves(name)])
+        )
+
     async def get(self, key_id: str) -> dict[str, Any]:
         """One key (``NotFound`` when unknown)."""
         return dict(key_view(await (await self._keys()).get(key_id)))

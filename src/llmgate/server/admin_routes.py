@@ -24,32 +24,32 @@ class AdminRoutes:
         """``POST /admin/keys`` -> 201 with the key (shown only here)."""
         await self.ctx.authenticate_admin(request)
         body = decode_json(await read_body(request, MAX_ADMIN_BODY))
-        view, secret = await self.ctx.gateway.create_key(body)
+        view, secret = await self.ctx.gateway.keys.create(body)
         return Response(encoder.encode({**view, "key": secret}), status_code=201, media_type=JSON)
 
     async def list(self, request: Request) -> Response:
         """``GET /admin/keys``."""
         await self.ctx.authenticate_admin(request)
-        keys = await self.ctx.gateway.list_keys()
+        keys = await self.ctx.gateway.keys.list()
         return Response(encoder.encode({"keys": keys, "count": len(keys)}), media_type=JSON)
 
     async def get(self, request: Request) -> Response:
         """``GET /admin/keys/{id}``."""
         await self.ctx.authenticate_admin(request)
-        key = await self.ctx.gateway.get_key(request.path_params["key_id"])
+        key = await self.ctx.gateway.keys.get(request.path_params["key_id"])
         return Response(encoder.encode(key), media_type=JSON)
 
     async def update(self, request: Request) -> Response:
         """``PATCH /admin/keys/{id}``."""
         await self.ctx.authenticate_admin(request)
         body = decode_json(await read_body(request, MAX_ADMIN_BODY))
-        key = await self.ctx.gateway.update_key(request.path_params["key_id"], body)
+        key = await self.ctx.gateway.keys.update(request.path_params["key_id"], body)
         return Response(encoder.encode(key), media_type=JSON)
 
     async def revoke(self, request: Request) -> Response:
         """``DELETE /admin/keys/{id}``: the key stops working."""
         await self.ctx.authenticate_admin(request)
-        key = await self.ctx.gateway.revoke_key(request.path_params["key_id"])
+        key = await self.ctx.gateway.keys.revoke(request.path_params["key_id"])
         return Response(encoder.encode(key), media_type=JSON)
 
     async def clear_cache(self, request: Request) -> Response:
