@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, get_args
 
+from llmgate.calls import ChatCalls
+from llmgate.calls.chat import Embedder
 from llmgate.calls.context import ContextStage
 from llmgate.catalogue import UNKNOWN, Catalogue, Prices
 from llmgate.config import ConfigError, ProviderSettings, Settings, how_to_enable
 from llmgate.config.settings import DeploymentSettings, ModelGroupSettings, ProviderType, Timeouts
 from llmgate.core.errors import ModelNotFound
+from llmgate.observe.models import ModelDirectory
 from llmgate.observe.observers import Observers
-from llmgate.policies.cache import CacheRule, CacheRules
+from llmgate.policies.cache import CacheRule, CacheRules, ResponseCaching
+from llmgate.policies.guard import Guard
 from llmgate.policies.structured import StructuredOutput
 from llmgate.providers.base import AdapterConfigError, ChatProvider, ProviderSpec, TimeoutPolicy
 from llmgate.providers.mock import MockBehaviour, MockFailurePlan
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from llmgate.observe.tracing import Tracing
 
 DEFAULT_MAX_TOKENS = 4096
+GuardSource = Callable[[], Awaitable[Guard]]
 
 
 class Assembly:
@@ -88,6 +93,35 @@ class Assembly:
             policy=RetryPolicy(routing.retries, routing.max_attempts, routing.max_queue_wait, Backoff()),
             rng=random.Random(os.urandom(16)),
             output_reserve=self.settings.limits.reserve_output_tokens,
+        )
+
+    def build_calls(
+        self,
+        router: Router,
+        failover: Failover,
+        caching: ResponseCaching,
+        guard: GuardSource,
+        embed: Embedder,
+    ) -> ChatCalls:
+        """The chat calls: cache, guard, routing, the books."""
+        return ChatCalls(
+            router=router,
+            failover=failover,
+            caching=caching,
+            guard=guard,
+            total_timeout=self.settings.routing.timeouts.total,
+            default_max_tokens=self.default_max_tokens,
+            embed=embed,
+        )
+
+    def build_directory(self, router: Router) -> ModelDirectory:
+        """The models callers can ask for, and the providers' probes."""
+        return ModelDirectory(
+            router,
+            self.accounts,
+            self.catalogue,
+            catalogue_name=self.catalogue_name,
+            default_strategy=self.settings.routing.strategy,
         )
 
     def build_stages(self, toolkit: Toolkit) -> tuple[ContextStage, StructuredOutput]:

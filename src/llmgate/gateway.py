@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Self, overload
 from pydantic import BaseModel
 
 from llmgate.assembly import Assembly
-from llmgate.calls import CallOptions, ChatCalls, ChatStream, EmbeddingCalls
-from llmgate.catalogue import Catalogue, ModelInfo
+from llmgate.calls import CallOptions, ChatStream, EmbeddingCalls
+from llmgate.catalogue import Catalogue
 from llmgate.config import Settings, load_settings
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.codec import chat_request_of, parse_chat_request, parse_embedding_request
@@ -29,7 +29,6 @@ from llmgate.core.response import ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
 from llmgate.observe.health import Health
 from llmgate.observe.limits import LimitsView
-from llmgate.observe.models import ModelDirectory
 from llmgate.observe.reports import Reports, parse_time, render
 from llmgate.policies.cache import ResponseCaching
 from llmgate.policies.guard import Guard
@@ -63,7 +62,6 @@ class Gateway:
         self._assembly = Assembly(self.settings, self.catalogue, self._transport)
         self.accounts = self._assembly.accounts
         self.router = self._assembly.build_router()
-        routing = self.settings.routing
         self.board = self._assembly.build_board()
         self._strategies: dict[str, Strategy] = {}
         self.failover = self._assembly.build_failover(self.board, self._strategy_of, self.router.group)
@@ -73,14 +71,8 @@ class Gateway:
         self.caching = ResponseCaching(self._assembly.cache_rules(), None)
         self._assembly.check_embedding_model(self.caching.rules, self.router)
         self.embedding_calls = EmbeddingCalls(router=self.router, guard=self._guard)
-        self.calls = ChatCalls(
-            router=self.router,
-            failover=self.failover,
-            caching=self.caching,
-            guard=self._guard,
-            total_timeout=routing.timeouts.total,
-            default_max_tokens=self._assembly.default_max_tokens,
-            embed=self.embedding_calls.embed,
+        self.calls = self._assembly.build_calls(
+            self.router, self.failover, self.caching, self._guard, self.embedding_calls.embed
         )
         self.toolkit: Toolkit = build_toolkit(self.settings, self.router, self._summary_call)
         self.calls.context, self.calls.structured = self._assembly.build_stages(self.toolkit)
@@ -91,13 +83,7 @@ class Gateway:
         self.reports = Reports(self._ledger)
         self.keys = KeyAdmin(self._key_service, serves=self._serves, groups=lambda: list(self.router.groups))
         self.limits = LimitsView(self.router, self.board, guard=self._guard, quota=lambda: self._quota)
-        self.directory = ModelDirectory(
-            self.router,
-            self.accounts,
-            self.catalogue,
-            catalogue_name=self._assembly.catalogue_name,
-            default_strategy=routing.strategy,
-        )
+        self.directory = self._assembly.build_directory(self.router)
         self.health_report = Health(
             self.router,
             self.board,
@@ -424,10 +410,6 @@ class Gateway:
         """One model callers can ask for (``ModelNotFound`` with close matches otherwise)."""
         return self.directory.card(model_id)
 
-    async def upstream_models(self, provider: str) -> list[ModelCard]:
-        """Ask a provider which models it serves."""
-        return await self.directory.upstream(provider)
-
     def groups(self) -> list[dict[str, Any]]:
         """The configured model groups: deployments (provider, model, context window), fallbacks,
         strategy, context overflow."""
@@ -437,10 +419,6 @@ class Gateway:
         """Each provider probed cheaply (its model listing; with ``call``, a one-token call for one that
         has none): reachable, key accepted, latency, models found, error, ok."""
         return await self.directory.probe(self.complete if call else None)
-
-    def catalogue_model(self, model_id: str) -> ModelInfo | None:
-        """The catalogue's entry for an id (``provider/id`` accepted)."""
-        return self.catalogue.get(model_id)
 
     async def health(self) -> dict[str, Any]:
         """Overall status, the problems behind it (named), every deployment's state, the usage-record

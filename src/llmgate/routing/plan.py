@@ -81,7 +81,7 @@ class Plan:
         """The prompt's size in tokens: the estimate, or once exact counts are in (``counted``), the
         largest size any deployment of the chain would see (what a reservation must cover)."""
         if self._prompt_tokens is None:
-            self._prompt_tokens = estimate_prompt_tokens(self.request)
+            self._prompt_tokens = self._estimate()
         return self._prompt_tokens
 
     @property
@@ -92,7 +92,7 @@ class Plan:
     def counted(self, counts: Mapping[str, int]) -> None:
         """Use exact counts of the prompt for these upstream models (before any option is chosen); the
         other deployments keep the estimate."""
-        estimate = estimate_prompt_tokens(self.request)
+        estimate = self._estimate()
         self._counts = dict(counts)
         models = {d.model for group in self.chain for d in group.deployments}
         self._prompt_tokens = (
