@@ -28,7 +28,7 @@ from llmgate.core.results import CallInfo, ChatResult, EmbeddingResult
 from llmgate.core.usage import make_usage
 from llmgate.policies.cache import NO_CACHE, ResponseCaching, Ticket, answer_of
 from llmgate.policies.guard import Call, Guard, Pass
-from llmgate.policies.structured import StructuredOutput
+from llmgate.policies.structured import Expectation, StructuredOutput
 from llmgate.providers.base import Target
 from llmgate.routing.failover import Failover
 from llmgate.routing.plan import Option, Plan
@@ -117,7 +117,8 @@ class ChatCalls:
         guard = await self._guard()
         try:
             plan = self.plan(request, options.fallbacks, caller)
-            self.structured.expectation(request)  # a bad schema is refused before anything is spent
+            # a bad schema is refused before anything is spent
+            expected = self.structured.expectation(request, require=options.require_schema)
         except GatewayError as refused:  # an unknown model or fallback: still one usage record
             refused.request_id = options.request_id
             guard.note_refusal(caller, request.model, refused, stream=False)
@@ -135,7 +136,13 @@ class ChatCalls:
             self._told(request, hit.response, hit.info, caller=caller, span=span)
             return hit
         try:
-            result = await self._served(guard, request, plan, caller, options=options, cache=ticket.state)
+            context = self.context
+            if expected is None and (context is None or not context.has_work(plan)):  # nearly every call
+                result = await self._routed(guard, request, plan, caller, options=options, cache=ticket.state)
+            else:
+                result = await self._served(
+                    guard, request, plan, caller, expected, options=options, cache=ticket.state
+                )
         except BaseException as exc:
             caching.failed(ticket)
             if isinstance(exc, GatewayError):
@@ -214,21 +221,29 @@ class ChatCalls:
         request: ChatRequest,
         plan: Plan,
         caller: Caller,
+        expected: Expectation | None,
         *,
         options: CallOptions,
         cache: str,
     ) -> ChatResult:
         """Routed, after the context stage (exact count, overflow fitting) and within the structured-output
         stage (an invalid reply is asked for again, each time on a fresh plan)."""
-        request, plan, how = await self._prepared(request, plan, caller=caller, fallbacks=options.fallbacks)
-        plans = [plan]
+        how = None
+        context = self.context
+        if context is not None and context.has_work(plan):  # most requests: nothing near any window
+            request, plan, how = await self._prepared(
+                request, plan, caller=caller, fallbacks=options.fallbacks
+            )
+        if expected is None:
+            result = await self._routed(guard, request, plan, caller, options=options, cache=cache)
+        else:
+            plans = [plan]
 
-        def attempt() -> Awaitable[ChatResult]:
-            chosen = plans.pop() if plans else self._replanned(request, options, caller, plan)
-            return self._routed(guard, request, chosen, caller, options=options, cache=cache)
+            def attempt() -> Awaitable[ChatResult]:
+                chosen = plans.pop() if plans else self._replanned(request, options, caller, plan)
+                return self._routed(guard, request, chosen, caller, options=options, cache=cache)
 
-        expected = self.structured.expectation(request, require=options.require_schema)
-        result = await self.structured.run(expected, attempt)
+            result = await self.structured.run(expected, attempt)
         if how is not None:
             result = dataclasses.replace(result, info=dataclasses.replace(result.info, context=how))
         return result
@@ -240,6 +255,8 @@ class ChatCalls:
         its group says so, fitted (``truncated`` or ``condensed``) and planned again."""
         context = self.context
         if context is None or not caller.may_use(request.model):  # the guard refuses it, before any work
+            return request, plan, None
+        if not context.has_work(plan):
             return request, plan, None
         await context.measure(plan)
         if not context.overflows(plan):

@@ -54,15 +54,43 @@ class ContextStage:
         self._summariser = summariser
         self._max_summary = max_summary_tokens
         self._output_reserve = output_reserve
+        self._countable: dict[str, bool] = {}
+        """Whether a model has an OpenAI encoding, by upstream model name (asked once each)."""
+
+    def has_work(self, plan: Plan) -> bool:
+        """Whether the stage can change anything for this plan: its group fits overflowing prompts, or
+        an OpenAI-family deployment's window is near the estimate. Cheap (no coroutine, no list), for
+        the request path."""
+        chain = plan.chain
+        if chain[0].context_overflow != "error":
+            return True
+        if len(chain) == 1 and len(chain[0].deployments) == 1:  # the common shape, without the loop
+            only = chain[0].deployments[0]
+            window = only.context_length
+            if window is None or plan.prompt_tokens < window * NEAR:
+                return False
+        return bool(self._near(plan))
+
+    def _near(self, plan: Plan) -> list[str]:
+        """The OpenAI-family models of the chain whose window the estimate comes near."""
+        near: list[str] = []
+        countable = self._countable
+        for group in plan.chain:
+            for deployment in group.deployments:
+                window, model = deployment.context_length, deployment.model
+                if window is None:
+                    continue
+                exact = countable.get(model)
+                if exact is None:
+                    exact = countable[model] = encoding_name(model) is not None
+                if exact and plan.prompt_tokens >= window * NEAR and model not in near:
+                    near.append(model)
+        return near
 
     async def measure(self, plan: Plan) -> None:
         """Count the prompt exactly for each model whose window the estimate comes near (once per
-        encoding), so that each window is checked with its own count."""
-        windows = plan.windows()
-        if not windows:
-            return
-        estimate = plan.prompt_tokens
-        near = list(dict.fromkeys(model for model, window in windows if estimate >= window * NEAR))
+        encoding, in a worker thread), so that each window is checked with its own count."""
+        near = self._near(plan)
         if near:
             counts = await asyncio.to_thread(self._counts, plan.request, near)
             if counts:
