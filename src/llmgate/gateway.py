@@ -54,7 +54,13 @@ log = logging.getLogger("llmgate")
 class Gateway:
     """One gateway: providers, routing and accounting. Use as an async context manager."""
 
-    def __init__(self, settings: Settings | None = None, *, catalogue: Catalogue | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        catalogue: Catalogue | None = None,
+        started_at: float | None = None,
+    ) -> None:
         self.settings = settings if settings is not None else load_settings(None)
         self.catalogue = catalogue if catalogue is not None else Catalogue.load()
         self._transport = Transport()
@@ -80,7 +86,7 @@ class Gateway:
         tracing = self._assembly.tracing()
         if tracing is not None:
             self.trace_with(tracing)
-        self.reports = Reports(self._ledger)
+        self.reports = Reports(self._ledger, started_at=started_at)  # the server's start, for its workers
         self.keys = KeyAdmin(self._key_service, serves=self._serves, groups=lambda: list(self.router.groups))
         self.limits = LimitsView(self.router, self.board, guard=self._guard, quota=lambda: self._quota)
         self.directory = self._assembly.build_directory(self.router)

@@ -234,3 +234,11 @@ def test_settings_built_in_code_also_find_the_data_directory_when_built(
     settings = Settings.model_validate({})
     assert settings.storage.database == f"sqlite:///{tmp_path / 'here' / 'llmgate.db'}"
     assert settings.cache.path == f"sqlite:///{tmp_path / 'here' / 'cache.db'}"
+
+
+def test_the_servers_start_reaches_its_workers() -> None:
+    from llmgate.config import started_at_from_environment
+
+    assert started_at_from_environment({"LLMGATE_STARTED_AT": "1796235332.5"}) == 1796235332.5
+    assert started_at_from_environment({}) is None
+    assert started_at_from_environment({"LLMGATE_STARTED_AT": "soon"}) is None

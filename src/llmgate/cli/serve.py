@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -82,6 +83,8 @@ def serve(
         )
     # uvicorn re-raises a handled SIGTERM after draining; default handling would exit -15, not 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if workers > 1:  # the workers' "since start" figures (/api/stats) begin when the server did
+        os.environ["LLMGATE_STARTED_AT"] = repr(time.time())
     if workers > 1 and config_path is not None:
         # Worker processes build their own app from LLMGATE_CONFIG: hand them the same file.
         os.environ["LLMGATE_CONFIG"] = str(Path(config_path).resolve())

@@ -96,6 +96,16 @@ def _read_prompt_files(data: dict[str, Any], base: Path, source: str) -> None:
         prompt["file"] = str(path)
 
 
+def started_at_from_environment(environ: Mapping[str, str] | None = None) -> float | None:
+    """``LLMGATE_STARTED_AT``: when ``llmgate serve --workers N`` started (unix seconds), so that every
+    worker's "since start" figures begin at the same moment."""
+    env = os.environ if environ is None else environ
+    try:
+        return float(env["LLMGATE_STARTED_AT"])
+    except (KeyError, ValueError):
+        return None
+
+
 def config_path_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
     """``LLMGATE_CONFIG``, which ``llmgate serve --config`` sets for its worker processes."""
     env = os.environ if environ is None else environ

@@ -30,11 +30,16 @@ class Reports:
     """Reports over one gateway's ledger; ``ready`` writes the queued records and gives the ledger."""
 
     def __init__(
-        self, ready: Callable[[], Awaitable[UsageLedger]], *, clock: Callable[[], float] = time.time
+        self,
+        ready: Callable[[], Awaitable[UsageLedger]],
+        *,
+        clock: Callable[[], float] = time.time,
+        started_at: float | None = None,
     ) -> None:
         self._ready = ready
         self._clock = clock
-        self.started_at = clock()
+        self.started_at = started_at if started_at is not None else clock()
+        """When "since start" begins: this process's start, or the server's (all its workers share it)."""
 
     async def usage(
         self,

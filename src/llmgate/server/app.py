@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from llmgate.config import Settings, config_path_from_environment, load_settings
+from llmgate.config import Settings, config_path_from_environment, load_settings, started_at_from_environment
 from llmgate.core.errors import GatewayError
 from llmgate.gateway import Gateway
 from llmgate.server.admin_routes import AdminRoutes
@@ -35,11 +35,14 @@ GC_THRESHOLDS = (20_000, 50, 1000)
 CLIENT_CLOSED = 499  # nginx's convention; nobody is listening any more
 
 
-def create_app(gateway: Gateway | None = None, *, settings: Settings | None = None) -> Starlette:
-    """The HTTP server around a gateway (built from ``settings`` when not given), which it closes on exit."""
-    gw = (
-        gateway if gateway is not None else Gateway(settings if settings is not None else load_settings(None))
-    )
+def create_app(
+    gateway: Gateway | None = None, *, settings: Settings | None = None, started_at: float | None = None
+) -> Starlette:
+    """The HTTP server around a gateway (built from ``settings`` when not given), which it closes on exit;
+    ``started_at``: when the server started, if before this process (a worker of several)."""
+    if gateway is None:
+        gateway = Gateway(settings if settings is not None else load_settings(None), started_at=started_at)
+    gw = gateway
     ctx = ServerContext.for_gateway(gw)
     openai, catalogue, health = OpenAIRoutes(ctx), CatalogueRoutes(ctx), HealthRoutes(ctx)
     admin, reports, ui = AdminRoutes(ctx), ReportRoutes(ctx), UIRoutes()
@@ -162,7 +165,7 @@ def app_from_environment() -> Starlette:
     settings = load_settings(config_path_from_environment())
     listener = configure_logs(format=settings.log.format, level=settings.log.level)
     atexit.register(listener.stop)
-    app = create_app(settings=settings)
+    app = create_app(settings=settings, started_at=started_at_from_environment())
     tune_process()
     return app
 
