@@ -116,6 +116,22 @@ class SyncGateway:
         """Usage totals (see ``Gateway.usage``)."""
         return self._runner.run(self._gateway.usage(since=since, until=until, group_by=group_by))
 
+    def usage_series(self, *, since: float, step: float, group_by: str = "provider") -> list[dict[str, Any]]:
+        """Usage totals per time slot (see ``Gateway.usage_series``)."""
+        return self._runner.run(self._gateway.usage_series(since=since, step=step, group_by=group_by))
+
+    def recent_errors(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest failed calls (see ``Gateway.recent_errors``)."""
+        return self._runner.run(self._gateway.recent_errors(limit=limit))
+
+    def is_available(self, name: str) -> bool:
+        """Whether a provider, deployment or group could take a call now."""
+        return self._gateway.is_available(name)
+
+    def provider_health(self) -> list[dict[str, Any]]:
+        """Per deployment: state, error rate, latency, last error."""
+        return self._gateway.provider_health()
+
     def health(self) -> dict[str, Any]:
         """Overall status and every deployment's state (see ``Gateway.health``)."""
         return self._runner.run(self._gateway.health())

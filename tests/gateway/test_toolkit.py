@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from llmgate import (
     ContextLengthExceeded,
     Gateway,
     InvalidRequest,
+    ModelNotFound,
     PermissionDenied,
     SchemaViolation,
     SyncGateway,
@@ -192,6 +194,12 @@ def test_the_sync_gateway_has_the_toolkit(tmp_path: Path) -> None:
         assert gw.stats()["total_requests"] >= 2
         assert gw.health()["status"] in ("ok", "degraded")
         assert any(card.id == "cheap" for card in gw.models())
+        assert gw.is_available("cheap") and gw.provider_health()
+        with pytest.raises(ModelNotFound):
+            gw.chat("nowhere", [{"role": "user", "content": "A"}])
+        assert [row["error_type"] for row in gw.recent_errors()][:1] == ["model_not_found"]
+        series = gw.usage_series(since=time.time() - 600, step=60)
+        assert sum(row["requests"] for row in series) >= 3
 
 
 async def test_an_exact_count_near_the_window_decides_not_the_estimate(tmp_path: Path) -> None:
