@@ -186,7 +186,9 @@ class ChatCalls:
             options.request_id,
             deadline=self._deadline(options.time_limit),
             admit=partial(self._admit, caller=caller, request_id=options.request_id),
-            prepare=partial(self._prepared, caller=caller, fallbacks=options.fallbacks),
+            prepare=partial(self._prepared, caller=caller, fallbacks=options.fallbacks)
+            if self.context is not None and self.context.has_work(plan)
+            else None,  # most streams: nothing near any window, no overflow to fit
             expected=expected if expected is not None and expected.strict else None,
             cache=cache,
             span=span,
@@ -256,9 +258,7 @@ class ChatCalls:
         context = self.context
         if context is None or not caller.may_use(request.model):  # the guard refuses it, before any work
             return request, plan, None
-        if not context.has_work(plan):
-            return request, plan, None
-        await context.measure(plan)
+        await context.measure(plan)  # callers have asked has_work: there is something to do
         if not context.overflows(plan):
             return request, plan, None
         fitted = await context.fitted(plan, caller)
