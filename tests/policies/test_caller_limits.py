@@ -215,3 +215,18 @@ async def test_settlements_to_a_shared_store_are_gathered_and_written_together(
     await limits.close()
     assert await counters.value(bucket) == 150  # three settlements, one write
     await limits.admit(caller, 500)
+
+
+async def test_a_batch_caller_fills_only_its_share_and_leaves_the_rest(
+    counters: MemoryCounters, clock: FakeClock
+) -> None:
+    limits = limits_of(counters, clock, global_rate=Rate(rpm=10, tpm=1000))
+    batch = Caller(key_id="key_a", name="a", rpm=8, batch_id="batch_1", limit_share=0.5)
+    assert await admitted(limits, batch, 10) == 4  # half of the key's 8 (the tighter of key and global)
+    interactive = key("key_a", rpm=8)
+    assert await admitted(limits, interactive, 10) == 4  # the same bucket: the rest is the key's own use
+    clock.advance(60)
+    assert await admitted(limits, Caller(name="b", batch_id="b", limit_share=0.5), 10, tokens=100) == 5
+    clock.advance(60)
+    tiny = Caller(key_id="key_t", name="t", rpm=1, batch_id="b", limit_share=0.1)
+    assert await admitted(limits, tiny, 3) == 1  # never below one request

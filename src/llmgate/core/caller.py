@@ -24,6 +24,11 @@ class Caller:
     budget_usd: float | None = None
     budget_period: BudgetPeriod = "total"
     admin: bool = False
+    batch_id: str | None = None
+    """The batch job the call belongs to (its usage record is tagged with it)."""
+    limit_share: float = 1.0
+    """The share of each rate limit this caller may fill: a batch job leaves the rest to interactive
+    calls (``batch.limit_share``)."""
 
     def may_use(self, model: str) -> bool:
         """Whether the caller's key allows this model (an empty list allows every model)."""

@@ -1,7 +1,7 @@
 """The error tree every layer speaks.
 
 Adapters translate each vendor's errors into these once, on the way in; the server maps them to HTTP
-once, on the way out (``llmgate.server.errors``). ``retryable`` tells routing whether another attempt
+once, on the way out (``llmgate.core.error_table``). ``retryable`` tells routing whether another attempt
 (another key, deployment or group) may succeed.
 """
 
@@ -107,6 +107,13 @@ class NotFound(GatewayError):
 
     code = "not_found"
     status = 404
+
+
+class Conflict(GatewayError):
+    """The request does not fit the current state of what it names (cancelling a finished batch)."""
+
+    code = "conflict"
+    status = 409
 
 
 class ClientClosed(GatewayError):

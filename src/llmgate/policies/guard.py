@@ -125,6 +125,7 @@ class Pass:
             fallback_group=info.group
             if info is not None and info.group and info.group != self.call.model
             else None,
+            batch_id=self.caller.batch_id,
         )
 
 

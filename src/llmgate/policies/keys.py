@@ -173,6 +173,15 @@ class KeyService:
         self._forget(key.key_hash)
         return revoked
 
+    async def caller_for(self, key_id: str) -> Caller:
+        """The caller a key id stands for now (a batch job's owner): 401 once revoked or expired."""
+        key = await self.get(key_id)
+        if key.revoked:
+            raise AuthenticationError("The API key that made this batch has been revoked.")
+        if key.expires_at is not None and key.expires_at <= self._clock():
+            raise AuthenticationError("The API key that made this batch has expired.")
+        return caller_of(key)
+
     async def authenticate(self, secret: str) -> Caller:
         """The caller a bearer token belongs to; 401 when unknown, revoked or expired."""
         digest = hash_key(secret)

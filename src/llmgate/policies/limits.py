@@ -114,13 +114,14 @@ class CallerLimits:
         if key_rate is not None:
             scopes.append((f"key:{caller.key_id}", key_rate))
         scopes.append(("global", self.global_rate))
+        share = caller.limit_share
         for scope, rate in scopes:  # the key's request limit first: it is the one the headers report
             if rate.rpm:
-                takes.append((f"rpm:{scope}:{minute}", 1, rate.rpm, BUCKET_TTL))
+                takes.append((f"rpm:{scope}:{minute}", 1, _shared(rate.rpm, share), BUCKET_TTL))
         for scope, rate in scopes:
             if rate.tpm:
                 bucket = f"tpm:{scope}:{minute}"
-                takes.append((bucket, tokens, rate.tpm, BUCKET_TTL))
+                takes.append((bucket, tokens, _shared(rate.tpm, share), BUCKET_TTL))
                 ticket.token_buckets.append(bucket)
         if caller.key_id is not None and caller.max_parallel:
             ticket.parallel_bucket = f"par:key:{caller.key_id}"
@@ -206,3 +207,9 @@ class CallerLimits:
         minute = int(now // WINDOW)
         used = await self.counters.value(f"rpm:{scope}:{minute}")
         return LimitStatus(limit, max(0, int(limit - used)), (minute + 1) * WINDOW - now)
+
+
+def _shared(limit: int, share: float) -> float:
+    """The part of a limit a caller with ``share`` may fill (a batch job's; at least one unit): the
+    same bucket counts everyone's use, so the rest stays free for the others."""
+    return limit if share >= 1.0 else max(1.0, limit * share)

@@ -163,6 +163,8 @@ class UsageRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     rest of ``latency_ms`` is the gateway's (and failed attempts')."""
     fallback_group: str | None = None
     """The group that served the call, when it was not the one asked for (a fallback)."""
+    batch_id: str | None = None
+    """The batch job the call was an item of."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,7 @@ ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS tried text;
 ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS saved_usd double precision;
 ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS upstream_ms double precision;
 ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS fallback_group text;
+ALTER TABLE usage_records ADD COLUMN IF NOT EXISTS batch_id text;
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
 CREATE INDEX IF NOT EXISTS usage_records_key_time ON usage_records (key_id, time);
 CREATE TABLE IF NOT EXISTS counters (
@@ -173,7 +174,7 @@ class PostgresStore:
         """
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: use lower-case letters, digits and underscores")
-        with _reachable():
+        with reachable():
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=1,
@@ -191,7 +192,7 @@ class PostgresStore:
         return store
 
     async def _create_tables(self, schema: str) -> None:
-        with _reachable():
+        with reachable():
             async with self._pool.acquire() as connection, connection.transaction():
                 # Replicas starting together would race on CREATE ... IF NOT EXISTS: take turns.
                 await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"llmgate:{schema}")
@@ -210,30 +211,30 @@ class PostgresStore:
 
     async def create(self, key: VirtualKey) -> None:
         """Store a new key; ``KeyExists`` when its id or hash is taken."""
-        with _reachable(), _unique(key):
+        with reachable(), _unique(key):
             await self._pool.execute(INSERT_KEY, *key_row(key))
 
     async def get(self, key_id: str) -> VirtualKey | None:
         """The key with this id, or ``None``."""
-        with _reachable():
+        with reachable():
             row = await self._pool.fetchrow(f"{SELECT_KEYS} WHERE id = $1", key_id)
         return None if row is None else key_from_row(row)
 
     async def find(self, key_hash: str) -> VirtualKey | None:
         """The key with this hash, or ``None``."""
-        with _reachable():
+        with reachable():
             row = await self._pool.fetchrow(f"{SELECT_KEYS} WHERE key_hash = $1", key_hash)
         return None if row is None else key_from_row(row)
 
     async def list(self) -> builtins.list[VirtualKey]:
         """Every key, oldest first."""
-        with _reachable():
+        with reachable():
             rows = await self._pool.fetch(f"{SELECT_KEYS} ORDER BY created_at, id")
         return [key_from_row(row) for row in rows]
 
     async def replace(self, key: VirtualKey) -> bool:
         """Overwrite the key with the same id; ``False`` if unknown."""
-        with _reachable(), _unique(key):
+        with reachable(), _unique(key):
             status = await self._pool.execute(UPDATE_KEY, *key_row(key))
         return status == "UPDATE 1"
 
@@ -243,7 +244,7 @@ class PostgresStore:
         """Store one batch in one transaction."""
         if not records:
             return
-        with _reachable():
+        with reachable():
             async with self._pool.acquire() as connection, connection.transaction():
                 await connection.executemany(INSERT_USAGE, [usage_row(record) for record in records])
 
@@ -260,13 +261,13 @@ class PostgresStore:
         where, params = between(since, until, mark=lambda number: f"${number}", errors_only=errors_only)
         order = "DESC" if newest_first else ""
         sql = f"{SELECT_USAGE} {where} ORDER BY time {order}, id {order} LIMIT ${len(params) + 1}"
-        with _reachable():
+        with reachable():
             rows = await self._pool.fetch(sql, *params, limit)
         return [usage_from_row(row) for row in rows]
 
     async def count(self) -> int:
         """How many records are stored."""
-        with _reachable():
+        with reachable():
             return int(await self._pool.fetchval("SELECT COUNT(*) FROM usage_records"))
 
     async def summary(
@@ -275,7 +276,7 @@ class PostgresStore:
         """Totals per group (of one key's records, when given), ordered by group."""
         where, params = between(since, until, mark=lambda number: f"${number}", key_id=key_id)
         group = group_sql(group_by, whole=lambda expression: f"floor({expression})::bigint")
-        with _reachable():
+        with reachable():
             rows = await self._pool.fetch(
                 f"SELECT {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1", *params
             )
@@ -295,14 +296,14 @@ class PostgresStore:
         group = group_sql(group_by, whole=lambda expression: f"floor({expression})::bigint")
         slot = f"floor(time / {float(step)!r})::bigint"
         sql = f"SELECT {slot}, {group}, {totals_sql()} FROM usage_records {where} GROUP BY 1, 2"
-        with _reachable():
+        with reachable():
             rows = await self._pool.fetch(sql, *params)
         return series_of(rows, step, group_by)
 
     async def spend(self, *, key_id: str, since: float) -> float:
         """Sum of the known costs of a key's records since a time."""
         sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM usage_records WHERE key_id = $1 AND time >= $2"
-        with _reachable():
+        with reachable():
             return float(await self._pool.fetchval(sql, key_id, since))
 
     # Counters
@@ -311,7 +312,7 @@ class PostgresStore:
         """Add ``amount`` only if value + amount <= limit, in one statement."""
         now = self._clock()
         expires_at = None if ttl is None else now + ttl
-        with _reachable():
+        with reachable():
             value = await self._pool.fetchval(TAKE, bucket, amount, now, expires_at, limit)
         if value is None:
             return Taken(False, await self.value(bucket))
@@ -322,14 +323,14 @@ class PostgresStore:
         """Add delta unconditionally, flooring at 0."""
         now = self._clock()
         expires_at = None if ttl is None else now + ttl
-        with _reachable():
+        with reachable():
             value = await self._pool.fetchval(ADJUST, bucket, delta, now, expires_at)
         await self._purge(now)
         return float(value)
 
     async def value(self, bucket: str) -> float:
         """The current value (0 when missing or expired)."""
-        with _reachable():
+        with reachable():
             value = await self._pool.fetchval(VALUE, bucket, self._clock())
         return 0.0 if value is None else float(value)
 
@@ -339,7 +340,7 @@ class PostgresStore:
             return Taken(True, 0.0)
         now = self._clock()
         names = sorted({name for name, _, _, _ in takes})
-        with _reachable():
+        with reachable():
             async with self._pool.acquire() as connection, connection.transaction():
                 await connection.execute(ENSURE_BUCKETS, names, now)
                 locked = await connection.fetch(LOCK_BUCKETS, names)
@@ -354,7 +355,7 @@ class PostgresStore:
 
     async def next_turn(self, name: str) -> int:
         """0, 1, 2, ... per name, shared by every replica."""
-        with _reachable():
+        with reachable():
             return int(await self._pool.fetchval(NEXT_TURN, name))
 
     async def _purge(self, now: float) -> None:
@@ -362,12 +363,12 @@ class PostgresStore:
         if now - self._purged_at < PURGE_INTERVAL_S:
             return
         self._purged_at = now
-        with _reachable():
+        with reachable():
             await self._pool.execute("DELETE FROM counters WHERE expires_at <= $1", now)
 
 
 @contextmanager
-def _reachable() -> Iterator[None]:
+def reachable() -> Iterator[None]:
     """Turn the driver's connectivity errors into ``StateUnavailable``."""
     try:
         yield

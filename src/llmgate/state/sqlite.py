@@ -99,7 +99,8 @@ CREATE TABLE IF NOT EXISTS usage_records (
     tried TEXT,
     saved_usd REAL,
     upstream_ms REAL,
-    fallback_group TEXT
+    fallback_group TEXT,
+    batch_id TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
 CREATE INDEX IF NOT EXISTS usage_records_key_time ON usage_records (key_id, time);
@@ -114,6 +115,7 @@ ADDED_USAGE_COLUMNS = (
     ("saved_usd", "REAL"),
     ("upstream_ms", "REAL"),
     ("fallback_group", "TEXT"),
+    ("batch_id", "TEXT"),
 )
 """Usage columns added after the first release: created in old databases when they are opened."""
 
@@ -199,7 +201,7 @@ class SqliteStore:
         """Store a new key; ``KeyExists`` when its id or hash is taken."""
 
         def job(db: sqlite3.Connection) -> None:
-            with _unique(key), _immediate(db):
+            with _unique(key), immediate(db):
                 db.execute(INSERT_KEY, key_row(key))
 
         await self._run(job)
@@ -221,7 +223,7 @@ class SqliteStore:
         """Overwrite the key with the same id; ``False`` if unknown."""
 
         def job(db: sqlite3.Connection) -> bool:
-            with _unique(key), _immediate(db):
+            with _unique(key), immediate(db):
                 row = key_row(key)
                 return db.execute(UPDATE_KEY, (*row[1:], row[0])).rowcount == 1
 
@@ -234,7 +236,7 @@ class SqliteStore:
         batch = list(records)
 
         def job(db: sqlite3.Connection) -> None:
-            with _immediate(db):
+            with immediate(db):
                 _insert_usage(db, batch)
                 roll_up(db)  # the hourly totals summaries read, in the records' own transaction
 
@@ -309,7 +311,7 @@ class SqliteStore:
 
         def job(db: sqlite3.Connection) -> Taken:
             now = self._clock()
-            with _immediate(db):
+            with immediate(db):
                 stored = _read_buckets(db, [name for name, _, _, _ in takes], now)
                 taken, writes = plan_take_many(takes, stored, now)
                 self._write_buckets(db, writes, now)
@@ -322,7 +324,7 @@ class SqliteStore:
 
         def job(db: sqlite3.Connection) -> float:
             now = self._clock()
-            with _immediate(db):
+            with immediate(db):
                 after = added(_read_buckets(db, [bucket], now)[bucket], delta, ttl, now)
                 self._write_buckets(db, {bucket: after}, now)
             return after.value
@@ -338,7 +340,7 @@ class SqliteStore:
         """0, 1, 2, ... per name, shared by every process using the file."""
 
         def job(db: sqlite3.Connection) -> int:
-            with _immediate(db):
+            with immediate(db):
                 return int(db.execute(NEXT_TURN, (name,)).fetchone()[0])
 
         return await self._run(job)
@@ -372,7 +374,7 @@ def _open(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
         _add_columns(db)
-        migrate(db, lambda: _immediate(db))
+        migrate(db, lambda: immediate(db))
     except BaseException:
         db.close()
         raise
@@ -405,7 +407,7 @@ def _insert_rows(count: int) -> str:
 
 
 @contextmanager
-def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+def immediate(db: sqlite3.Connection) -> Iterator[None]:
     """One write transaction, taking the write lock up front so read-modify-write cannot interleave."""
     db.execute("BEGIN IMMEDIATE")
     try:
