@@ -27,6 +27,9 @@ from llmgate.state.cache.memory import MemoryCache
 from llmgate.state.cache.redis import RedisCache, RedisVectors
 from llmgate.state.cache.sqlite import SqliteCache, SqliteVectors
 from llmgate.state.cache.vectors import MemoryVectors
+from llmgate.state.jobs.memory import MemoryJobs
+from llmgate.state.jobs.postgres import PostgresJobs
+from llmgate.state.jobs.sqlite import SqliteJobs
 from llmgate.state.memory import MemoryBreakerBoard, MemoryCounters, MemoryKeyStore, MemoryLedger
 from llmgate.state.postgres import PostgresStore
 from llmgate.state.redis import RedisBreakerBoard, RedisCounters
@@ -85,6 +88,12 @@ async def _postgres(exits: AsyncExitStack, clock: FakeClock) -> Callable[[], Awa
     async def opener() -> PostgresStore:
         return await PostgresStore.connect(dsn, schema=schema, clock=clock, time_limit=5.0)
 
+    return await _fresh_schema(exits, dsn, schema, opener)
+
+
+async def _fresh_schema(
+    exits: AsyncExitStack, dsn: str, schema: str, opener: Callable[[], Awaitable[Any]]
+) -> Callable[[], Awaitable[Any]]:
     try:
         first = await opener()
     except StateUnavailable as error:
@@ -234,5 +243,27 @@ async def vectors(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             return RedisVectors(client, max_entries=VECTOR_ENTRIES, prefix=prefix, clock=clock)
 
         backend = Backend(kind, replica, clock, exits=exits)
+    async with backend.exits:
+        yield backend
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend[Any]]:
+    """Every ``JobStore`` backend; ``client()`` opens another replica's store on the same data."""
+    clock = FakeClock()
+    exits = AsyncExitStack()
+    kind = request.param
+    if kind == "memory":
+        backend: Backend[Any] = Backend(kind, _same(MemoryJobs()), clock, exits=exits)
+    elif kind == "sqlite":
+        path = str(tmp_path / "jobs.db")
+        backend = Backend(kind, lambda: SqliteJobs.connect(path, clock=clock), clock, exits=exits)
+    else:
+        dsn, schema = postgres_dsn(), f"test_{uuid.uuid4().hex[:12]}"
+
+        def postgres_jobs() -> Awaitable[PostgresJobs]:
+            return PostgresJobs.connect(dsn, schema=schema, clock=clock, time_limit=5.0)
+
+        backend = Backend(kind, await _fresh_schema(exits, dsn, schema, postgres_jobs), clock, exits=exits)
     async with backend.exits:
         yield backend
