@@ -9,7 +9,8 @@ import asyncio
 import logging
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, overload
@@ -17,6 +18,9 @@ from typing import TYPE_CHECKING, Any, Self, overload
 from pydantic import BaseModel
 
 from llmgate.assembly import Assembly
+from llmgate.batch import BatchRun, Progress
+from llmgate.batch.jobs import BatchJobs
+from llmgate.batch.worker import Worker
 from llmgate.calls import CallOptions, ChatStream, EmbeddingCalls
 from llmgate.catalogue import Catalogue
 from llmgate.config import Settings, load_settings
@@ -43,7 +47,7 @@ from llmgate.state.ports import UsageLedger
 from llmgate.toolkit import Condensed, FitResult, Rendered, TokenCount, Toolkit, build_toolkit
 from llmgate.toolkit.service import Content, Conversation
 from llmgate.toolkit.typed import Parsed, parsed, response_format_of
-from llmgate.wiring import State, open_state
+from llmgate.wiring import State, open_job_store, open_state
 
 if TYPE_CHECKING:
     from llmgate.observe.tracing import Tracing
@@ -90,6 +94,10 @@ class Gateway:
         self.keys = KeyAdmin(self._key_service, serves=self._serves, groups=lambda: list(self.router.groups))
         self.limits = LimitsView(self.router, self.board, guard=self._guard, quota=lambda: self._quota)
         self.directory = self._assembly.build_directory(self.router)
+        self.batch_jobs = BatchJobs(lambda: open_job_store(self.settings), self.settings.batch)
+        """The Files and Batches API (``/v1/files``, ``/v1/batches``)."""
+        self.batch_worker = Worker(self.batch_jobs, self, self._caller_for)
+        """Runs those jobs in the background once started (``llmgate serve`` starts it)."""
         self.health_report = Health(
             self.router,
             self.board,
@@ -145,6 +153,8 @@ class Gateway:
 
     async def close(self) -> None:
         """Write the last usage records and release every connection the gateway holds."""
+        await self.batch_worker.close()  # its last results go out before the store closes
+        await self.batch_jobs.close()
         if self._state is not None:
             await self._state.close()
             self._state = None
@@ -264,6 +274,9 @@ class Gateway:
     async def _key_service(self) -> KeyService:
         return (self._state or await self.start()).keys
 
+    async def _caller_for(self, key_id: str) -> Caller:
+        return await (await self._key_service()).caller_for(key_id)
+
     def _serves(self, name: str) -> bool:
         try:
             self.router.group(name)
@@ -338,6 +351,27 @@ class Gateway:
         if strategy is None:
             strategy = self._strategies[name] = make_strategy(name)
         return strategy
+
+    # --- batches ----------------------------------------------------------------------------------------
+
+    def batch(
+        self,
+        requests: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        retries: int = 5,
+        on_progress: Callable[[Progress], None] | None = None,
+        caller: Caller = ANONYMOUS,
+        batch_id: str | None = None,
+    ) -> BatchRun:
+        """Many calls: chat bodies, embeddings bodies or OpenAI batch lines. ``async for`` takes results
+        as they finish, ``await`` returns them in input order; a failed request is a result. 429s and
+        retryable failures back off and go again (``retries`` times); a spent budget stops the run.
+        Each call's usage record carries ``batch_id`` (a new one by default)."""
+        tagged = replace(caller, batch_id=batch_id or f"batch_{self._ids.getrandbits(96):024x}")
+        return BatchRun(
+            self, requests, concurrency=concurrency, retries=retries, on_progress=on_progress, caller=tagged
+        )
 
     # --- embeddings -------------------------------------------------------------------------------------
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, overload
 
 from pydantic import BaseModel
 
+from llmgate.batch import BatchReport, Progress
 from llmgate.config import Settings, load_settings
 from llmgate.core.response import ChatChunk, ModelCard
 from llmgate.core.results import ChatResult, EmbeddingResult
@@ -87,6 +88,21 @@ class SyncGateway:
     def embed(self, model: str, input: str | Sequence[str], **params: Any) -> EmbeddingResult:
         """Vectors for ``input``."""
         return self._runner.run(self._gateway.embed(model, input, **params))
+
+    def batch(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        retries: int = 5,
+        on_progress: Callable[[Progress], None] | None = None,
+        batch_id: str | None = None,
+    ) -> BatchReport:
+        """Many calls at once (see ``Gateway.batch``): every result in input order, with the figures."""
+        run = self._gateway.batch(
+            requests, concurrency=concurrency, retries=retries, on_progress=on_progress, batch_id=batch_id
+        )
+        return self._runner.run(run.report())
 
     def count_tokens(self, model: str, content: Content) -> TokenCount:
         """Tokens of a text or a conversation (see ``Gateway.count_tokens``)."""

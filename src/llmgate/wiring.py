@@ -23,6 +23,8 @@ from llmgate.policies.limits import CallerLimits, Rate
 from llmgate.policies.usage import UsageRecorder
 from llmgate.routing.health import HealthBoard
 from llmgate.state import open_database, shared_state
+from llmgate.state.jobs import open_jobs
+from llmgate.state.jobs.ports import JobStore
 from llmgate.state.memory import MemoryCounters
 from llmgate.state.ports import (
     BreakerBoard,
@@ -123,6 +125,11 @@ async def open_state(settings: Settings, health: HealthBoard, rules: CacheRules 
     if board is not None:
         state.tasks.append(asyncio.get_running_loop().create_task(_share_trips(board, health)))
     return state
+
+
+async def open_job_store(settings: Settings) -> JobStore:
+    """The batch jobs' store, in the same database as keys and usage records."""
+    return await open_jobs(settings.storage.database)
 
 
 async def _open_cache(settings: Settings) -> AnswerStore:

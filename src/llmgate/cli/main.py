@@ -14,6 +14,7 @@ COMMANDS = {
     "check": "llmgate.cli.check",
     "models": "llmgate.cli.models",
     "chat": "llmgate.cli.chat",
+    "batch": "llmgate.cli.batch",
 }
 
 

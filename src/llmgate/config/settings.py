@@ -12,6 +12,7 @@ from typing import Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from llmgate.config.batch import BatchSettings
 from llmgate.config.toolkit import (
     PROMPT_NAME,
     CondenseSettings,
@@ -369,6 +370,7 @@ class Settings(_Frozen):
     prompts: dict[str, PromptSettings] = {}
     condense: CondenseSettings = CondenseSettings()
     structured_output: StructuredOutputSettings = StructuredOutputSettings()
+    batch: BatchSettings = BatchSettings()
     source: str | None = None
 
     @model_validator(mode="after")

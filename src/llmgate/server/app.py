@@ -20,6 +20,7 @@ from llmgate.core.errors import GatewayError
 from llmgate.gateway import Gateway
 from llmgate.server.admin_routes import AdminRoutes
 from llmgate.server.api_routes import CatalogueRoutes, HealthRoutes, MetricsRoutes
+from llmgate.server.batch_routes import BatchRoutes
 from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_body, error_headers
@@ -46,13 +47,22 @@ def create_app(
     ctx = ServerContext.for_gateway(gw)
     openai, catalogue, health = OpenAIRoutes(ctx), CatalogueRoutes(ctx), HealthRoutes(ctx)
     admin, reports, ui = AdminRoutes(ctx), ReportRoutes(ctx), UIRoutes()
-    toolkit = ToolkitRoutes(ctx)
+    toolkit, batches = ToolkitRoutes(ctx), BatchRoutes(ctx)
     routes = [
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
         Route("/v1/models", openai.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", openai.get_model, methods=["GET"]),
+        Route("/v1/files", batches.upload, methods=["POST"]),
+        Route("/v1/files", batches.list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", batches.get_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", batches.delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", batches.file_content, methods=["GET"]),
+        Route("/v1/batches", batches.create, methods=["POST"]),
+        Route("/v1/batches", batches.list, methods=["GET"]),
+        Route("/v1/batches/{batch_id}", batches.get, methods=["GET"]),
+        Route("/v1/batches/{batch_id}/cancel", batches.cancel, methods=["POST"]),
         Route("/api/models", catalogue.list_models, methods=["GET"]),
         Route("/api/models/search", catalogue.search, methods=["GET"]),
         Route("/api/models/{model_id:path}", catalogue.get_model, methods=["GET"]),
@@ -81,6 +91,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.start()  # open the database and Redis now: a bad URL fails the start, not a request
+        if gw.settings.batch.worker:
+            gw.batch_worker.start()
         try:
             yield
         finally:
