@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -16,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import openai
 import pytest
@@ -26,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 UPSTREAM_SCRIPT = HERE / "upstream.py"
 UPSTREAM_KEY = "sk-upstream-secret"
 MASTER_KEY = "sk-e2e-master-key"
+POSTGRES_DSN = os.environ.get("LLMGATE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 # Variables that would change what the gateway under test is configured with.
@@ -361,11 +365,11 @@ def upstream_factory(e2e_tmp: Path) -> Iterator[Callable[[int], list[Upstream]]]
                 up.proc.stdout.close()
 
 
-@pytest.fixture(scope="module")
-def config_gateway_factory(
+@contextlib.contextmanager
+def _gateways(
     e2e_tmp: Path, started_gateways: list[GatewayProcess]
 ) -> Iterator[Callable[[dict[str, Any]], GatewayProcess]]:
-    """Start gateways with a config of the test's own, stopped at the end of the module."""
+    """Start gateways with a config of the caller's own; every one is stopped when the context ends."""
     mine: list[GatewayProcess] = []
 
     def start(config: dict[str, Any]) -> GatewayProcess:
@@ -379,6 +383,48 @@ def config_gateway_factory(
     finally:
         for gateway in mine:
             stop_process(gateway.proc)
+
+
+@pytest.fixture(scope="module")
+def config_gateway_factory(
+    e2e_tmp: Path, started_gateways: list[GatewayProcess]
+) -> Iterator[Callable[[dict[str, Any]], GatewayProcess]]:
+    """Start gateways with a config of the test's own, stopped at the end of the module."""
+    with _gateways(e2e_tmp, started_gateways) as start:
+        yield start
+
+
+@pytest.fixture
+def gateways(
+    e2e_tmp: Path, started_gateways: list[GatewayProcess]
+) -> Iterator[Callable[[dict[str, Any]], GatewayProcess]]:
+    """Start gateways with a config of the test's own, stopped at the end of the test."""
+    with _gateways(e2e_tmp, started_gateways) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module, dropped afterwards (skips without PostgreSQL): the
+    gateway's PostgreSQL schema cannot be chosen from the config, so a database is the isolation unit."""
+    name = f"llmgate_e2e_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_DSN, timeout=5)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as error:
+        pytest.skip(f"PostgreSQL not usable at {POSTGRES_DSN}: {error}")
+    parts = urlsplit(POSTGRES_DSN)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

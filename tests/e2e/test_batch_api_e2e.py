@@ -10,28 +10,23 @@ runtime switch, so other tests sharing the upstream are not touched.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import openai
 import pytest
 from openai.types import Batch
 
-from .conftest import UPSTREAM_KEY, GatewayProcess, Upstream, start_gateway, stop_process, wait_until
+from .conftest import UPSTREAM_KEY, GatewayProcess, Upstream, wait_until
 
 MASTER = "sk-e2e-batch-master"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
-POSTGRES_DSN = os.environ.get("LLMGATE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 CHAT_URL: Final = "/v1/chat/completions"
 JOB_TIMEOUT_S = 60.0
 FINAL = {"completed", "failed", "cancelled", "expired"}
@@ -43,50 +38,9 @@ Gateways = Callable[[dict[str, Any]], GatewayProcess]
 
 
 @pytest.fixture
-def gateways(e2e_tmp: Path, started_gateways: list[GatewayProcess]) -> Iterator[Gateways]:
-    """Start gateways with a config of the test's own; all are stopped when the test ends."""
-    mine: list[GatewayProcess] = []
-
-    def start(config: dict[str, Any]) -> GatewayProcess:
-        gateway = start_gateway(e2e_tmp, config)
-        started_gateways.append(gateway)  # watched by gateway_logs_no_tracebacks
-        mine.append(gateway)
-        return gateway
-
-    try:
-        yield start
-    finally:
-        for gateway in mine:
-            stop_process(gateway.proc)
-
-
-@pytest.fixture
 def sqlite_url(e2e_tmp: Path) -> str:
     """A database file of this test's own (jobs, files, keys, usage)."""
     return f"sqlite:///{e2e_tmp / f'batch-{uuid.uuid4().hex[:8]}.db'}"
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this module, dropped afterwards (skips without PostgreSQL)."""
-    name = f"llmgate_e2e_batch_{uuid.uuid4().hex[:12]}"
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(POSTGRES_DSN, timeout=5)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as error:
-        pytest.skip(f"PostgreSQL not usable at {POSTGRES_DSN}: {error}")
-    parts = urlsplit(POSTGRES_DSN)
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def batch_config(

@@ -23,9 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 import redis
@@ -46,7 +44,6 @@ from .conftest import (
 MASTER = "sk-e2e-limits-master"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
 REDIS_URL = os.environ.get("LLMGATE_TEST_REDIS_E2E_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_DSN = os.environ.get("LLMGATE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 GLOBAL_RPM = 30
 WINDOW_MARGIN_S = 20.0  # a burst starts only with this much of its minute left, so it stays in one window
 # $0.001 per token in and out. "hello there" with max_tokens 5: 10 prompt + 3 completion tokens cost
@@ -78,29 +75,6 @@ def redis_storage() -> Iterator[dict[str, str]]:
         if keys:
             client.delete(*keys)
         client.close()
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this module (keys and usage), dropped afterwards."""
-    name = f"llmgate_e2e_{uuid.uuid4().hex[:12]}"
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(POSTGRES_DSN, timeout=5)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as error:
-        pytest.skip(f"PostgreSQL not usable at {POSTGRES_DSN}: {error}")
-    parts = urlsplit(POSTGRES_DSN)
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,9 @@ faults still apply once it lets a request through): ``POST /_fault`` with JSON
 - ``offschema``: a 200 reply (whole or streamed) whose content is the JSON ``{"unexpected": true}``
   (matching no ``json_schema`` that requires a property).
 
+``mix`` (with ``"mode": "mix"``) maps modes to shares, e.g. ``{"500": 0.1, "429": 0.05}``: each request
+gets one mode with that chance, or is answered.
+
 ``times`` limits the fault to that many requests (then it is back to ``ok``); ``share`` applies it to
 that fraction of requests only (random, seeded by ``seed``); ``latency_ms`` delays every request, faulty
 or not. ``GET /_fault`` shows the switch.
@@ -101,6 +104,7 @@ class RuntimeFault:
     share: float = 1.0
     seed: int = 0
     latency_ms: int = 0
+    mix: dict[str, float] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
     @classmethod
@@ -108,8 +112,11 @@ class RuntimeFault:
         if not isinstance(body, dict):
             raise ValueError("the body must be a JSON object")
         mode = str(body.get("mode", "ok"))
-        if mode not in RUNTIME_MODES:
-            raise ValueError(f"mode must be one of {', '.join(RUNTIME_MODES)}")
+        if mode not in (*RUNTIME_MODES, "mix"):
+            raise ValueError(f"mode must be one of {', '.join(RUNTIME_MODES)} or mix")
+        mix = {str(name): float(share) for name, share in dict(body.get("mix") or {}).items()}
+        if mode == "mix" and (not mix or set(mix) - set(RUNTIME_MODES) or sum(mix.values()) > 1):
+            raise ValueError("mix maps modes to shares that add up to at most 1")
         times = body.get("times")
         fault = cls(
             mode=mode,
@@ -120,6 +127,7 @@ class RuntimeFault:
             share=float(body.get("share", 1.0)),
             seed=int(body.get("seed", 0)),
             latency_ms=int(body.get("latency_ms", 0)),
+            mix=mix,
         )
         fault.rng = random.Random(fault.seed)
         return fault
@@ -128,6 +136,13 @@ class RuntimeFault:
         """The mode this request gets (``ok`` once ``times`` is used up or outside ``share``)."""
         if self.mode == "ok" or self.times == 0:
             return "ok"
+        if self.mode == "mix":  # each mode for its share of requests, the rest answered
+            draw, reached = self.rng.random(), 0.0
+            for mode, share in self.mix.items():
+                reached += share
+                if draw < reached:
+                    return mode
+            return "ok"
         if self.share < 1.0 and self.rng.random() >= self.share:
             return "ok"
         if self.times is not None:
@@ -135,7 +150,17 @@ class RuntimeFault:
         return self.mode
 
     def view(self) -> dict[str, Any]:
-        keys = ("mode", "retry_after", "after_chunks", "times", "slow_ms", "share", "seed", "latency_ms")
+        keys = (
+            "mode",
+            "retry_after",
+            "after_chunks",
+            "times",
+            "slow_ms",
+            "share",
+            "seed",
+            "latency_ms",
+            "mix",
+        )
         return {key: getattr(self, key) for key in keys}
 
 

@@ -13,7 +13,7 @@ import msgspec
 from llmgate.batch.lines import BatchLine, BodyCheck, LineProblem, parse_line
 from llmgate.batch.local import CHAT, Calls, LocalSender, check_body
 from llmgate.batch.results import BatchResult, Outcome, Progress
-from llmgate.batch.runner import RetryPolicy, Runner
+from llmgate.batch.runner import RetryPolicy, Runner, each
 from llmgate.core.caller import ANONYMOUS, Caller
 from llmgate.core.error_table import encode_error
 
@@ -95,7 +95,7 @@ class BatchRun:
     async def _lines(self, refused: list[BatchResult]) -> AsyncIterator[BatchLine]:
         check = check_body(self._calls)
         index = 0
-        async for request in _each(self._requests):
+        async for request in each(self._requests):
             parsed = _line_of(request, index, check)
             if isinstance(parsed, LineProblem):
                 refused.append(_refusal(request, index, parsed))
@@ -136,15 +136,6 @@ def _refusal(request: Any, index: int, problem: LineProblem) -> BatchResult:
     body = encode_error(problem.message, "invalid_request_error", None, "invalid_request")
     outcome = Outcome(400, body, code="invalid_request", message=problem.message)
     return BatchResult(index, custom_id or str(index), outcome, 0)
-
-
-async def _each(requests: Iterable[Request] | AsyncIterable[Request]) -> AsyncIterator[Request]:
-    if isinstance(requests, AsyncIterable):
-        async for request in requests:
-            yield request
-    else:
-        for request in requests:
-            yield request
 
 
 def _length(requests: object) -> int | None:

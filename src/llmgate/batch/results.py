@@ -105,13 +105,20 @@ def unrun_line(custom_id: str, code: str, message: str, batch_id: str = "") -> b
     return BatchResult(-1, custom_id, outcome, 0).line(batch_id)
 
 
+class _Answered(msgspec.Struct):
+    custom_id: object = None
+
+
+_answered = msgspec.json.Decoder(_Answered)
+
+
 def done_custom_id(line: bytes) -> str | None:
-    """The custom_id of an output line written by an earlier run (``None``: not one of ours)."""
+    """The custom_id of an output line written by an earlier run (``None``: not one of ours). Only
+    ``custom_id`` is decoded: the rest of the line is skipped, not built."""
     try:
-        data = _decoder.decode(line)
+        custom_id = _answered.decode(line).custom_id
     except (msgspec.DecodeError, RecursionError):
         return None
-    custom_id = data.get("custom_id") if isinstance(data, dict) else None
     return custom_id if isinstance(custom_id, str) else None
 
 

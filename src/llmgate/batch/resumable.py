@@ -119,7 +119,7 @@ class BatchFile:
             raise OutputBusy(f"another llmgate batch is writing {self.output}") from None
         self._fd = fd
         _cut_torn_line(fd)
-        self._done = DoneSet(b"".join(_answered(self.output)))
+        self._done = DoneSet(_answered(self.output))
         pending = sum(1 for _ in self._pending())
         self.plan = Plan(lines, lines - pending)
         return self.plan
@@ -127,8 +127,10 @@ class BatchFile:
     def _pending(self) -> Iterator[BatchLine]:
         """The input's lines the output does not answer (checked already: parsed, not checked again)."""
         for index, raw in enumerate(input_lines(self.source)):
+            if done_custom_id(raw) in self._done:  # only the id is decoded for lines already answered
+                continue
             line = parse_line(raw, index)
-            if isinstance(line, BatchLine) and line.custom_id not in self._done:
+            if isinstance(line, BatchLine):
                 yield line
 
     async def run(
@@ -191,12 +193,14 @@ def _cut_torn_line(fd: int) -> None:
     os.ftruncate(fd, keep)
 
 
-def _answered(output: Path) -> Iterator[bytes]:
-    """The digest of each custom_id the output answers."""
+def _answered(output: Path) -> bytearray:
+    """The digests of the custom_ids the output answers, one after the other (16 bytes each)."""
+    digests = bytearray()
     for line in input_lines(output):
         custom_id = done_custom_id(line) if line.strip() else None
         if custom_id is not None:
-            yield digest(custom_id)
+            digests += digest(custom_id)
+    return digests
 
 
 async def _async(lines: Iterator[BatchLine]) -> AsyncIterator[BatchLine]:

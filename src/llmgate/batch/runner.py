@@ -5,7 +5,8 @@ input is never held whole). A 429 or a retryable failure (5xx, timeout, connecti
 again instead of failing its item: a rate limit pauses every worker until it resets, other failures
 retry with exponential backoff up to ``retries`` times. A spent budget or quota (``insufficient_quota``)
 stops the run: lines not yet answered are left unanswered (``stopped`` says why), never failed, so a
-resumed run can do them.
+resumed run can do them. So does a line that never got an answer at all, retries spent (a gateway that
+cannot be reached): its failure says nothing about the line.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from llmgate.batch.lines import BatchLine
 from llmgate.batch.results import BatchResult, Outcome, Progress
@@ -80,7 +81,7 @@ class Runner:
         self, lines: Iterable[BatchLine] | AsyncIterable[BatchLine]
     ) -> AsyncGenerator[BatchResult, None]:
         """Each line's result as it finishes (input order is not kept: match by ``custom_id``)."""
-        source = _aiter(lines)
+        source = each(lines)
         running: set[asyncio.Task[BatchResult | None]] = set()
         exhausted = False
         try:
@@ -131,6 +132,9 @@ class Runner:
                 continue
             failures += 1
             if failures > self.retry.retries:
+                if not outcome.status:  # never an answer (the gateway is unreachable): stop, not fail
+                    self.stopped = self.stopped or f"no answer: {outcome.message or outcome.code}"
+                    return None
                 return BatchResult(line.index, line.custom_id, outcome, attempts)
             await self._sleep(self._backoff(failures, outcome.retry_after))
 
@@ -148,10 +152,14 @@ class Runner:
             await self._sleep(left + self._jitter.random() * 0.1)
 
 
-async def _aiter(lines: Iterable[BatchLine] | AsyncIterable[BatchLine]) -> AsyncIterator[BatchLine]:
-    if isinstance(lines, AsyncIterable):
-        async for line in lines:
-            yield line
+T = TypeVar("T")
+
+
+async def each(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """The items of a plain or an async iterable, as an async iterator (read lazily)."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
     else:
-        for line in lines:
-            yield line
+        for item in items:
+            yield item

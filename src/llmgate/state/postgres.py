@@ -172,17 +172,7 @@ class PostgresStore:
         ``schema`` isolates the tables (lower-case letters, digits, underscores); ``clock`` (unix seconds)
         drives counter expiry; ``time_limit`` (seconds) bounds connecting and each statement.
         """
-        if not SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(f"schema {schema!r}: use lower-case letters, digits and underscores")
-        with reachable():
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=1,
-                max_size=max_connections,
-                timeout=time_limit,
-                command_timeout=time_limit,
-                server_settings={"search_path": schema},
-            )
+        pool = await open_pool(dsn, schema=schema, max_connections=max_connections, time_limit=time_limit)
         store = cls(pool, clock=clock, time_limit=time_limit)
         try:
             await store._create_tables(schema)
@@ -365,6 +355,24 @@ class PostgresStore:
         self._purged_at = now
         with reachable():
             await self._pool.execute("DELETE FROM counters WHERE expires_at <= $1", now)
+
+
+async def open_pool(
+    dsn: str, *, schema: str, max_connections: int, time_limit: float
+) -> asyncpg.Pool[asyncpg.Record]:
+    """A pool whose connections work in ``schema`` (checked: lower-case letters, digits, underscores);
+    ``time_limit`` bounds connecting and each statement."""
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"schema {schema!r}: use lower-case letters, digits and underscores")
+    with reachable():
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            timeout=time_limit,
+            command_timeout=time_limit,
+            server_settings={"search_path": schema},
+        )
 
 
 @contextmanager

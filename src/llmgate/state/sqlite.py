@@ -355,6 +355,41 @@ class SqliteStore:
             db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
 
 
+class SqliteThread:
+    """One SQLite connection on one thread of its own: every statement runs there (the event loop never
+    waits on disk, and the connection is only used by the thread that opened it)."""
+
+    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+        self.db = db
+        self._thread = thread
+        self._closed = False
+
+    @classmethod
+    async def open(cls, opener: Callable[[], sqlite3.Connection], *, name: str) -> SqliteThread:
+        """Start a thread and open the connection on it with ``opener``."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        try:
+            db = await in_thread(thread, opener)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(db, thread)
+
+    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` with the connection, on its thread."""
+        return await in_thread(self._thread, lambda: job(self.db))
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await in_thread(self._thread, self.db.close)
+        finally:
+            self._thread.shutdown(wait=False)
+
+
 async def in_thread(thread: ThreadPoolExecutor, job: Callable[[], T]) -> T:
     """Run ``job`` on the store's thread; connectivity failures become ``StateUnavailable``."""
     try:

@@ -29,7 +29,7 @@ from llmgate.state.jobs.rows import (
     job_row,
     owned,
 )
-from llmgate.state.postgres import SCHEMA_NAME, reachable
+from llmgate.state.postgres import open_pool, reachable
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS batch_files (
@@ -133,17 +133,7 @@ class PostgresJobs:
     ) -> PostgresJobs:
         """Connect a small pool of its own and create the tables if missing (uploads a dead process left
         unfinished are removed). ``time_limit`` bounds connecting and each statement."""
-        if not SCHEMA_NAME.fullmatch(schema):
-            raise ValueError(f"schema {schema!r}: use lower-case letters, digits and underscores")
-        with reachable():
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=1,
-                max_size=max_connections,
-                timeout=time_limit,
-                command_timeout=time_limit,
-                server_settings={"search_path": schema},
-            )
+        pool = await open_pool(dsn, schema=schema, max_connections=max_connections, time_limit=time_limit)
         try:
             with reachable():
                 async with pool.acquire() as connection, connection.transaction():

@@ -15,7 +15,6 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import msgspec
@@ -32,7 +31,7 @@ from llmgate.state.jobs.rows import (
     job_row,
     owned,
 )
-from llmgate.state.sqlite import BUSY_TIMEOUT_S, immediate, in_thread, sqlite_path
+from llmgate.state.sqlite import BUSY_TIMEOUT_S, SqliteThread, immediate, sqlite_path
 
 T = TypeVar("T")
 SCHEMA = """
@@ -100,36 +99,21 @@ INSERT_ITEM = "INSERT OR IGNORE INTO batch_items (job_id, line, ok, text) VALUES
 class SqliteJobs:
     """``JobStore`` in a SQLite file. Open with ``connect``."""
 
-    def __init__(self, db: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
-        self._db = db
-        self._thread = thread
-        self._closed = False
+    def __init__(self, connection: SqliteThread) -> None:
+        self._connection = connection
+        self._run = connection.run
 
     @classmethod
     async def connect(cls, url_or_path: str, *, clock: Callable[[], float] = time.time) -> SqliteJobs:
         """Open (creating the tables if needed) a ``sqlite:///...`` URL or a path; uploads that a dead
         process left unfinished are removed."""
         path = sqlite_path(url_or_path)
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmgate-jobs")
-        try:
-            db = await in_thread(thread, lambda: _open(path, clock() - ORPHAN_SECONDS))
-        except BaseException:
-            thread.shutdown(wait=False)
-            raise
-        return cls(db, thread)
+        orphaned_before = clock() - ORPHAN_SECONDS
+        return cls(await SqliteThread.open(lambda: _open(path, orphaned_before), name="llmgate-jobs"))
 
     async def close(self) -> None:
         """Close the connection and stop the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await in_thread(self._thread, self._db.close)
-        finally:
-            self._thread.shutdown(wait=False)
-
-    async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        return await in_thread(self._thread, lambda: job(self._db))
+        await self._connection.close()
 
     # Files
 
