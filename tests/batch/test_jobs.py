@@ -15,9 +15,9 @@ from llmgate.batch.jobs import BatchJobs
 from llmgate.batch.worker import Worker
 from llmgate.config import Settings
 from llmgate.core.caller import Caller
-from llmgate.core.errors import Conflict, InvalidRequest, NotFound
+from llmgate.core.errors import Conflict, InvalidRequest, NotFound, Overloaded
 from llmgate.state.jobs.ports import BatchJob, ItemResult
-from llmgate.state.ports import UsageRecord
+from llmgate.state.ports import StateUnavailable, UsageRecord
 
 ADMIN = Caller(name="master", admin=True)
 WAIT_S = 20.0
@@ -380,3 +380,82 @@ async def test_pages_of_jobs_say_whether_there_are_more() -> None:
 def test_the_worker_is_a_separate_service_the_gateway_only_holds() -> None:
     assert isinstance(Gateway(settings()).batch_worker, Worker)
     assert isinstance(Gateway(settings()).batch_jobs, BatchJobs)
+
+
+async def test_a_database_blip_during_a_run_loses_no_result() -> None:
+    async with Gateway(settings(latency_ms=20, concurrency=4)) as gw:
+        alice = await person(gw, "alice")
+        store = await gw.batch_jobs.store()
+        job = await submit(gw, jsonl(60), alice)
+        real, failures = store.record, [0]
+
+        async def flaky(job_id: str, holder: str, items: Any, *, until: float) -> Any:
+            if items and failures[0] < 3:  # the first three writes with results fail
+                failures[0] += 1
+                raise StateUnavailable("the database blinked")
+            return await real(job_id, holder, items, until=until)
+
+        store.record = flaky  # type: ignore[method-assign]
+        gw.batch_worker.start()
+        done = await until(gw, job.id, "completed", "failed")
+        output = await lines_of(gw, done.output_file_id)
+    assert failures[0] == 3
+    assert (done.status, done.completed, done.total) == ("completed", 60, 60)
+    assert sorted(line["custom_id"] for line in output) == sorted(f"row-{n}" for n in range(60))
+
+
+async def test_deleting_the_input_of_a_running_job_fails_it_without_losing_answers() -> None:
+    async with Gateway(settings(latency_ms=20, concurrency=2)) as gw:
+        alice = await person(gw, "alice")
+        job = await submit(gw, jsonl(200), alice)
+        gw.batch_worker.start()
+        await counted(gw, job.id, 3)
+        await gw.batch_jobs.delete_file(alice, job.input_file_id)
+        await gw.batch_worker.close()  # a restart: the job resumes on an input that is gone
+        gw.batch_worker.start()
+        done = await until(gw, job.id, "failed", "completed")
+        output = await lines_of(gw, done.output_file_id)
+    assert done.status == "failed" and done.errors[0].code == "input_file_missing"
+    assert len(output) == done.completed >= 3
+
+
+async def test_a_second_claim_by_the_same_worker_fences_out_the_first() -> None:
+    async with Gateway(settings()) as gw:
+        alice = await person(gw, "alice")
+        job = await submit(gw, jsonl(5), alice)
+        store, worker = await gw.batch_jobs.store(), gw.batch_worker
+        clock = worker.holder.clock
+        first = await store.claim(f"{worker.holder.name}:0", now=clock(), until=clock() + 0.1)
+        assert first is not None
+        await asyncio.sleep(0.15)  # the first claim's lease runs out; the worker claims the job again
+        assert await worker.claim_once() == 1
+        stale = await store.record(
+            job.id, f"{worker.holder.name}:0", [ItemResult(0, True, "{}")], until=clock() + 9
+        )
+        done = await until(gw, job.id, "completed")
+    assert stale is None
+    assert done.completed == 5
+
+
+async def test_lines_must_name_the_jobs_endpoint() -> None:
+    embeddings = b'{"custom_id": "e", "url": "/v1/embeddings", "body": {"model": "fast", "input": "x"}}\n'
+    async with Gateway(settings()) as gw:
+        alice = await person(gw, "alice")
+        job = await submit(gw, jsonl(2) + embeddings, alice)
+        gw.batch_worker.start()
+        failed = await until(gw, job.id, "failed", "completed")
+    assert failed.status == "failed"
+    assert [(error.line, "endpoint" in error.message) for error in failed.errors] == [(3, True)]
+
+
+async def test_an_unreachable_database_is_a_503_with_retry_after() -> None:
+    async with Gateway(settings()) as gw:
+        store = await gw.batch_jobs.store()
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise StateUnavailable("connection refused")
+
+        store.job = down  # type: ignore[method-assign]
+        with pytest.raises(Overloaded) as raised:
+            await gw.batch_jobs.job(ADMIN, "batch_x")
+    assert raised.value.status == 503 and raised.value.retry_after == 5

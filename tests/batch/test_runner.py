@@ -150,3 +150,20 @@ async def test_progress_is_reported_for_each_result() -> None:
     results = await run(runner, lines(3))
     assert seen == [1, 2, 3]
     assert runner.progress.failed == 1 and len(results) == 3
+
+
+async def test_a_line_that_never_gets_an_answer_stops_the_run_instead_of_failing() -> None:
+    lost = Outcome(0, code="connection_error", message="connection refused")
+    script = Script({"id-0": [lost] * 4})
+    runner = script.runner(concurrency=1, retries=3)
+    results = await run(runner, lines(5))
+    assert runner.stopped == "no answer: connection refused"
+    assert results == [] and script.sent == ["id-0"] * 4
+
+
+async def test_a_refused_key_stops_the_run_instead_of_failing_every_line() -> None:
+    refused = Outcome(401, b"{}", code="invalid_api_key", message="Invalid API key.")
+    script = Script({"id-0": [refused]})
+    runner = script.runner(concurrency=1)
+    assert await run(runner, lines(5)) == []
+    assert runner.stopped == "Invalid API key." and script.sent == ["id-0"]

@@ -155,3 +155,48 @@ def test_another_key_sees_nothing(client: TestClient) -> None:
     assert client.delete(f"/v1/files/{file['id']}", headers=bob).status_code == 404
     assert client.get("/v1/files", headers=bob).json()["data"] == []
     assert client.get(f"/v1/files/{file['id']}", headers=ADMIN).status_code == 200
+
+
+def test_a_body_the_multipart_parser_refuses_is_400_not_500(client: TestClient) -> None:
+    auth = key(client)
+    for body in [
+        b"--xx\r\nno colon in this header line\r\n\r\nvalue\r\n--xx--\r\n",
+        b"--xy\r\nA: b\r\n\r\nv\r\n--xx--\r\n",
+        b"--xx\r\nA: " + b"h" * 20_000 + b"\r\n\r\nv\r\n--xx--\r\n",
+    ]:
+        response = client.post(
+            "/v1/files",
+            headers={**auth, "content-type": "multipart/form-data; boundary=xx"},
+            content=body,
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "invalid_upload"
+
+
+def test_every_byte_of_an_upload_counts_even_without_a_content_length(client: TestClient) -> None:
+    auth = key(client)
+    boundary = b"b0undary"
+    fields = b"".join(
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="note'
+        + str(n).encode()
+        + b'"\r\n\r\n'
+        + b"n" * 40_000
+        + b"\r\n"
+        for n in range(3)
+    )
+    file = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'
+    body = fields + file + line("a") + b"\r\n--" + boundary + b"--\r\n"
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: sent chunked
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    response = client.post(
+        "/v1/files",
+        headers={**auth, "content-type": f"multipart/form-data; boundary={boundary.decode()}"},
+        content=chunked(),
+    )
+    assert response.status_code == 413, response.text
+    assert client.get("/v1/files", headers=auth).json()["data"] == []

@@ -265,3 +265,15 @@ async def test_many_results_page_through_in_order(jobs: Backend[Any]) -> None:
     assert lines == list(range(2_500))
     failed = await store.items("batch_1", ok=False, after=-1, limit=5_000)
     assert [item.line for item in failed] == list(range(0, 2_500, 3))
+
+
+async def test_a_finished_job_takes_no_more_results(jobs: Backend[Any]) -> None:
+    store = await jobs.client()
+    await store.add_job(a_job(status="in_progress"))
+    held = await store.claim("replica-a", now=T0, until=T0 + 60)
+    done = msgspec.structs.replace(held, status="completed", completed_at=T0 + 1)
+    assert await store.advance(done, "replica-a", expect="in_progress")
+    await store.drop_items("batch_1")
+    assert await store.record("batch_1", "replica-a", [ItemResult(0, True, "late")], until=T0 + 90) is None
+    assert await store.done_lines("batch_1", after=-1, limit=10) == []
+    assert (await store.job("batch_1")).completed == 0

@@ -84,8 +84,8 @@ async def finalize(store: JobStore, job: BatchJob, holder: Holder, stop: Stop | 
         job = finishing
     if job.status != "finalizing":
         return
-    output = await _write_file(store, job, ok=True)
-    failures = await _write_file(store, job, ok=False)
+    output = await _write_file(store, job, holder, ok=True)
+    failures = await _write_file(store, job, holder, ok=False)
     counted = await store.job(job.id) or job
     status: JobStatus = stop.status if stop is not None else "completed"
     now = holder.clock()
@@ -151,23 +151,26 @@ async def _done_lines(store: JobStore, job_id: str) -> AsyncIterator[int]:
         after = page[-1]
 
 
-async def _write_file(store: JobStore, job: BatchJob, *, ok: bool) -> str | None:
-    """The output (``ok``) or error file of a job, from its stored results; ``None`` when it has none."""
+async def _write_file(store: JobStore, job: BatchJob, holder: Holder, *, ok: bool) -> str | None:
+    """The output (``ok``) or error file of a job, from its stored results; ``None`` when it has none.
+    The lease is renewed (and checked) before each page, so a holder that lost it stops writing."""
     file_id = f"file-{job.id}-{'output' if ok else 'errors'}"
-    await store.delete_file(file_id)  # a redo after a crash writes it again
+    job = await record(store, job, holder, [])
     first = await store.items(job.id, ok=ok, after=-1, limit=PAGE)
     if not first:
+        await store.delete_file(file_id)  # left by an earlier attempt, if any
         return None
     name = f"{job.id}_{'output' if ok else 'errors'}.jsonl"
     file = StoredFile(
         id=file_id, owner=job.owner, purpose="batch_output", filename=name, bytes=0, created_at=job.created_at
     )
-    await store.add_file(file, _file_chunks(store, job.id, ok, first))
+    # Publishing replaces a file an earlier attempt wrote under the same id, in one transaction.
+    await store.add_file(file, _file_chunks(store, job, holder, ok, first))
     return file_id
 
 
 async def _file_chunks(
-    store: JobStore, job_id: str, ok: bool, page: list[ItemResult]
+    store: JobStore, job: BatchJob, holder: Holder, ok: bool, page: list[ItemResult]
 ) -> AsyncIterator[bytes]:
     buffer: list[bytes] = []
     size = 0
@@ -181,6 +184,7 @@ async def _file_chunks(
             size += len(line)
         if len(page) < PAGE:
             break
-        page = await store.items(job_id, ok=ok, after=page[-1].line, limit=PAGE)
+        job = await record(store, job, holder, [])
+        page = await store.items(job.id, ok=ok, after=page[-1].line, limit=PAGE)
     if buffer:
         yield b"".join(buffer)

@@ -6,23 +6,41 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from llmgate.batch.lines import ENDPOINTS
 from llmgate.config.batch import BatchSettings
 from llmgate.core.caller import Caller
-from llmgate.core.errors import Conflict, InvalidRequest, NotFound
+from llmgate.core.errors import Conflict, InvalidRequest, NotFound, Overloaded
 from llmgate.state.jobs.ports import BatchJob, JobStore, StoredFile
+from llmgate.state.ports import StateUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 COMPLETION_WINDOW = "24h"
 WINDOW_SECONDS = 24 * 3600.0
 MAX_METADATA = 16
 MAX_FILENAME = 255
 MAX_PAGE = 100
+
+
+def _reachable(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A database that cannot be reached answers 503 with a Retry-After, like the key store's."""
+
+    @functools.wraps(method)
+    async def reached(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except StateUnavailable:
+            raise Overloaded("The batch database is unreachable; try again shortly.", retry_after=5) from None
+
+    return reached
 
 
 class Upload(Protocol):
@@ -86,6 +104,7 @@ class BatchJobs:
 
     # Files
 
+    @_reachable
     async def upload(self, caller: Caller, upload: Upload) -> StoredFile:
         """Store an uploaded batch input (``purpose`` must be ``batch``)."""
         await upload.start()
@@ -108,6 +127,7 @@ class BatchJobs:
             _check_purpose(purpose)
         return stored
 
+    @_reachable
     async def file(self, caller: Caller, file_id: str) -> StoredFile:
         """A file the caller may see (404 otherwise)."""
         file = await (await self.store()).file(file_id[:128])
@@ -115,16 +135,19 @@ class BatchJobs:
             raise NotFound(f"No such file: '{file_id[:128]}'.", param="file_id")
         return file
 
+    @_reachable
     async def content(self, caller: Caller, file_id: str) -> tuple[StoredFile, AsyncIterator[bytes]]:
         """A file and its body, chunk by chunk."""
         file = await self.file(caller, file_id)
         return file, (await self.store()).read(file.id)
 
+    @_reachable
     async def files(self, caller: Caller, *, purpose: str | None = None) -> builtins.list[StoredFile]:
         """The caller's files, newest first."""
         found = await (await self.store()).files(owner=caller.key_id, everyone=caller.admin)
         return [file for file in found if purpose is None or file.purpose == purpose]
 
+    @_reachable
     async def delete_file(self, caller: Caller, file_id: str) -> str:
         """Delete a file the caller may see; its id."""
         file = await self.file(caller, file_id)
@@ -133,6 +156,7 @@ class BatchJobs:
 
     # Batches
 
+    @_reachable
     async def create(self, caller: Caller, body: Any) -> BatchJob:
         """A new job on an uploaded input (``validating`` until a worker checks it)."""
         if not isinstance(body, dict):
@@ -170,6 +194,7 @@ class BatchJobs:
         self.created.set()
         return job
 
+    @_reachable
     async def job(self, caller: Caller, job_id: str) -> BatchJob:
         """A job the caller may see (404 otherwise)."""
         job = await (await self.store()).job(job_id[:128])
@@ -177,6 +202,7 @@ class BatchJobs:
             raise NotFound(f"No such batch: '{job_id[:128]}'.", param="batch_id")
         return job
 
+    @_reachable
     async def jobs(
         self, caller: Caller, *, after: str | None, limit: int
     ) -> tuple[builtins.list[BatchJob], bool]:
@@ -188,6 +214,7 @@ class BatchJobs:
         )
         return found[:limit], len(found) > limit
 
+    @_reachable
     async def cancel(self, caller: Caller, job_id: str) -> BatchJob:
         """Ask a job to stop (``cancelling``; the worker finishes what is in flight, then ``cancelled``)."""
         job = await self.job(caller, job_id)

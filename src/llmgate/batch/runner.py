@@ -5,8 +5,8 @@ input is never held whole). A 429 or a retryable failure (5xx, timeout, connecti
 again instead of failing its item: a rate limit pauses every worker until it resets, other failures
 retry with exponential backoff up to ``retries`` times. A spent budget or quota (``insufficient_quota``)
 stops the run: lines not yet answered are left unanswered (``stopped`` says why), never failed, so a
-resumed run can do them. So does a line that never got an answer at all, retries spent (a gateway that
-cannot be reached): its failure says nothing about the line.
+resumed run can do them. So does a 401 (the key is wrong or revoked) and a line that never got an answer at
+all, retries spent (a gateway that cannot be reached): their failure says nothing about the line.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ class Runner:
                 return None
             attempts += 1
             outcome = await self.sender.send(line)
-            if outcome.code in STOP_CODES:
-                self.stopped = self.stopped or outcome.message or outcome.code
+            if outcome.code in STOP_CODES or outcome.status == 401:  # the caller's key, not the line
+                self.stopped = self.stopped or outcome.message or outcome.code or f"HTTP {outcome.status}"
                 return None
             if outcome.status and outcome.status not in RETRY_STATUSES:  # 0: no answer at all, retried
                 return BatchResult(line.index, line.custom_id, outcome, attempts)

@@ -10,12 +10,10 @@ from llmgate.batch.wire import batch_object, file_object, page
 from llmgate.core.codec import decode_json
 from llmgate.core.errors import InvalidRequest, PayloadTooLarge
 from llmgate.server.context import ServerContext
-from llmgate.server.upload import MultipartUpload
+from llmgate.server.upload import OVERHEAD_BYTES, MultipartUpload
 from llmgate.server.wire import encoder, read_body
 
 JSON = "application/json"
-MULTIPART_OVERHEAD = 64 * 1024
-"""Bytes a form adds around the file (boundaries, part headers, the purpose field), at most."""
 
 
 class BatchRoutes:
@@ -30,7 +28,7 @@ class BatchRoutes:
         caller = await self.ctx.authenticate(request)
         limit = self.jobs.settings.max_file_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        if declared.isdigit() and int(declared) > limit + OVERHEAD_BYTES:
             raise PayloadTooLarge(f"The upload is {declared} bytes; files are limited to {limit}.")
         stored = await self.jobs.upload(caller, MultipartUpload(request, max_bytes=limit))
         return _json(file_object(stored))

@@ -4,16 +4,20 @@ its size limit is enforced on the bytes as they arrive, whatever ``Content-Lengt
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
-from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
-from llmgate.core.errors import InvalidRequest, PayloadTooLarge
+from llmgate.core.errors import ClientClosed, InvalidRequest, PayloadTooLarge
 
 PIECE_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
+OVERHEAD_BYTES = 64 * 1024
+"""Bytes a form may add around the file (boundaries, part headers, the purpose field), at most."""
 
 
 class MultipartUpload:
@@ -30,6 +34,7 @@ class MultipartUpload:
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self.size = 0
+        self.received = 0
         self._max = max_bytes
         self._body = request.stream()
         self._ended = False
@@ -75,15 +80,25 @@ class MultipartUpload:
         return piece
 
     async def _feed(self) -> None:
-        block = await anext(self._body, None)
-        if block is None:
+        try:
+            block = await anext(self._body, None)
+        except ClientDisconnect:
+            raise ClientClosed("The client went away during the upload.") from None
+        if block is None or self._parser.state == MultipartState.END:  # nothing after the last boundary
             self._ended = True
-            self._parser.finalize()
+            with _malformed():
+                self._parser.finalize()
             if self.filename is not None and not self._file_done:
                 raise InvalidRequest("The upload ended in the middle of the file.", code="invalid_upload")
             return
+        self.received += len(block)
+        if self.received > self._max + OVERHEAD_BYTES:  # every byte counts, not only the file's
+            raise PayloadTooLarge(
+                f"The upload is over the limit of {self._max} bytes (batch.max_file_bytes)."
+            )
         if block:
-            self._parser.write(block)
+            with _malformed():
+                self._parser.write(block)
 
     def _part_begin(self) -> None:
         self._parts += 1
@@ -125,3 +140,14 @@ class MultipartUpload:
             self._in_file, self._file_done = False, True
         elif self._name:
             self.fields[self._name] = self._value.decode("utf-8", "replace")
+
+
+@contextmanager
+def _malformed() -> Iterator[None]:
+    """The parser's complaints (a bad boundary, a header line without a colon...) as a 400."""
+    try:
+        yield
+    except MultipartParseError as error:
+        raise InvalidRequest(
+            f"The upload is not valid multipart/form-data: {error}", code="invalid_upload"
+        ) from None

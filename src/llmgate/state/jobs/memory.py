@@ -121,7 +121,7 @@ class MemoryJobs:
     ) -> BatchJob | None:
         """Store new results, count them and renew the lease, if the holder holds the job."""
         job = self._jobs.get(job_id)
-        if job is None or job.lease_holder != holder:
+        if job is None or job.lease_holder != holder or job.status not in ACTIVE:
             return None
         stored = self._items.setdefault(job_id, {})
         ok = failed = 0

@@ -177,8 +177,8 @@ class JobStore(Protocol):
     ) -> BatchJob | None:
         """Store results (a line already stored keeps its first result), count them in the job's
         ``completed`` / ``failed``, and extend the lease to ``until``, in one transaction, if ``holder``
-        still holds the job. Returns the job afterwards (the worker sees a cancel), ``None`` when the
-        lease is lost (nothing is written)."""
+        still holds the job and it is still active. Returns the job afterwards (the worker sees a
+        cancel), ``None`` when the lease is lost or the job is over (nothing is written)."""
         ...
 
     async def done_lines(self, job_id: str, *, after: int, limit: int) -> builtins.list[int]:

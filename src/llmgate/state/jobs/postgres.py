@@ -299,10 +299,10 @@ class PostgresJobs:
         """New results, their counts and the renewed lease in one transaction, if the holder holds it."""
         with reachable():
             async with self._pool.acquire() as connection, connection.transaction():
-                held = await connection.fetchval(
-                    "SELECT lease_holder FROM batch_jobs WHERE id = $1 FOR UPDATE", job_id
+                held = await connection.fetchrow(
+                    "SELECT lease_holder, status FROM batch_jobs WHERE id = $1 FOR UPDATE", job_id
                 )
-                if held != holder:
+                if held is None or held[0] != holder or held[1] not in ACTIVE:
                     return None
                 added = await connection.fetch(
                     INSERT_ITEMS,

@@ -259,8 +259,10 @@ class SqliteJobs:
 
         def record(db: sqlite3.Connection) -> BatchJob | None:
             with immediate(db):
-                held = db.execute("SELECT lease_holder FROM batch_jobs WHERE id = ?", (job_id,)).fetchone()
-                if held is None or held[0] != holder:
+                held = db.execute(
+                    "SELECT lease_holder, status FROM batch_jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+                if held is None or held[0] != holder or held[1] not in ACTIVE:
                     return None
                 counts = [0, 0]
                 for ok in (True, False):
