@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 """The ``url``s a batch line may name."""
@@ -134,6 +133,8 @@ def duplicates(digests: bytes | bytearray, at: array[int]) -> list[tuple[int, in
     """(first line, repeated line) for each repeated digest, by a sort: O(n log n), 16 bytes per line."""
     if not digests:
         return []
+    import numpy as np  # here, not at the top: only a batch input pays for loading NumPy
+
     keys = np.frombuffer(bytes(digests), dtype="S16")
     order = np.argsort(keys, kind="stable")
     ranked = keys[order]
@@ -152,6 +153,9 @@ class DoneSet:
     """The custom_ids already answered (from an earlier run's output), as sorted digests."""
 
     def __init__(self, digests: bytes | bytearray) -> None:
+        import numpy as np  # as in ``duplicates``
+
+        self._np = np
         self._keys = np.sort(np.frombuffer(bytes(digests), dtype="S16"))
 
     def __len__(self) -> int:
@@ -160,8 +164,8 @@ class DoneSet:
     def __contains__(self, custom_id: object) -> bool:
         if not isinstance(custom_id, str) or not len(self._keys):
             return False
-        key = np.array(digest(custom_id), dtype="S16")
-        at = int(np.searchsorted(self._keys, key))
+        key = self._np.array(digest(custom_id), dtype="S16")
+        at = int(self._np.searchsorted(self._keys, key))
         return at < len(self._keys) and bool(self._keys[at] == key)
 
 
