@@ -182,20 +182,11 @@ class PostgresStore:
         return store
 
     async def _create_tables(self, schema: str) -> None:
-        with reachable():
-            async with self._pool.acquire() as connection, connection.transaction():
-                # Replicas starting together would race on CREATE ... IF NOT EXISTS: take turns.
-                await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"llmgate:{schema}")
-                if not await connection.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
-                    await connection.execute(f'CREATE SCHEMA "{schema}"')
-                await connection.execute(TABLES)
+        await create_tables(self._pool, schema, TABLES)
 
     async def close(self) -> None:
         """Close the pool (forcibly when the server does not answer in time)."""
-        try:
-            await asyncio.wait_for(self._pool.close(), self._time_limit)
-        except TimeoutError:
-            self._pool.terminate()
+        await close_pool(self._pool, self._time_limit)
 
     # KeyStore
 
@@ -373,6 +364,25 @@ async def open_pool(
             command_timeout=time_limit,
             server_settings={"search_path": schema},
         )
+
+
+async def create_tables(pool: asyncpg.Pool[asyncpg.Record], schema: str, tables: str) -> None:
+    """Create the schema if missing and run ``tables`` (``CREATE ... IF NOT EXISTS`` statements) in it."""
+    with reachable():
+        async with pool.acquire() as connection, connection.transaction():
+            # Replicas starting together would race on CREATE ... IF NOT EXISTS: take turns.
+            await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"llmgate:{schema}")
+            if not await connection.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+                await connection.execute(f'CREATE SCHEMA "{schema}"')
+            await connection.execute(tables)
+
+
+async def close_pool(pool: asyncpg.Pool[asyncpg.Record], time_limit: float) -> None:
+    """Close a pool, forcibly when the server does not answer within ``time_limit`` seconds."""
+    try:
+        await asyncio.wait_for(pool.close(), time_limit)
+    except TimeoutError:
+        pool.terminate()
 
 
 @contextmanager

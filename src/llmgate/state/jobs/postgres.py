@@ -28,8 +28,9 @@ from llmgate.state.jobs.rows import (
     job_from_row,
     job_row,
     owned,
+    purge_orphans,
 )
-from llmgate.state.postgres import open_pool, reachable
+from llmgate.state.postgres import close_pool, create_tables, open_pool, reachable
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS batch_files (
@@ -135,19 +136,9 @@ class PostgresJobs:
         unfinished are removed). ``time_limit`` bounds connecting and each statement."""
         pool = await open_pool(dsn, schema=schema, max_connections=max_connections, time_limit=time_limit)
         try:
+            await create_tables(pool, schema, TABLES)
             with reachable():
-                async with pool.acquire() as connection, connection.transaction():
-                    # Replicas starting together would race on CREATE ... IF NOT EXISTS: take turns.
-                    await connection.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext($1))", f"llmgate:{schema}"
-                    )
-                    await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-                    await connection.execute(TABLES)
-                    await connection.execute(
-                        "DELETE FROM batch_chunks WHERE stored_at < $1 "
-                        "AND body NOT IN (SELECT body FROM batch_files)",
-                        clock() - ORPHAN_SECONDS,
-                    )
+                await pool.execute(purge_orphans("$1"), clock() - ORPHAN_SECONDS)
         except BaseException:
             pool.terminate()
             raise
@@ -155,10 +146,7 @@ class PostgresJobs:
 
     async def close(self) -> None:
         """Close the pool (forcibly when the server does not answer in time)."""
-        try:
-            await asyncio.wait_for(self._pool.close(), self._time_limit)
-        except TimeoutError:
-            self._pool.terminate()
+        await close_pool(self._pool, self._time_limit)
 
     # Files
 

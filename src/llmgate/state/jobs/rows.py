@@ -17,6 +17,12 @@ JOB_COLUMNS: tuple[str, ...] = BatchJob.__struct_fields__
 ORPHAN_SECONDS = 3600.0
 """Chunks of an upload that never finished (its process died) are removed after this long."""
 
+
+def purge_orphans(mark: str) -> str:
+    """The statement removing chunks older than the time at placeholder ``mark`` that no file names."""
+    return f"DELETE FROM batch_chunks WHERE stored_at < {mark} AND body NOT IN (SELECT body FROM batch_files)"
+
+
 _errors = msgspec.json.Decoder(tuple[JobError, ...])
 _metadata = msgspec.json.Decoder(dict[str, str])
 

@@ -30,6 +30,7 @@ from llmgate.state.jobs.rows import (
     job_from_row,
     job_row,
     owned,
+    purge_orphans,
 )
 from llmgate.state.sqlite import BUSY_TIMEOUT_S, SqliteThread, immediate, sqlite_path
 
@@ -310,10 +311,7 @@ def _open(path: str, orphaned_before: float) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
-        db.execute(
-            "DELETE FROM batch_chunks WHERE stored_at < ? AND body NOT IN (SELECT body FROM batch_files)",
-            (orphaned_before,),
-        )
+        db.execute(purge_orphans("?"), (orphaned_before,))
     except BaseException:
         db.close()
         raise
