@@ -307,8 +307,8 @@ async def test_files_and_jobs_belong_to_their_key() -> None:
         ):
             with pytest.raises(NotFound):
                 await attempt
-        assert await jobs.files(bob) == [] and (await jobs.jobs(bob, after=None, limit=10))[0] == []
-        assert [f.id for f in await jobs.files(alice)] == [job.input_file_id]
+        assert (await jobs.files(bob))[0] == [] and (await jobs.jobs(bob, after=None, limit=10))[0] == []
+        assert [f.id for f in (await jobs.files(alice))[0]] == [job.input_file_id]
         assert [j.id for j in (await jobs.jobs(ADMIN, after=None, limit=10))[0]] == [job.id]
         assert (await jobs.file(ADMIN, job.input_file_id)).owner == alice.key_id
 
@@ -362,7 +362,7 @@ async def test_uploads_need_the_batch_purpose_and_a_file_part() -> None:
             await gw.batch_jobs.upload(alice, Upload(jsonl(1), filename=None))
         with pytest.raises(InvalidRequest):
             await gw.batch_jobs.upload(alice, Upload(jsonl(1), purpose=None))
-        assert await gw.batch_jobs.files(alice) == []
+        assert (await gw.batch_jobs.files(alice))[0] == []
 
 
 async def test_pages_of_jobs_say_whether_there_are_more() -> None:
@@ -404,13 +404,15 @@ async def test_a_database_blip_during_a_run_loses_no_result() -> None:
     assert sorted(line["custom_id"] for line in output) == sorted(f"row-{n}" for n in range(60))
 
 
-async def test_deleting_the_input_of_a_running_job_fails_it_without_losing_answers() -> None:
+async def test_the_input_of_a_running_job_cannot_be_deleted_and_its_loss_fails_the_job() -> None:
     async with Gateway(settings(latency_ms=20, concurrency=2)) as gw:
         alice = await person(gw, "alice")
         job = await submit(gw, jsonl(200), alice)
         gw.batch_worker.start()
         await counted(gw, job.id, 3)
-        await gw.batch_jobs.delete_file(alice, job.input_file_id)
+        with pytest.raises(Conflict):
+            await gw.batch_jobs.delete_file(alice, job.input_file_id)
+        await (await gw.batch_jobs.store()).delete_file(job.input_file_id)  # lost under the API's feet
         await gw.batch_worker.close()  # a restart: the job resumes on an input that is gone
         gw.batch_worker.start()
         done = await until(gw, job.id, "failed", "completed")
@@ -459,3 +461,27 @@ async def test_an_unreachable_database_is_a_503_with_retry_after() -> None:
         with pytest.raises(Overloaded) as raised:
             await gw.batch_jobs.job(ADMIN, "batch_x")
     assert raised.value.status == 503 and raised.value.retry_after == 5
+
+
+async def test_a_job_whose_work_keeps_failing_is_held_back_longer_each_time() -> None:
+    async with Gateway(settings()) as gw:
+        alice = await person(gw, "alice")
+        job = await submit(gw, jsonl(3), alice)
+        worker, store = gw.batch_worker, await gw.batch_jobs.store()
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug, not an upstream failure")
+
+        gw.complete = broken  # type: ignore[method-assign]
+        holds = []
+        for _ in range(2):
+            claimed = await store.claim("tester", now=worker.holder.clock() + 10_000, until=0)
+            await store.release(job.id, "tester")  # make it claimable whatever the hold, to drive it
+            assert claimed is not None
+            assert await worker.claim_once() == 1
+            await asyncio.gather(*worker._running)
+            held = await store.job(job.id)
+            assert held.lease_holder is not None and held.status == "in_progress"
+            assert await worker.claim_once() == 0  # held back: not taken up again at once
+            holds.append(held.lease_until - worker.holder.clock())
+    assert 4 < holds[0] <= 5 and 9 < holds[1] <= 10

@@ -200,3 +200,15 @@ def test_every_byte_of_an_upload_counts_even_without_a_content_length(client: Te
     )
     assert response.status_code == 413, response.text
     assert client.get("/v1/files", headers=auth).json()["data"] == []
+
+
+def test_files_are_listed_in_pages(client: TestClient) -> None:
+    auth = key(client)
+    made = [upload(client, auth, line(f"r{n}")).json()["id"] for n in range(3)]
+    first = client.get("/v1/files?limit=2", headers=auth).json()
+    assert (len(first["data"]), first["has_more"]) == (2, True)
+    rest = client.get(f"/v1/files?limit=2&after={first['last_id']}", headers=auth).json()
+    assert (len(rest["data"]), rest["has_more"]) == (1, False)
+    assert {f["id"] for f in first["data"] + rest["data"]} == set(made)
+    for bad in ("limit=0", "limit=10001", "limit=x", "limit=" + "9" * 40, "order=asc"):
+        assert client.get(f"/v1/files?{bad}", headers=auth).status_code == 400, bad

@@ -277,3 +277,34 @@ async def test_a_finished_job_takes_no_more_results(jobs: Backend[Any]) -> None:
     assert await store.record("batch_1", "replica-a", [ItemResult(0, True, "late")], until=T0 + 90) is None
     assert await store.done_lines("batch_1", after=-1, limit=10) == []
     assert (await store.job("batch_1")).completed == 0
+
+
+async def test_a_file_is_in_use_while_an_active_job_reads_it(jobs: Backend[Any]) -> None:
+    store = await jobs.client()
+    await store.add_file(a_file(), chunks([b"x\n"]))
+    assert await store.in_use("file-1") is False
+    await store.add_job(a_job(status="in_progress"))
+    assert await store.in_use("file-1") is True
+    await store.add_job(a_job("batch_2", status="completed", input_file_id="file-2"))
+    assert await store.in_use("file-2") is False
+    held = await store.claim("replica-a", now=T0, until=T0 + 60)
+    assert await store.advance(
+        msgspec.structs.replace(held, status="failed"), "replica-a", expect="in_progress"
+    )
+    assert await store.in_use("file-1") is False
+
+
+async def test_files_page_by_cursor_and_purpose(jobs: Backend[Any]) -> None:
+    store = await jobs.client()
+    for number in range(5):
+        await store.add_file(a_file(f"file-{number}", at=T0 + number), chunks([b"x\n"]))
+    output = msgspec.structs.replace(a_file("file-out", at=T0 + 9), purpose="batch_output")
+    await store.add_file(output, chunks([b"y\n"]))
+    first = await store.files(owner="key_a", limit=2)
+    assert [f.id for f in first] == ["file-out", "file-4"]
+    rest = await store.files(owner="key_a", after="file-4", limit=10)
+    assert [f.id for f in rest] == ["file-3", "file-2", "file-1", "file-0"]
+    inputs = await store.files(owner="key_a", purpose="batch", after="file-3", limit=2)
+    assert [f.id for f in inputs] == ["file-2", "file-1"]
+    assert [f.id for f in await store.files(owner="key_a", purpose="batch_output")] == ["file-out"]
+    assert await store.files(owner="key_a", after="unknown") == []

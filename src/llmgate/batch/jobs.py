@@ -28,6 +28,8 @@ WINDOW_SECONDS = 24 * 3600.0
 MAX_METADATA = 16
 MAX_FILENAME = 255
 MAX_PAGE = 100
+MAX_FILES = 10_000
+"""The longest page of ``GET /v1/files`` (OpenAI's limit and default)."""
 
 
 def _reachable(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -142,16 +144,29 @@ class BatchJobs:
         return file, (await self.store()).read(file.id)
 
     @_reachable
-    async def files(self, caller: Caller, *, purpose: str | None = None) -> builtins.list[StoredFile]:
-        """The caller's files, newest first."""
-        found = await (await self.store()).files(owner=caller.key_id, everyone=caller.admin)
-        return [file for file in found if purpose is None or file.purpose == purpose]
+    async def files(
+        self, caller: Caller, *, purpose: str | None = None, after: str | None = None, limit: int = MAX_FILES
+    ) -> tuple[builtins.list[StoredFile], bool]:
+        """A page of the caller's files, newest first, and whether there are more."""
+        if not 1 <= limit <= MAX_FILES:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_FILES}.", param="limit")
+        found = await (await self.store()).files(
+            owner=caller.key_id,
+            everyone=caller.admin,
+            purpose=purpose[:64] if purpose else None,
+            after=after[:128] if after else None,
+            limit=limit + 1,
+        )
+        return found[:limit], len(found) > limit
 
     @_reachable
     async def delete_file(self, caller: Caller, file_id: str) -> str:
-        """Delete a file the caller may see; its id."""
+        """Delete a file the caller may see (409 while a running batch reads it); its id."""
         file = await self.file(caller, file_id)
-        await (await self.store()).delete_file(file.id)
+        store = await self.store()
+        if await store.in_use(file.id):
+            raise Conflict(f"File {file.id} is the input of a batch that is still running; cancel it first.")
+        await store.delete_file(file.id)
         return file.id
 
     # Batches

@@ -40,6 +40,9 @@ RENEW_EVERY_LINES = 10_000
 """Validation renews the lease this often (a long input takes a while to check)."""
 RUN_PASSES = 3
 """Passes over the input before a job whose lines still lack results is given up to another claim."""
+CRASH_HOLD_S = 5.0
+MAX_CRASH_HOLD_S = 600.0
+"""A job whose work failed waits 5 s, then 10, 20... up to 10 minutes before it is taken up again."""
 EXPIRED = Stop("batch_expired", "The batch did not finish within its 24h window.", "expired")
 INPUT_MISSING = Stop("input_file_missing", "The input file was deleted while the batch ran.", "failed")
 
@@ -61,6 +64,8 @@ class Worker:
         self.holder = Holder(name, clock, jobs.settings.lease_seconds)
         """This worker's name and clock; each claim holds a token of its own (``name:N``)."""
         self._claims = itertools.count(1)
+        self.failures: dict[str, int] = {}
+        """Jobs whose work failed in this process, and how many times in a row."""
         self._running: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
 
@@ -117,16 +122,26 @@ class Working:
     holder: Holder
 
     async def work(self, job: BatchJob) -> None:
-        """From the job's stored status to the end (or until the lease is lost)."""
+        """From the job's stored status to the end (or until the lease is lost). A job whose work
+        fails is held back before anyone takes it up again, longer after each failure here."""
+        hold = 0.0
         try:
             await self._advance(job)
+            self.worker.failures.pop(job.id, None)
         except LeaseLost:
             log.info("batch %s: another claim took it over", job.id)
         except Exception:
-            log.exception("batch %s: the worker failed; it will be taken up again", job.id)
+            failures = self.worker.failures[job.id] = self.worker.failures.get(job.id, 0) + 1
+            hold = min(CRASH_HOLD_S * 2 ** (failures - 1), MAX_CRASH_HOLD_S)
+            log.exception("batch %s: the worker failed; it is taken up again in %.0f s", job.id, hold)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.release(job.id, self.holder.name))
+                if hold:  # keep the lease a while: no replica retries at once
+                    await asyncio.shield(
+                        self.store.record(job.id, self.holder.name, [], until=self.holder.clock() + hold)
+                    )
+                else:
+                    await asyncio.shield(self.store.release(job.id, self.holder.name))
 
     async def _advance(self, job: BatchJob) -> None:
         stop: Stop | None = stop_of(job) if job.status in ("cancelling", "finalizing") else None

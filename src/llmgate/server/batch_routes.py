@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from llmgate.batch.jobs import MAX_FILES, MAX_PAGE
 from llmgate.batch.wire import batch_object, file_object, page
 from llmgate.core.codec import decode_json
 from llmgate.core.errors import InvalidRequest, PayloadTooLarge
@@ -34,10 +35,18 @@ class BatchRoutes:
         return _json(file_object(stored))
 
     async def list_files(self, request: Request) -> Response:
-        """``GET /v1/files`` (``?purpose=``)."""
+        """``GET /v1/files`` (``?purpose=&after=&limit=``), newest first."""
         caller = await self.ctx.authenticate(request)
-        files = await self.jobs.files(caller, purpose=request.query_params.get("purpose"))
-        return _json({"object": "list", "data": [file_object(file) for file in files], "has_more": False})
+        query = request.query_params
+        if query.get("order", "desc") != "desc":
+            raise InvalidRequest("Files are listed newest first only: order must be 'desc'.", param="order")
+        files, more = await self.jobs.files(
+            caller,
+            purpose=query.get("purpose"),
+            after=query.get("after"),
+            limit=_limit(query.get("limit"), default=MAX_FILES, most=MAX_FILES),
+        )
+        return _json(page([file_object(file) for file in files], has_more=more))
 
     async def get_file(self, request: Request) -> Response:
         """``GET /v1/files/{file_id}``."""
@@ -71,18 +80,23 @@ class BatchRoutes:
     async def list(self, request: Request) -> Response:
         """``GET /v1/batches`` (``?after=&limit=``), newest first."""
         caller = await self.ctx.authenticate(request)
-        limit_text = request.query_params.get("limit", "20")
-        if not limit_text.isdigit() or len(limit_text) > 4:
-            raise InvalidRequest("limit must be a whole number between 1 and 100.", param="limit")
-        found, more = await self.jobs.jobs(
-            caller, after=request.query_params.get("after"), limit=int(limit_text)
-        )
+        limit = _limit(request.query_params.get("limit"), default=20, most=MAX_PAGE)
+        found, more = await self.jobs.jobs(caller, after=request.query_params.get("after"), limit=limit)
         return _json(page([batch_object(job) for job in found], has_more=more))
 
     async def cancel(self, request: Request) -> Response:
         """``POST /v1/batches/{batch_id}/cancel``."""
         caller = await self.ctx.authenticate(request)
         return _json(batch_object(await self.jobs.cancel(caller, request.path_params["batch_id"])))
+
+
+def _limit(text: str | None, *, default: int, most: int) -> int:
+    """A page size from the query: a whole number from 1 to ``most``."""
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 6 or not 1 <= int(text) <= most:
+        raise InvalidRequest(f"limit must be a whole number between 1 and {most}.", param="limit")
+    return int(text)
 
 
 def _json(data: object) -> Response:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -40,10 +41,26 @@ class MemoryJobs:
         for chunk in list(self._bodies.get(file_id, ()) if file_id in self._files else ()):
             yield chunk
 
-    async def files(self, *, owner: str | None, everyone: bool = False) -> builtins.list[StoredFile]:
-        """An owner's files (or all), newest first."""
-        chosen = [file for file in self._files.values() if everyone or file.owner == owner]
-        return sorted(chosen, key=lambda file: (file.created_at, file.id), reverse=True)
+    async def files(
+        self,
+        *,
+        owner: str | None,
+        everyone: bool = False,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: int = 10_000,
+    ) -> builtins.list[StoredFile]:
+        """An owner's files (or all; of one purpose), newest first, older than ``after``."""
+        chosen = [
+            file
+            for file in self._files.values()
+            if (everyone or file.owner == owner) and (purpose is None or file.purpose == purpose)
+        ]
+        return _page(chosen, self._files.get(after) if after is not None else None, after, limit)
+
+    async def in_use(self, file_id: str) -> bool:
+        """Whether an active job reads this file."""
+        return any(job.input_file_id == file_id and job.status in ACTIVE for job in self._jobs.values())
 
     async def delete_file(self, file_id: str) -> bool:
         """Remove a file and its body."""
@@ -65,17 +82,8 @@ class MemoryJobs:
         self, *, owner: str | None, everyone: bool = False, after: str | None = None, limit: int = 20
     ) -> builtins.list[BatchJob]:
         """An owner's jobs (or all), newest first, older than ``after``."""
-        chosen = sorted(
-            (job for job in self._jobs.values() if everyone or job.owner == owner),
-            key=lambda job: (job.created_at, job.id),
-            reverse=True,
-        )
-        cursor = self._jobs.get(after) if after is not None else None
-        if after is not None and cursor is None:
-            return []
-        if cursor is not None:
-            chosen = [job for job in chosen if (job.created_at, job.id) < (cursor.created_at, cursor.id)]
-        return chosen[:limit]
+        chosen = [job for job in self._jobs.values() if everyone or job.owner == owner]
+        return _page(chosen, self._jobs.get(after) if after is not None else None, after, limit)
 
     async def claim(self, holder: str, *, now: float, until: float) -> BatchJob | None:
         """The oldest active job with a free or expired lease, leased to ``holder``."""
@@ -152,3 +160,24 @@ class MemoryJobs:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+class _Dated(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> float: ...
+
+
+D = TypeVar("D", bound=_Dated)
+
+
+def _page(rows: Iterable[D], cursor: D | None, after: str | None, limit: int) -> builtins.list[D]:
+    """Newest first, older than the ``cursor`` row (none if ``after`` names no row), at most ``limit``."""
+    if after is not None and cursor is None:
+        return []
+    ordered = sorted(rows, key=lambda row: (row.created_at, row.id), reverse=True)
+    if cursor is not None:
+        ordered = [row for row in ordered if (row.created_at, row.id) < (cursor.created_at, cursor.id)]
+    return ordered[:limit]

@@ -125,8 +125,21 @@ class JobStore(Protocol):
         """A stored file's body, chunk by chunk in order (nothing for an unknown file)."""
         ...
 
-    async def files(self, *, owner: str | None, everyone: bool = False) -> builtins.list[StoredFile]:
-        """The files an owner holds (every file with ``everyone``), newest first."""
+    async def files(
+        self,
+        *,
+        owner: str | None,
+        everyone: bool = False,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: int = 10_000,
+    ) -> builtins.list[StoredFile]:
+        """The files an owner holds (every file with ``everyone``; of one ``purpose`` when given),
+        newest first; ``after``: only those older than that file; at most ``limit``."""
+        ...
+
+    async def in_use(self, file_id: str) -> bool:
+        """Whether an active job reads this file as its input."""
         ...
 
     async def delete_file(self, file_id: str) -> bool:

@@ -27,7 +27,7 @@ from llmgate.state.jobs.rows import (
     file_row,
     job_from_row,
     job_row,
-    owned,
+    page_query,
     purge_orphans,
 )
 from llmgate.state.postgres import close_pool, create_tables, open_pool, reachable
@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
 );
 CREATE INDEX IF NOT EXISTS batch_jobs_owner ON batch_jobs (owner, created_at);
 CREATE INDEX IF NOT EXISTS batch_jobs_status ON batch_jobs (status, created_at);
+CREATE INDEX IF NOT EXISTS batch_jobs_input ON batch_jobs (input_file_id);
 CREATE TABLE IF NOT EXISTS batch_items (
     job_id text NOT NULL,
     line bigint NOT NULL,
@@ -202,14 +203,39 @@ class PostgresJobs:
             seq = row[0]
             yield bytes(row[1])
 
-    async def files(self, *, owner: str | None, everyone: bool = False) -> builtins.list[StoredFile]:
-        """An owner's files (or all), newest first."""
-        where, params = owned(owner, everyone, mark="$1")
+    async def files(
+        self,
+        *,
+        owner: str | None,
+        everyone: bool = False,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: int = 10_000,
+    ) -> builtins.list[StoredFile]:
+        """An owner's files (or all; of one purpose), newest first, older than ``after``."""
+        sql, params = page_query(
+            SELECT_FILES,
+            "batch_files",
+            owner=owner,
+            everyone=everyone,
+            purpose=purpose,
+            after=after,
+            limit=limit,
+            mark=_dollar,
+        )
         with reachable():
-            rows = await self._pool.fetch(
-                f"{SELECT_FILES} {where} ORDER BY created_at DESC, id DESC", *params
-            )
+            rows = await self._pool.fetch(sql, *params)
         return [file_from_row(row) for row in rows]
+
+    async def in_use(self, file_id: str) -> bool:
+        """Whether an active job reads this file."""
+        with reachable():
+            found = await self._pool.fetchval(
+                "SELECT 1 FROM batch_jobs WHERE input_file_id = $1 AND status = ANY($2::text[]) LIMIT 1",
+                file_id,
+                list(ACTIVE),
+            )
+        return found is not None
 
     async def delete_file(self, file_id: str) -> bool:
         """Remove a file and its body in one transaction."""
@@ -234,14 +260,9 @@ class PostgresJobs:
         self, *, owner: str | None, everyone: bool = False, after: str | None = None, limit: int = 20
     ) -> builtins.list[BatchJob]:
         """An owner's jobs (or all), newest first, older than ``after``."""
-        where, params = owned(owner, everyone, mark="$1")
-        if after is not None:
-            params = (*params, after)
-            where += (" AND " if where else "WHERE ") + (
-                f"(created_at, id) < (SELECT created_at, id FROM batch_jobs WHERE id = ${len(params)})"
-            )
-        params = (*params, limit)
-        sql = f"{SELECT_JOBS} {where} ORDER BY created_at DESC, id DESC LIMIT ${len(params)}"
+        sql, params = page_query(
+            SELECT_JOBS, "batch_jobs", owner=owner, everyone=everyone, after=after, limit=limit, mark=_dollar
+        )
         with reachable():
             rows = await self._pool.fetch(sql, *params)
         return [job_from_row(row) for row in rows]
@@ -339,3 +360,7 @@ async def _remove_file(connection: PoolConnectionProxy[asyncpg.Record], file_id:
         return False
     await connection.execute("DELETE FROM batch_chunks WHERE body = $1", body)
     return True
+
+
+def _dollar(number: int) -> str:
+    return f"${number}"

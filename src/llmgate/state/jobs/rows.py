@@ -5,7 +5,7 @@ Metadata and errors travel as JSON text; both drivers hand rows back as sequence
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -64,10 +64,31 @@ def job_from_row(row: Iterable[Any]) -> BatchJob:
     return BatchJob(**values)
 
 
-def owned(owner: str | None, everyone: bool, *, mark: str) -> tuple[str, tuple[object, ...]]:
-    """The ``WHERE`` clause (and its parameter) choosing one owner's rows; ``mark``: the placeholder."""
-    if everyone:
-        return "", ()
-    if owner is None:
-        return "WHERE owner IS NULL", ()
-    return f"WHERE owner = {mark}", (owner,)
+def page_query(
+    select: str,
+    table: str,
+    *,
+    owner: str | None,
+    everyone: bool,
+    after: str | None,
+    limit: int,
+    mark: Callable[[int], str],
+    purpose: str | None = None,
+) -> tuple[str, tuple[object, ...]]:
+    """A page of one owner's rows (everyone's with ``everyone``), newest first, older than the row
+    ``after`` names; ``mark(n)``: the driver's n-th placeholder."""
+    clauses: list[str] = []
+    params: list[object] = []
+
+    def bind(value: object) -> str:
+        params.append(value)
+        return mark(len(params))
+
+    if not everyone:
+        clauses.append("owner IS NULL" if owner is None else f"owner = {bind(owner)}")
+    if purpose is not None:
+        clauses.append(f"purpose = {bind(purpose)}")
+    if after is not None:
+        clauses.append(f"(created_at, id) < (SELECT created_at, id FROM {table} WHERE id = {bind(after)})")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return f"{select} {where} ORDER BY created_at DESC, id DESC LIMIT {bind(limit)}", tuple(params)

@@ -29,7 +29,7 @@ from llmgate.state.jobs.rows import (
     file_row,
     job_from_row,
     job_row,
-    owned,
+    page_query,
     purge_orphans,
 )
 from llmgate.state.sqlite import BUSY_TIMEOUT_S, SqliteThread, immediate, sqlite_path
@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
 );
 CREATE INDEX IF NOT EXISTS batch_jobs_owner ON batch_jobs (owner, created_at);
 CREATE INDEX IF NOT EXISTS batch_jobs_status ON batch_jobs (status, created_at);
+CREATE INDEX IF NOT EXISTS batch_jobs_input ON batch_jobs (input_file_id);
 CREATE TABLE IF NOT EXISTS batch_items (
     job_id TEXT NOT NULL,
     line INTEGER NOT NULL,
@@ -155,15 +156,33 @@ class SqliteJobs:
             seq = row[0]
             yield bytes(row[1])
 
-    async def files(self, *, owner: str | None, everyone: bool = False) -> builtins.list[StoredFile]:
-        """An owner's files (or all), newest first."""
-        where, params = owned(owner, everyone, mark="?")
-        rows = await self._run(
-            lambda db: db.execute(
-                f"{SELECT_FILES} {where} ORDER BY created_at DESC, id DESC", params
-            ).fetchall()
+    async def files(
+        self,
+        *,
+        owner: str | None,
+        everyone: bool = False,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: int = 10_000,
+    ) -> builtins.list[StoredFile]:
+        """An owner's files (or all; of one purpose), newest first, older than ``after``."""
+        sql, params = page_query(
+            SELECT_FILES,
+            "batch_files",
+            owner=owner,
+            everyone=everyone,
+            purpose=purpose,
+            after=after,
+            limit=limit,
+            mark=_question,
         )
+        rows = await self._run(lambda db: db.execute(sql, params).fetchall())
         return [file_from_row(row) for row in rows]
+
+    async def in_use(self, file_id: str) -> bool:
+        """Whether an active job reads this file."""
+        sql = f"SELECT 1 FROM batch_jobs WHERE input_file_id = ? AND status IN ({ACTIVE_SQL}) LIMIT 1"
+        return await self._run(lambda db: db.execute(sql, (file_id,)).fetchone() is not None)
 
     async def delete_file(self, file_id: str) -> bool:
         """Remove a file and its body in one transaction."""
@@ -189,14 +208,16 @@ class SqliteJobs:
         self, *, owner: str | None, everyone: bool = False, after: str | None = None, limit: int = 20
     ) -> builtins.list[BatchJob]:
         """An owner's jobs (or all), newest first, older than ``after``."""
-        where, params = owned(owner, everyone, mark="?")
-        if after is not None:
-            where += (" AND " if where else "WHERE ") + (
-                "(created_at, id) < (SELECT created_at, id FROM batch_jobs WHERE id = ?)"
-            )
-            params = (*params, after)
-        sql = f"{SELECT_JOBS} {where} ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = await self._run(lambda db: db.execute(sql, (*params, limit)).fetchall())
+        sql, params = page_query(
+            SELECT_JOBS,
+            "batch_jobs",
+            owner=owner,
+            everyone=everyone,
+            after=after,
+            limit=limit,
+            mark=_question,
+        )
+        rows = await self._run(lambda db: db.execute(sql, params).fetchall())
         return [job_from_row(row) for row in rows]
 
     async def claim(self, holder: str, *, now: float, until: float) -> BatchJob | None:
@@ -350,3 +371,7 @@ def _next_chunk(db: sqlite3.Connection, *, body: str, seq: int) -> tuple[int, by
 def _one_job(db: sqlite3.Connection, job_id: str) -> BatchJob | None:
     row = db.execute(f"{SELECT_JOBS} WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else job_from_row(row)
+
+
+def _question(_: int) -> str:
+    return "?"
