@@ -167,3 +167,10 @@ async def test_a_refused_key_stops_the_run_instead_of_failing_every_line() -> No
     runner = script.runner(concurrency=1)
     assert await run(runner, lines(5)) == []
     assert runner.stopped == "Invalid API key." and script.sent == ["id-0"]
+
+
+async def test_a_request_too_large_for_any_wait_fails_at_once() -> None:
+    too_large = Outcome(429, b"{}", code="request_too_large", retry_after=None)
+    script = Script({"id-0": [too_large]})
+    [result] = await run(script.runner(), lines(1))
+    assert (result.status_code, result.attempts, script.sleeps) == (429, 1, [])

@@ -230,3 +230,19 @@ async def test_a_batch_caller_fills_only_its_share_and_leaves_the_rest(
     clock.advance(60)
     tiny = Caller(key_id="key_t", name="t", rpm=1, batch_id="b", limit_share=0.1)
     assert await admitted(limits, tiny, 3) == 1  # never below one request
+
+
+async def test_a_request_larger_than_a_token_limit_is_refused_as_too_large(
+    counters: MemoryCounters, clock: FakeClock
+) -> None:
+    limits = limits_of(counters, clock, global_rate=Rate(tpm=10_000))
+    with pytest.raises(RateLimited) as refused:
+        await limits.admit(key(tpm=1000), 1001)
+    assert refused.value.code == "request_too_large" and refused.value.retry_after is None
+    assert "this key's limit is 1000 tokens per minute" in refused.value.message
+    batch = Caller(key_id="key_b", name="b", tpm=1000, batch_id="b", limit_share=0.5)
+    with pytest.raises(RateLimited) as shared:
+        await limits.admit(batch, 600)  # fits the key, not the batch's half of it
+    assert shared.value.code == "request_too_large"
+    assert await counters.value(f"tpm:key:key_b:{int(clock() // 60)}") == 0  # nothing was taken
+    await limits.admit(batch, 500)

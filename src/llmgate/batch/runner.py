@@ -23,6 +23,8 @@ from llmgate.batch.results import BatchResult, Outcome, Progress
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 STOP_CODES = frozenset({"insufficient_quota"})
+FINAL_CODES = frozenset({"request_too_large"})
+"""429s that no wait will cure: the line fails at once."""
 MAX_RATE_WAITS = 100
 """Waits for a rate limit to reset, per item, before it fails (at most a minute each)."""
 MAX_WAIT_S = 60.0
@@ -124,7 +126,7 @@ class Runner:
             if outcome.code in STOP_CODES or outcome.status == 401:  # the caller's key, not the line
                 self.stopped = self.stopped or outcome.message or outcome.code or f"HTTP {outcome.status}"
                 return None
-            if outcome.status and outcome.status not in RETRY_STATUSES:  # 0: no answer at all, retried
+            if outcome.code in FINAL_CODES or (outcome.status and outcome.status not in RETRY_STATUSES):
                 return BatchResult(line.index, line.custom_id, outcome, attempts)
             if outcome.status == 429 and outcome.retry_after is not None and waits < MAX_RATE_WAITS:
                 waits += 1

@@ -85,6 +85,13 @@ class CallerLimits:
         minute = int(now // WINDOW)
         reset = (minute + 1) * WINDOW - now
         takes, ticket = self._takes(caller, minute, tokens)
+        for bucket, amount, limit, _ in takes:
+            if amount > limit and bucket.startswith("tpm:"):  # it could never fit: waiting will not help
+                raise RateLimited(
+                    f"Request too large: it needs about {int(amount)} tokens, and "
+                    f"{self._who(bucket)} limit is {int(limit)} tokens per minute.",
+                    code="request_too_large",
+                )
         if ticket.parallel_bucket is not None and not await self._take_parallel(caller, ticket, reset):
             raise self._refusal(caller, "too many parallel requests", reset=1.0, status=None)
         if not takes:
@@ -145,11 +152,13 @@ class CallerLimits:
         """Which limit refused (read back on the refusal path only)."""
         for bucket, amount, limit, _ in takes:
             if await self.counters.value(bucket) + amount > limit:
-                kind, scope = bucket.split(":", 2)[:2]
-                unit = "requests" if kind == "rpm" else "tokens"
-                who = "this key's" if scope == "key" else "the gateway's global"
-                return f"{who} limit of {int(limit)} {unit} per minute is reached"
+                unit = "requests" if bucket.startswith("rpm:") else "tokens"
+                return f"{self._who(bucket)} limit of {int(limit)} {unit} per minute is reached"
         return "a rate limit is reached"
+
+    @staticmethod
+    def _who(bucket: str) -> str:
+        return "this key's" if bucket.split(":", 2)[1] == "key" else "the gateway's global"
 
     def _refusal(
         self, caller: Caller, reason: str, *, reset: float, status: LimitStatus | None
