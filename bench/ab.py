@@ -18,6 +18,9 @@ Sets:
   >= 0.90x cache-off; 100%-hit >= 1.5x bare.
 - ``default``: the default features with usage records in SQLite; with ``--baseline SRC`` the same
   configuration also runs from another checkout's source, for a regression check.
+- ``protocols``: the default features, called as Chat Completions, Anthropic Messages
+  (``/v1/messages``), OpenAI Responses (``/v1/responses``) and legacy completions, all to the same
+  OpenAI-compatible upstream (bar: Messages >= 0.70x of chat).
 - ``observe``: metrics and request logs off; metrics on; metrics and JSON request lines on (bar:
   >= 0.90x off). ``observe-sqlite``: the same with usage records in SQLite and text lines (the defaults).
 
@@ -59,11 +62,23 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "metrics+json-logs": {"log": {"requests": True, "format": "json", "level": "info"}},
     },
     "default": {"default": SQLITE},
+    "protocols": {
+        "chat": SQLITE,
+        "messages": {**SQLITE, "_protocol": "messages"},
+        "responses": {**SQLITE, "_protocol": "responses"},
+        "completions": {**SQLITE, "_protocol": "completions"},
+    },
     "observe-sqlite": {
         "off": {**SQLITE, "server": {"metrics": False}, "log": {"requests": False}},
         "metrics": {**SQLITE, "log": {"requests": False}},
         "metrics+text-logs": {**SQLITE, "log": {"requests": True, "format": "text", "level": "info"}},
     },
+}
+PATHS = {
+    "chat": "/v1/chat/completions",
+    "messages": "/v1/messages",
+    "responses": "/v1/responses",
+    "completions": "/v1/completions",
 }
 SAME_PROMPT = {"exact-100%"}  # targets whose requests all carry one prompt (the others: a prompt each)
 
@@ -76,6 +91,7 @@ def config(extra: dict[str, Any]) -> str:
         f"models:\n  - {{name: {MODEL}, deployments: [{{provider: upstream, model: {MODEL}}}]}}\n"
     )
     extra = {"storage": {"database": "memory"}, **extra}
+    extra.pop("_protocol", None)  # how the target is called, not configuration
     return text + "".join(f"{section}: {json.dumps(value)}\n" for section, value in extra.items())
 
 
@@ -89,9 +105,12 @@ def wait_ready(url: str, seconds: float = 20) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
-def wrk(url: str, *, unique: bool, stream: bool, conc: int, duration: float) -> dict[str, Any]:
+def wrk(
+    url: str, *, unique: bool, stream: bool, conc: int, duration: float, protocol: str = "chat"
+) -> dict[str, Any]:
     env = {
         **os.environ,
+        "BENCH_PROTOCOL": protocol,
         "BENCH_UNIQUE": "1" if unique else "0",
         "BENCH_STREAM": "1" if stream else "0",
         "BENCH_NONCE": str(time.monotonic_ns()),  # prompts never repeat across runs
@@ -186,6 +205,7 @@ def main() -> int:
         )
         targets = {"bare": f"http://127.0.0.1:{BARE}/v1/chat/completions"}
         pids: dict[str, int] = {}
+        protocols: dict[str, str] = {"bare": "chat"}
         configs = dict(SETS[args.set_name])
         runs_from: dict[str, str | None] = dict.fromkeys(configs)
         if args.baseline:
@@ -219,16 +239,18 @@ def main() -> int:
             )
             started.append(proc)
             pids[name] = proc.pid
-            targets[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
+            protocols[name] = extra.get("_protocol", "chat")
+            targets[name] = f"http://127.0.0.1:{port}{PATHS[protocols[name]]}"
         wait_ready(f"http://127.0.0.1:{MOCK}/health")
         for name, url in targets.items():
-            wait_ready(url.replace("/v1/chat/completions", "/health" if name != "bare" else "/v1/models"))
+            wait_ready(url.replace(PATHS[protocols[name]], "/health" if name != "bare" else "/v1/models"))
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         names = list(targets)
         for mode in args.modes.split(","):
             stream = mode == "stream"
             for name, url in targets.items():  # warm-up: stores the one prompt of the 100% case
-                wrk(url, unique=name not in SAME_PROMPT, stream=stream, conc=args.conc, duration=2)
+                unique = name not in SAME_PROMPT
+                wrk(url, unique=unique, stream=stream, conc=args.conc, duration=2, protocol=protocols[name])
             for round_ in range(args.rounds):
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for name in order:
@@ -238,6 +260,7 @@ def main() -> int:
                         stream=stream,
                         conc=args.conc,
                         duration=args.duration,
+                        protocol=protocols[name],
                     )
                     results.setdefault((mode, name), []).append(result)
                     print(

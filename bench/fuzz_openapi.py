@@ -7,8 +7,8 @@
 
 schemathesis is in the project's ``dev`` extra (``pip install -e ".[dev]"``; on its own:
 ``.venv/bin/pip install schemathesis``). The spec is ``../shared/specs/openai-openapi.yaml`` (``--spec``),
-restricted to what the gateway serves: ``POST /chat/completions``, ``POST /embeddings``, ``GET /models``,
-``GET /models/{model}``, under ``/v1``.
+restricted to what the gateway serves: ``POST /chat/completions``, ``POST /responses``,
+``POST /completions``, ``POST /embeddings``, ``GET /models``, ``GET /models/{model}``, under ``/v1``.
 
 Without ``--url`` it starts ``llmgate serve`` itself on a free port (no config: the built-in ``mock``
 provider, open mode on 127.0.0.1; the ``master`` run sets ``LLMGATE_MASTER_KEY`` and sends it as
@@ -57,9 +57,18 @@ sys.path.insert(0, str(HERE))
 import fuzz_socket as raw  # noqa: E402 (the sibling script: the exchange and the gateway process)
 
 SPEC = HERE.parent.parent / "shared" / "specs" / "openai-openapi.yaml"
-OPERATIONS = ("POST /chat/completions", "POST /embeddings", "GET /models", "GET /models/{model}")
+OPERATIONS = (
+    "POST /chat/completions",
+    "POST /responses",
+    "POST /completions",
+    "POST /embeddings",
+    "GET /models",
+    "GET /models/{model}",
+)
 GATEWAY_MODEL = {
     "POST /chat/completions": "mock:echo",
+    "POST /responses": "mock:echo",
+    "POST /completions": "mock:echo",
     "POST /embeddings": "mock:mock-embed",
     "GET /models/{model}": "mock:echo",
 }
@@ -84,9 +93,17 @@ HOSTILE_MODELS: list[Any] = [
 ]
 ALLOWED = {
     "POST /chat/completions": frozenset({200, 400, 401, 404, 413}),
+    "POST /responses": frozenset({200, 400, 401, 404, 413}),
+    "POST /completions": frozenset({200, 400, 401, 404, 413}),
     "POST /embeddings": frozenset({200, 400, 401, 404, 413}),
     "GET /models": frozenset({200, 401}),
     "GET /models/{model}": frozenset({200, 400, 401, 404}),
+}
+# What ends a 200 stream of each operation: its last event, or an error event.
+STREAM_ENDS = {
+    "POST /chat/completions": (b"data: [DONE]", b'data: {"error"'),
+    "POST /completions": (b"data: [DONE]", b'data: {"error"'),
+    "POST /responses": (b"event: response.completed", b"event: response.incomplete", b"event: error"),
 }
 DROPPED_HEADERS = {"x-schemathesis-testcaseid", "accept-encoding", "connection", "content-length", "host"}
 ROUNDS = 4  # passes over the cells that ran out of time, while time is left
@@ -271,16 +288,18 @@ def judge(sent: Sent, outcome: str, reply: raw.Reply, seconds: float, *, open_mo
 
 def _ok_shape(sent: Sent, content_type: str, body: bytes, data: Any) -> str | None:
     """What is wrong with a 200 (None when it has the operation's shape)."""
-    if sent.operation == "POST /chat/completions" and sent.stream:
+    if sent.stream and sent.operation in STREAM_ENDS:
         if not content_type.startswith("text/event-stream"):
             return f"200 stream with content-type {content_type or 'none'}"
-        if b"data: [DONE]" not in body and b'data: {"error"' not in body:
-            return "200 stream without [DONE] or an error event"
+        if not any(end in body for end in STREAM_ENDS[sent.operation]):
+            return "200 stream without its closing event or an error event"
         return None
     if not isinstance(data, dict):
         return f"200 without a JSON object ({content_type or 'no content-type'})"
     expected = {
         "POST /chat/completions": ("object", "chat.completion"),
+        "POST /responses": ("object", "response"),
+        "POST /completions": ("object", "text_completion"),
         "POST /embeddings": ("object", "list"),
         "GET /models": ("object", "list"),
         "GET /models/{model}": ("object", "model"),

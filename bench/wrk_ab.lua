@@ -1,11 +1,14 @@
 -- wrk script for bench/ab.py: POST a chat completion; with BENCH_UNIQUE=1 every request carries a
 -- prompt of its own (a 0% cache hit rate), otherwise the same one (100% once the first is stored).
--- Prints one JSON summary line, like the yardstick's wrk_chat.lua.
+-- BENCH_PROTOCOL says how the same request is written: chat (default), messages (Anthropic),
+-- responses (OpenAI Responses) or completions (legacy). Prints one JSON summary line, like the
+-- yardstick's wrk_chat.lua.
 
 local model = os.getenv("BENCH_MODEL") or "mock-gpt-4o-mini"
 local unique = os.getenv("BENCH_UNIQUE") == "1"
 local stream = os.getenv("BENCH_STREAM") == "1"
 local nonce = os.getenv("BENCH_NONCE") or "0"
+local protocol = os.getenv("BENCH_PROTOCOL") or "chat"
 local counter = 0
 local thread_id = 0
 
@@ -17,9 +20,24 @@ local function body(n)
     for i = 1, 24 do words[i] = "w" .. math.random(1, 1000000000) end
     prompt = table.concat(words, " ") .. " " .. nonce .. "-" .. thread_id .. "-" .. n
   end
-  local text = '{"model":"' .. model .. '","messages":[{"role":"system","content":"You are a helpful assistant."},' ..
-    '{"role":"user","content":"' .. prompt .. '"}],"max_tokens":64,"temperature":0'
-  if stream then text = text .. ',"stream":true,"stream_options":{"include_usage":true}' end
+  local system = "You are a helpful assistant."
+  local text
+  if protocol == "messages" then
+    text = '{"model":"' .. model .. '","system":"' .. system .. '","messages":[{"role":"user","content":"' ..
+      prompt .. '"}],"max_tokens":64,"temperature":0'
+    if stream then text = text .. ',"stream":true' end
+  elseif protocol == "responses" then
+    text = '{"model":"' .. model .. '","instructions":"' .. system .. '","input":"' .. prompt ..
+      '","max_output_tokens":64,"temperature":0'
+    if stream then text = text .. ',"stream":true' end
+  elseif protocol == "completions" then
+    text = '{"model":"' .. model .. '","prompt":"' .. prompt .. '","max_tokens":64,"temperature":0'
+    if stream then text = text .. ',"stream":true,"stream_options":{"include_usage":true}' end
+  else
+    text = '{"model":"' .. model .. '","messages":[{"role":"system","content":"' .. system .. '"},' ..
+      '{"role":"user","content":"' .. prompt .. '"}],"max_tokens":64,"temperature":0'
+    if stream then text = text .. ',"stream":true,"stream_options":{"include_usage":true}' end
+  end
   return text .. '}'
 end
 

@@ -407,8 +407,8 @@ class Gateway:
     # --- toolkit ----------------------------------------------------------------------------------------
 
     def count_tokens(self, model: str, content: Content) -> TokenCount:
-        """Tokens of a text or a conversation for ``model``: exact for OpenAI-family models (the first
-        count loads the encoding, about a second), a labelled estimate otherwise."""
+        """Tokens of a text, a conversation or a request for ``model``: exact for OpenAI-family models
+        (the first count loads the encoding, about a second), a labelled estimate otherwise."""
         return self.toolkit.count_tokens(model, content)
 
     def fit(

@@ -635,14 +635,15 @@ class Replay:
         return found[-1]
 
 
-def _start_replays(tmp: Path) -> dict[str, Replay]:
-    """One replay process per family, started together, each ready within the bound."""
+def start_replays(tmp: Path, recordings: dict[str, list[str]]) -> dict[str, Replay]:
+    """One replay process per entry (name -> recording files), started together, each ready within the
+    bound."""
     started: dict[str, tuple[subprocess.Popen[str], Path]] = {}
     replays: dict[str, Replay] = {}
     try:
-        for family in FAMILIES:
-            log_path = tmp / f"replay-{family}.log"
-            files = [str(RECORDINGS / name) for name in family_recordings(family)]
+        for name, names in recordings.items():
+            log_path = tmp / f"replay-{name}.log"
+            files = [str(RECORDINGS / recording) for recording in names]
             with log_path.open("w") as stderr:
                 proc = subprocess.Popen(
                     [sys.executable, str(REPLAY_SCRIPT), "--port", "0", "--recordings", *files],
@@ -651,9 +652,9 @@ def _start_replays(tmp: Path) -> dict[str, Replay]:
                     text=True,
                     env=_clean_env(),
                 )
-            started[family] = (proc, log_path)
+            started[name] = (proc, log_path)
         deadline = time.monotonic() + START_TIMEOUT_S
-        for family, (proc, log_path) in started.items():
+        for name, (proc, log_path) in started.items():
             assert proc.stdout is not None
             line = ""
             while (left := deadline - time.monotonic()) > 0 and proc.poll() is None:
@@ -661,15 +662,15 @@ def _start_replays(tmp: Path) -> dict[str, Replay]:
                     line = proc.stdout.readline()
                     break
             if not line.startswith("REPLAY READY"):
-                raise RuntimeError(f"the {family} replay did not start: {_tail(log_path)}")
-            replays[family] = Replay(proc, int(line.split()[-1]))
+                raise RuntimeError(f"the {name} replay did not start: {_tail(log_path)}")
+            replays[name] = Replay(proc, int(line.split()[-1]))
     except BaseException:
-        _stop_all(proc for proc, _ in started.values())
+        stop_replays(proc for proc, _ in started.values())
         raise
     return replays
 
 
-def _stop_all(procs: Any) -> None:
+def stop_replays(procs: Any) -> None:
     for proc in procs:
         stop_process(proc)
         if proc.stdout is not None:
@@ -678,11 +679,11 @@ def _stop_all(procs: Any) -> None:
 
 @pytest.fixture(scope="session")
 def replays(e2e_tmp: Path) -> Iterator[dict[str, Replay]]:
-    started = _start_replays(e2e_tmp)
+    started = start_replays(e2e_tmp, {family: family_recordings(family) for family in FAMILIES})
     try:
         yield started
     finally:
-        _stop_all(replay.proc for replay in started.values())
+        stop_replays(replay.proc for replay in started.values())
 
 
 def providers_config(replays: dict[str, Replay]) -> dict[str, Any]:
@@ -784,8 +785,13 @@ def scenario(family: str, name: str) -> Scenario:
     return Scenario(FAMILIES[family], name, recording, provider_for(family, recording), path, query)
 
 
-def check_sent(case: Scenario, replays: dict[str, Replay], *, stream: bool) -> dict[str, Any]:
-    """The gateway sent the provider's native request: path, auth header, body shape and content."""
+def check_sent(
+    case: Scenario, replays: dict[str, Replay], *, stream: bool, defaults: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The gateway sent the provider's native request: path, auth header, body shape and content.
+
+    ``defaults``: sampling fields the client's protocol always sets (Messages' required ``max_tokens``),
+    not compared when the recorded request has none."""
     sent = replays[case.family.name].last_for(case.name)
     family, recorded = case.family, case.body
     assert sent["path"] == case.path
@@ -806,7 +812,10 @@ def check_sent(case: Scenario, replays: dict[str, Replay], *, stream: bool) -> d
     if "messages" in recorded or "contents" in recorded:
         assert family.native_keys <= set(body), f"native keys missing: {family.native_keys - set(body)}"
         assert not (family.foreign_keys & set(body)), f"foreign keys sent: {family.foreign_keys & set(body)}"
-        assert native_view(family.name, body) == native_view(family.name, recorded)
+        view, recorded_view = native_view(family.name, body), native_view(family.name, recorded)
+        for name in defaults - set(recorded_view.get("sampling", ())):
+            view.get("sampling", {}).pop(name, None)
+        assert view == recorded_view
         if family.name == "anthropic" and "tool_choice" in recorded:
             assert body["tool_choice"] == recorded["tool_choice"]
         if family.name in ("anthropic", "cohere"):
@@ -857,6 +866,8 @@ def native_view(family: str, body: dict[str, Any]) -> dict[str, Any]:
         view["sampling"] = body.get("options") or {}
     else:  # Cohere v2 and the OpenAI-compatible ones
         view["sampling"] = {k: body[k] for k in ("temperature", "max_tokens", "top_p", "p") if k in body}
+        if "max_completion_tokens" in body:  # OpenAI's newer name of the same limit
+            view["sampling"]["max_tokens"] = body["max_completion_tokens"]
         view["tools"] = [
             (t["function"]["name"], t["function"].get("description") or "", t["function"].get("parameters"))
             for t in body.get("tools") or []

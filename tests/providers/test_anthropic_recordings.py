@@ -412,6 +412,7 @@ def _outcome(response: ChatResponse) -> dict[str, Any]:
         "model": response.model,
         "text": message.content,
         "reasoning": message.reasoning_text or None,
+        "signature": message.reasoning_signature or None,
         "tool_calls": [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls],
         "finish_reason": choice.finish_reason,
         "usage": _usage_numbers(response),
@@ -423,11 +424,13 @@ def _expected_outcome(message: dict[str, Any]) -> dict[str, Any]:
     blocks = message["content"]
     text = "".join(b["text"] for b in blocks if b["type"] == "text")
     reasoning = "".join(b["thinking"] for b in blocks if b["type"] == "thinking")
+    signature = "".join(b.get("signature", "") for b in blocks if b["type"] == "thinking")
     return {
         "id": message["id"],
         "model": message["model"],
         "text": text or None,
         "reasoning": reasoning or None,
+        "signature": signature or None,
         "tool_calls": [(b["id"], b["name"], b["input"]) for b in blocks if b["type"] == "tool_use"],
         "finish_reason": FINISH[message["stop_reason"]],
         "usage": _expected_usage(message["usage"]),
@@ -466,6 +469,8 @@ def _assembled_message(events: list[dict[str, Any]]) -> dict[str, Any]:
                 block["text"] += delta["text"]
             elif delta["type"] == "thinking_delta":
                 block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] += delta["signature"]
             elif delta["type"] == "input_json_delta":
                 partial[event["index"]] = partial.get(event["index"], "") + delta["partial_json"]
         elif kind == "content_block_stop" and event["index"] in partial:

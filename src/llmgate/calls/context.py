@@ -17,8 +17,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import msgspec
-
 from llmgate.core.caller import Caller
 from llmgate.core.request import ChatRequest, Message
 from llmgate.routing.plan import Plan
@@ -132,7 +130,7 @@ class ContextStage:
 
         if plan.chain[0].context_overflow == "truncate":
             fitted = await asyncio.to_thread(fit, request.messages, budget, count)
-            return Fitted(_with_messages(request, fitted.messages), "truncated")
+            return Fitted(request.with_messages(fitted.messages), "truncated")
         condensed = await condense(
             request.messages,
             max_tokens=budget,
@@ -141,9 +139,4 @@ class ContextStage:
             max_summary_tokens=self._max_summary,
             transcript_tokens=budget,
         )
-        return Fitted(_with_messages(request, condensed.messages), "condensed")
-
-
-def _with_messages(request: ChatRequest, messages: list[Message]) -> ChatRequest:
-    """The request with other messages (the caller's raw ones no longer apply)."""
-    return msgspec.structs.replace(request, messages=messages, raw_messages=None)
+        return Fitted(request.with_messages(condensed.messages), "condensed")

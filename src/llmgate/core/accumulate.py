@@ -34,6 +34,7 @@ class _ChoiceParts:
     content: list[str] = field(default_factory=list)
     reasoning_content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    reasoning_signature: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
     tool_calls: dict[int, _ToolCallParts] = field(default_factory=dict)
     function_name: str = ""
@@ -97,6 +98,7 @@ class StreamAccumulator:
             refusal="".join(parts.refusal) if parts.refusal else None,
             reasoning_content="".join(parts.reasoning_content) if parts.reasoning_content else UNSET,
             reasoning="".join(parts.reasoning) if parts.reasoning else UNSET,
+            reasoning_signature="".join(parts.reasoning_signature) if parts.reasoning_signature else UNSET,
         )
         return Choice(index=index, message=message, finish_reason=parts.finish_reason)
 
@@ -106,6 +108,7 @@ def _add_delta(parts: _ChoiceParts, delta: Delta) -> None:
         (delta.content, parts.content),
         (delta.reasoning_content, parts.reasoning_content),
         (delta.reasoning, parts.reasoning),
+        (delta.reasoning_signature, parts.reasoning_signature),
         (delta.refusal, parts.refusal),
     ):
         if source:

@@ -19,6 +19,7 @@ from llmgate.core.request import (
 )
 
 T = TypeVar("T", ChatRequest, EmbeddingRequest)
+S = TypeVar("S")
 
 # msgspec reports the location as "... - at `$.messages[0].role`" and a missing field as
 # "Object missing required field `model`"; both formats are documented by msgspec.
@@ -149,6 +150,19 @@ def _convert(data: Any, target: type[T], known: frozenset[str]) -> T:
         fields["extra"] = extra
     try:
         return msgspec.convert(fields, target)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc)) from exc
+    except RecursionError:
+        raise InvalidRequest("The request is nested too deeply.", code="invalid_value") from None
+
+
+def convert_as(data: Any, target: type[S]) -> S:
+    """Decoded JSON checked against a struct type (an inbound protocol's body), with the same errors as
+    the canonical requests: ``InvalidRequest`` naming the field's path."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    try:
+        return msgspec.convert(data, target)
     except msgspec.ValidationError as exc:
         raise _invalid(str(exc)) from exc
     except RecursionError:

@@ -171,12 +171,27 @@ Metadata = Annotated[
 ]
 
 
+ANTHROPIC_MESSAGES = "anthropic.messages"
+"""``Native.protocol`` of a request that came in as Anthropic's ``POST /v1/messages``."""
+
+
+class Native(msgspec.Struct, gc=False, frozen=True):
+    """A request as its caller wrote it in a vendor's own protocol (``anthropic.messages``), checked and
+    without ``model`` and ``stream``: an adapter of that vendor sends it on as it is, instead of
+    translating the canonical request back (which would lose what the canonical form has no field for)."""
+
+    protocol: str
+    body: JSONObject
+
+
 class ChatRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
     """A Chat Completions request. ``model`` is the name the caller used (group or provider:model).
 
     ``extra`` holds unknown top-level fields; ``raw_messages`` the caller's messages exactly as sent
     (after validation), so OpenAI-compatible upstreams also get fields inside messages that llmgate does
     not model. Code that changes ``messages`` must drop ``raw_messages`` (``with_messages`` does).
+    ``native`` is the request in the caller's own protocol, when it came in through one (the same rule
+    applies: a changed conversation drops it).
     """
 
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_NAME)]
@@ -206,6 +221,7 @@ class ChatRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
     metadata: Metadata | None = None
     extra: JSONObject = {}
     raw_messages: list[Any] | None = None
+    native: Native | None = None
 
     @property
     def output_limit(self) -> int | None:
@@ -219,7 +235,7 @@ class ChatRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
 
     def with_messages(self, messages: list[Message]) -> ChatRequest:
         """This request with other messages (and no stale raw copy of the old ones)."""
-        return msgspec.structs.replace(self, messages=messages, raw_messages=None)
+        return msgspec.structs.replace(self, messages=messages, raw_messages=None, native=None)
 
 
 class EmbeddingRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True):
@@ -242,5 +258,5 @@ class EmbeddingRequest(msgspec.Struct, gc=False, omit_defaults=True, frozen=True
         return [item for item in self.input if isinstance(item, str)]
 
 
-CHAT_FIELDS = frozenset(ChatRequest.__struct_fields__) - {"extra", "raw_messages"}
+CHAT_FIELDS = frozenset(ChatRequest.__struct_fields__) - {"extra", "raw_messages", "native"}
 EMBEDDING_FIELDS = frozenset(EmbeddingRequest.__struct_fields__) - {"extra"}

@@ -33,6 +33,9 @@ class ResponseMessage(msgspec.Struct, gc=False):
     """Always sent (``null`` without one): OpenAI's schema requires the member."""
     reasoning_content: str | UnsetType | None = UNSET
     reasoning: str | UnsetType | None = UNSET
+    reasoning_signature: str | UnsetType | None = UNSET
+    """Anthropic's signature of its thinking, which must come back with it in a later turn (an extension
+    of OpenAI's shape, set only for Anthropic backends)."""
     annotations: list[Any] | UnsetType | None = UNSET
 
     @property
@@ -64,6 +67,9 @@ class ChatResponse(msgspec.Struct, gc=False, kw_only=True):
     usage: Usage | None = None
     system_fingerprint: str | UnsetType | None = UNSET
     service_tier: str | UnsetType | None = UNSET
+    native: bytes | UnsetType = UNSET
+    """The upstream's answer as it came, when the request was sent in the upstream's own protocol
+    (``ChatRequest.native``): that protocol answers with it untouched. Never set otherwise."""
 
     @property
     def text(self) -> str:
@@ -97,6 +103,7 @@ class Delta(msgspec.Struct, gc=False, omit_defaults=True):
     refusal: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None  # Ollama, Groq and OpenRouter's name for reasoning_content
+    reasoning_signature: str | None = None  # Anthropic's, see ResponseMessage
 
 
 class ChunkChoice(msgspec.Struct, gc=False, kw_only=True):

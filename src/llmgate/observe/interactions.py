@@ -82,7 +82,7 @@ class InteractionLog:
 
 def _entry(exchange: Exchange) -> dict[str, object]:
     info, error = exchange.info, exchange.error
-    request = msgspec.structs.replace(exchange.request, raw_messages=None)
+    request = msgspec.structs.replace(exchange.request, raw_messages=None, native=None)
     entry: dict[str, object] = {
         "time": exchange.at,
         "request_id": info.request_id,

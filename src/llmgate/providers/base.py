@@ -121,6 +121,9 @@ class WireFormat(Protocol):
     """How to talk to one vendor over HTTP: build requests, read answers, streams and errors."""
 
     stream_format: str  # "sse" or "ndjson"
+    native_protocol: str | None
+    """The inbound protocol (``Native.protocol``) this vendor speaks itself, if any: a request that came
+    in through it is sent on as the caller wrote it, and its answer kept as it came."""
 
     def check(self, request: ChatRequest) -> ParamReport:
         """Parameters this vendor would drop (meaning kept) or cannot honour (meaning lost)."""

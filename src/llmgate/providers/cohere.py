@@ -179,6 +179,7 @@ class CohereWire:
     """The Cohere v2 Chat wire format."""
 
     stream_format = "sse"
+    native_protocol: str | None = None
 
     def __init__(self, *, extra_headers: Mapping[str, str] | None = None) -> None:
         self._extra_headers = dict(extra_headers or {})

@@ -70,11 +70,15 @@ class HttpProvider:
         if status >= 300:
             raise self._error(status, headers, body, target)
         try:
-            return self.wire.parse_chat(body)
+            response = self.wire.parse_chat(body)
         except GatewayError as exc:  # e.g. an error object sent with status 200
             raise self._owned(exc, target) from None
         except Exception as exc:  # a body the wire format cannot read is never a success
             raise UnexpectedResponse(f"{self.name}: unreadable response: {exc}", provider=self.name) from exc
+        native = request.native
+        if native is not None and native.protocol == self.wire.native_protocol:
+            response.native = body
+        return response
 
     async def send(self, call: HttpCall, target: Target) -> tuple[int, Mapping[str, str], bytes]:
         """Send a call and read the whole answer, translating transport failures."""

@@ -134,6 +134,7 @@ class OllamaWire:
     """The Ollama native chat wire format."""
 
     stream_format = "ndjson"
+    native_protocol: str | None = None
 
     def __init__(self, *, extra_headers: Mapping[str, str] | None = None) -> None:
         self._extra_headers = dict(extra_headers or {})

@@ -141,6 +141,7 @@ class OpenAIWire:
     """The OpenAI Chat Completions wire format."""
 
     stream_format = "sse"
+    native_protocol: str | None = None
 
     def __init__(self, *, extra_headers: Mapping[str, str] | None = None) -> None:
         self._extra_headers = dict(extra_headers or {})

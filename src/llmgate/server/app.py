@@ -24,6 +24,7 @@ from llmgate.server.batch_routes import BatchRoutes
 from llmgate.server.context import ServerContext
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_body, error_headers
+from llmgate.server.inbound_routes import InboundRoutes
 from llmgate.server.logs import configure as configure_logs
 from llmgate.server.openai_routes import OpenAIRoutes
 from llmgate.server.report_routes import ReportRoutes
@@ -47,10 +48,18 @@ def create_app(
     ctx = ServerContext.for_gateway(gw)
     openai, catalogue, health = OpenAIRoutes(ctx), CatalogueRoutes(ctx), HealthRoutes(ctx)
     admin, reports, ui = AdminRoutes(ctx), ReportRoutes(ctx), UIRoutes()
-    toolkit, batches = ToolkitRoutes(ctx), BatchRoutes(ctx)
+    toolkit, batches, inbound = ToolkitRoutes(ctx), BatchRoutes(ctx), InboundRoutes(ctx)
+    # The hot paths: dispatched ahead of Starlette's layers (see GatewayApp).
+    calls: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        "/v1/chat/completions": openai.chat_completions,
+        "/chat/completions": openai.chat_completions,
+        "/v1/messages": inbound.messages,
+        "/v1/responses": inbound.responses,
+        "/v1/completions": inbound.completions,
+    }
     routes = [
-        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
-        Route("/chat/completions", openai.chat_completions, methods=["POST"]),
+        *(Route(path, handler, methods=["POST"]) for path, handler in calls.items()),
+        Route("/v1/messages/count_tokens", inbound.count_tokens, methods=["POST"]),
         Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
         Route("/v1/models", openai.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", openai.get_model, methods=["GET"]),
@@ -99,31 +108,31 @@ def create_app(
             await gw.close()
 
     app = GatewayApp(routes=routes, lifespan=lifespan, exception_handlers=dict(ERROR_HANDLERS))
-    app.chat = openai.chat_completions
+    app.calls = calls
     app.state.gateway = gw
     return app
 
 
 class GatewayApp(Starlette):
-    """Starlette, with ``POST /v1/chat/completions`` dispatched ahead of its middleware and router.
+    """Starlette, with the chat calls (``POST /v1/chat/completions``, ``/v1/messages``...) dispatched
+    ahead of its middleware and router.
 
-    The chat endpoint is the hot path: Starlette's per-request layers (error and exception middleware,
-    route matching, the request/response wrapper) cost ~5% of a request there. Errors get the same
-    handlers as every other route. Middleware added to the app does not see chat requests: add it
-    around the app instead.
+    They are the hot path: Starlette's per-request layers (error and exception middleware, route
+    matching, the request/response wrapper) cost ~5% of a request there. Errors get the same handlers
+    as every other route. Middleware added to the app does not see these requests: add it around the
+    app instead.
     """
 
-    chat: Callable[[Request], Awaitable[Response]] | None = None
+    calls: dict[str, Callable[[Request], Awaitable[Response]]] = {}  # noqa: RUF012 - replaced, never mutated
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chat = self.chat
-        is_chat = scope["type"] == "http" and scope["path"] in CHAT_PATHS and scope["method"] == "POST"
-        if chat is None or not is_chat:
+        call = self.calls.get(scope["path"]) if scope["type"] == "http" else None
+        if call is None or scope["method"] != "POST":
             await super().__call__(scope, receive, send)  # everything else, a 405 for GET included
             return
         request = Request(scope, receive)
         try:
-            response = await chat(request)
+            response = await call(request)
         except Exception as exc:
             response = await _handle(request, exc)
         await response(scope, receive, send)
@@ -169,7 +178,6 @@ ERROR_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[R
     ClientGone: _client_gone,
     Exception: _unexpected,
 }
-CHAT_PATHS = frozenset(("/v1/chat/completions", "/chat/completions"))
 
 
 def app_from_environment() -> Starlette:

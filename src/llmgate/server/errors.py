@@ -22,9 +22,10 @@ DEFAULT_RETRY_AFTER = 1
 
 
 def error_headers(error: GatewayError, status: int) -> dict[str, str]:
-    """``Retry-After`` on every 429 and 503 (SPEC.md section 2.4), ``X-RateLimit-*`` when known."""
+    """``Retry-After`` on every 429 and 503 (SPEC.md section 2.4) and Anthropic's 529,
+    ``X-RateLimit-*`` when known."""
     headers = {}
-    if status in (429, 503):
+    if status in (429, 503, 529):
         wait = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_AFTER
         headers["Retry-After"] = str(max(1, math.ceil(wait)))
     if error.request_id is not None:

@@ -1,16 +1,17 @@
-"""The OpenAI wire at the edge: reading bodies within limits, encoding responses and SSE frames."""
+"""The wire at the edge: reading bodies within limits, encoding responses and SSE frames."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 import msgspec
 from starlette.requests import Request
 
 from llmgate.core.errors import GatewayError, PayloadTooLarge
 from llmgate.core.response import EmbeddingResponse, LastBatch, StreamItem
+from llmgate.protocols.base import StreamRender
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_message
 
@@ -68,37 +69,63 @@ def sse_error_frame(error: GatewayError) -> bytes:
     return b"data: " + encode_error(error_message(error), error_type, error.param, error.code) + b"\n\n"
 
 
+class OpenAIFrames:
+    """OpenAI's SSE framing of a chat stream (a ``StreamRender``): a ``data:`` frame per chunk, then
+    ``[DONE]``; an error event instead when the stream breaks."""
+
+    __slots__ = ()
+
+    def frames(self, batch: Sequence[StreamItem]) -> bytes:
+        """The frames of one batch."""
+        return b"".join([sse_frame(item) for item in batch])
+
+    def end(self) -> bytes:
+        """``[DONE]``."""
+        return DONE
+
+    def error(self, error: GatewayError) -> bytes:
+        """The error event."""
+        return sse_error_frame(error)
+
+
+OPENAI_FRAMES = OpenAIFrames()
+
+
 class SSEBody:
-    """OpenAI SSE framing of a stream: every chunk, then ``[DONE]``; a failure mid-way ends with an
-    error event instead.
+    """The SSE body of a stream, framed by a protocol's renderer (OpenAI's by default): every batch,
+    then the renderer's end; a failure mid-way ends with its error event instead.
 
     ``frames()`` gives the frames of each batch as it arrives (one send per upstream read, not per
     token); ``ending`` is what closes the body once they are through, for the server to write with the
-    end of the response. The final batch (the upstream signalled the end) goes into ``ending`` too,
-    with ``[DONE]``: the stream's last three writes become one.
+    end of the response. The final batch (the upstream signalled the end) goes into ``ending`` too: the
+    stream's last three writes become one.
     """
 
-    __slots__ = ("_batches", "ending")
+    __slots__ = ("_batches", "_render", "ending")
 
-    def __init__(self, batches: AsyncIterable[list[StreamItem]]) -> None:
+    def __init__(
+        self, batches: AsyncIterable[list[StreamItem]], render: StreamRender = OPENAI_FRAMES
+    ) -> None:
         self._batches = batches
+        self._render = render
         self.ending = b""
 
     async def frames(self) -> AsyncIterator[bytes]:
         """The frames of each batch, as the batches arrive."""
         held = b""
+        render = self._render
         try:
             async for batch in self._batches:
-                frames = b"".join([sse_frame(item) for item in batch])
+                frames = render.frames(batch)
                 if isinstance(batch, LastBatch):
                     held = frames  # nothing follows it: written once the stream has wound up
-                else:
+                elif frames:
                     yield frames
         except GatewayError as exc:
-            yield held + sse_error_frame(exc)
+            yield held + render.error(exc)
             return
         except Exception as exc:  # a bug must still not look like a clean end of stream
             log.exception("stream failed")
-            yield held + sse_error_frame(GatewayError(f"internal error: {type(exc).__name__}"))
+            yield held + render.error(GatewayError(f"internal error: {type(exc).__name__}"))
             return
-        self.ending = held + DONE
+        self.ending = held + render.end()

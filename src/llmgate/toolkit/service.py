@@ -20,7 +20,7 @@ from llmgate.toolkit.tokens import TokenCount, TokenCounter
 
 Complete = Callable[[ChatRequest, Caller], Awaitable[ChatResult]]
 Conversation = Sequence[Mapping[str, Any] | Message]
-Content = str | Conversation
+Content = str | Conversation | ChatRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +66,13 @@ class Toolkit:
         return deployments[0].model, min(windows) if windows else None
 
     def count_tokens(self, model: str, content: Content) -> TokenCount:
-        """Tokens of a text or a conversation for ``model`` (exact for OpenAI-family models)."""
+        """Tokens of a text, a conversation or a whole request (its tools too) for ``model`` (exact for
+        OpenAI-family models)."""
         counting, _ = self.target(model)
         if isinstance(content, str):
             return self.counter.text(counting, content)
+        if isinstance(content, ChatRequest):
+            return self.counter.request(counting, content)
         return self.counter.messages(counting, as_messages(content))
 
     def fit(

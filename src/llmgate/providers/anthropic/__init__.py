@@ -7,7 +7,7 @@
 - ``wire.py``: ``AnthropicWire`` (the ``WireFormat``) and ``build`` (the provider)
 """
 
-from llmgate.providers.anthropic.shapes import JSON_TOOL
 from llmgate.providers.anthropic.wire import DEFAULT_BASE_URL, DEFAULT_VERSION, AnthropicWire, build
+from llmgate.wire.anthropic import JSON_TOOL
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_VERSION", "JSON_TOOL", "AnthropicWire", "build"]

@@ -22,9 +22,9 @@ from llmgate.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from llmgate.providers.anthropic.shapes import ErrorDetail, ErrorEnvelope
 from llmgate.providers.openai import error_from_body
 from llmgate.providers.ratelimit import retry_after_seconds
+from llmgate.wire.anthropic import ErrorDetail, ErrorEnvelope
 
 _envelope_decoder = msgspec.json.Decoder(ErrorEnvelope)
 _any_decoder = msgspec.json.Decoder()

@@ -16,7 +16,7 @@ import msgspec
 
 from llmgate.core.errors import InvalidRequest
 from llmgate.core.request import ContentPart, FilePart, ImagePart, Message, TextPart, ToolCall
-from llmgate.providers.anthropic.shapes import (
+from llmgate.wire.anthropic import (
     Base64Source,
     Block,
     Content,

@@ -14,7 +14,8 @@ Choices worth knowing (each also in the README section):
   (https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/overview#json-mode). With
   ``structured_outputs`` (models that have it) ``json_schema`` goes to ``output_config.format`` instead
   (https://docs.anthropic.com/en/docs/build-with-claude/structured-outputs).
-- Unknown top-level fields are dropped and reported: they are OpenAI (or other vendors') parameters this
+- ``top_k`` (an extra field) is Anthropic's own and is sent, except with thinking.
+- Other unknown top-level fields are dropped and reported: they are OpenAI (or other vendors') parameters this
   adapter does not know how to express, and passing them on would make Anthropic answer 400.
 """
 
@@ -26,7 +27,7 @@ from llmgate.core.errors import InvalidRequest
 from llmgate.core.headroom import ParamReport
 from llmgate.core.request import AudioPart, ChatRequest, FilePart, ImagePart, Tool, ToolChoiceFunction
 from llmgate.providers.anthropic.messages import conversation, is_pdf_data
-from llmgate.providers.anthropic.shapes import (
+from llmgate.wire.anthropic import (
     JSON_TOOL,
     JSONObject,
     MessagesBody,
@@ -92,7 +93,10 @@ def plan(request: ChatRequest, *, max_tokens: int | None, structured_outputs: bo
         dropped.append("top_p")
     if request.tools and not structured_outputs and any(t.function.strict for t in request.tools):
         dropped.append("tools.function.strict")
-    dropped += sorted(name for name in request.extra if name not in refused)
+    keep_top_k = _top_k(request) is not None and budget is None
+    dropped += sorted(
+        name for name in request.extra if name not in refused and not (name == "top_k" and keep_top_k)
+    )
     report = ParamReport(dropped=tuple(dropped), refused=tuple(refused))
     return Plan(budget, schema, json_via_tool, keep_temperature, keep_top_p, report)
 
@@ -118,10 +122,11 @@ def messages_body(
         system=system,
         temperature=request.temperature if decided.keep_temperature else None,
         top_p=request.top_p if decided.keep_top_p else None,
+        top_k=_top_k(request) if decided.thinking_budget is None else None,
         stop_sequences=stop or None,
         tools=tools,
         tool_choice=tool_choice,
-        thinking=Thinking(decided.thinking_budget) if decided.thinking_budget else None,
+        thinking=Thinking("enabled", decided.thinking_budget) if decided.thinking_budget else None,
         output_config=OutputConfig(OutputFormat(native_schema)) if native_schema is not None else None,
         metadata=Metadata(request.user) if request.user else None,
         stream=True if stream else None,
@@ -135,6 +140,14 @@ def _temperature_fits(temperature: float | None, *, thinking: bool) -> bool:
     if temperature is None:
         return True
     return temperature == 1 if thinking else temperature <= 1
+
+
+def _top_k(request: ChatRequest) -> int | None:
+    # Anthropic's own sampling parameter, sent by callers as an extra field (and by the inbound Messages
+    # protocol); thinking does not allow it
+    # (https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking#feature-compatibility).
+    value = request.extra.get("top_k")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _is_set(request: ChatRequest, name: str, neutral: object) -> bool:

@@ -16,7 +16,7 @@ from llmgate.core.request import FunctionCall, ToolCall
 from llmgate.core.response import ChatResponse, Choice, ResponseMessage
 from llmgate.core.usage import Usage, make_usage
 from llmgate.providers.anthropic.errors import error_from_detail
-from llmgate.providers.anthropic.shapes import (
+from llmgate.wire.anthropic import (
     JSON_TOOL,
     ContentBlock,
     ErrorEnvelope,
@@ -76,6 +76,7 @@ def parse_message(body: bytes, *, clock: Callable[[], float]) -> ChatResponse:
         raise _not_a_message(body, message.type)
     text: list[str] = []
     reasoning: list[str] = []
+    signatures: list[str] = []
     calls: list[ToolCall] = []
     json_answer = False
     for block in message.content:
@@ -83,6 +84,7 @@ def parse_message(body: bytes, *, clock: Callable[[], float]) -> ChatResponse:
             text.append(block.text)
         elif block.type == "thinking":
             reasoning.append(block.thinking)
+            signatures.append(block.signature)
         elif block.type == "tool_use" and block.name == JSON_TOOL:
             text.append(_json_encoder.encode(block.input).decode())
             json_answer = True
@@ -94,6 +96,7 @@ def parse_message(body: bytes, *, clock: Callable[[], float]) -> ChatResponse:
         content="".join(text) if text else None,
         tool_calls=calls or UNSET,
         reasoning_content="".join(reasoning) if reasoning else UNSET,
+        reasoning_signature="".join(signatures) if any(signatures) else UNSET,
     )
     reason = finish_reason(message.stop_reason, json_answer=json_answer, tool_calls=bool(calls))
     return ChatResponse(

@@ -24,10 +24,9 @@ from llmgate.core.response import (
 )
 from llmgate.providers.anthropic.errors import error_from_detail
 from llmgate.providers.anthropic.response import finish_reason, unknown_block, usage_from
-from llmgate.providers.anthropic.shapes import JSON_TOOL, ContentBlock, StreamEvent, UsageCounts
+from llmgate.wire.anthropic import JSON_TOOL, ContentBlock, StreamEvent, UsageCounts
 
 _event_decoder = msgspec.json.Decoder(StreamEvent)
-_IGNORED_DELTAS = frozenset({"signature_delta"})  # verifies thinking blocks; nothing for the client
 _IGNORED_BLOCKS = frozenset({"redacted_thinking"})
 
 
@@ -132,8 +131,8 @@ class AnthropicStream:
             return [self._delta(Delta(reasoning_content=delta.thinking))] if delta.thinking else []
         if delta.type == "input_json_delta":
             return self._arguments(block, delta.partial_json)
-        if delta.type in _IGNORED_DELTAS:
-            return []
+        if delta.type == "signature_delta":  # what Anthropic checks the thinking by in a later turn
+            return [self._delta(Delta(reasoning_signature=delta.signature))] if delta.signature else []
         raise UnexpectedResponse(f"anthropic: unknown content delta type '{delta.type}'")
 
     def _arguments(self, block: _Block, fragment: str) -> list[ChatChunk]:

@@ -9,7 +9,7 @@ import msgspec
 
 from llmgate.core.errors import GatewayError
 from llmgate.core.headroom import Headroom, ParamReport
-from llmgate.core.request import ChatRequest
+from llmgate.core.request import ANTHROPIC_MESSAGES, ChatRequest
 from llmgate.core.response import ChatResponse
 from llmgate.providers.anthropic.errors import parse_error
 from llmgate.providers.anthropic.ratelimit import anthropic_headroom
@@ -37,6 +37,7 @@ class AnthropicWire:
     """
 
     stream_format = "sse"
+    native_protocol: str | None = ANTHROPIC_MESSAGES
 
     def __init__(
         self,
@@ -52,7 +53,10 @@ class AnthropicWire:
         self._clock = clock
 
     def check(self, request: ChatRequest) -> ParamReport:
-        """Parameters Anthropic would not get (dropped) or cannot honour (refused); see request.py."""
+        """Parameters Anthropic would not get (dropped) or cannot honour (refused); see request.py. A
+        request in Anthropic's own protocol is sent as it is: nothing is dropped."""
+        if _native(request) is not None:
+            return ParamReport()
         decided = plan(request, max_tokens=request.output_limit, structured_outputs=self._structured_outputs)
         return decided.report
 
@@ -76,7 +80,12 @@ class AnthropicWire:
         return FALLBACK_MAX_TOKENS
 
     def chat_call(self, request: ChatRequest, target: Target, *, stream: bool) -> HttpCall:
-        """``POST /v1/messages`` for the deployment's upstream model."""
+        """``POST /v1/messages`` for the deployment's upstream model: the caller's own Messages request
+        when it came in as one (with the deployment's model), else the translated canonical request."""
+        native = _native(request)
+        if native is not None:
+            sent = {**native, "model": target.model, **({"stream": True} if stream else {})}
+            return HttpCall("POST", "/v1/messages", self.headers(target), _encoder.encode(sent))
         body = messages_body(
             request,
             target.model,
@@ -97,6 +106,11 @@ class AnthropicWire:
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> GatewayError:
         """An error response -> the core error tree."""
         return parse_error(status, headers, body)
+
+
+def _native(request: ChatRequest) -> dict[str, object] | None:
+    native = request.native
+    return native.body if native is not None and native.protocol == ANTHROPIC_MESSAGES else None
 
 
 def build(

@@ -40,6 +40,7 @@ class GeminiWire:
     """
 
     stream_format = "sse"
+    native_protocol: str | None = None
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""The Messages API's JSON, typed: the request llmgate sends and the answers it reads.
+"""The Messages API's JSON, typed: requests (the adapter sends them, the inbound protocol reads them)
+and the answers the adapter reads.
 
 Reference: https://docs.anthropic.com/en/api/messages (request and response) and
 https://docs.anthropic.com/en/docs/build-with-claude/streaming (stream events).
@@ -22,10 +23,15 @@ JSON_TOOL = "llmgate_json_response"
 # --- request -----------------------------------------------------------------------------------------
 
 
-class TextBlock(msgspec.Struct, gc=False, tag="text", tag_field="type"):
+CacheControl = dict[str, Any]
+"""``{"type": "ephemeral", "ttl": "5m"}``: a prompt-cache breakpoint, kept as sent."""
+
+
+class TextBlock(msgspec.Struct, gc=False, tag="text", tag_field="type", omit_defaults=True):
     """Text in a turn or in the system prompt."""
 
     text: str
+    cache_control: CacheControl | None = None
 
 
 class Base64Source(msgspec.Struct, gc=False, tag="base64", tag_field="type"):
@@ -41,10 +47,11 @@ class URLSource(msgspec.Struct, gc=False, tag="url", tag_field="type"):
     url: str
 
 
-class ImageBlock(msgspec.Struct, gc=False, tag="image", tag_field="type"):
+class ImageBlock(msgspec.Struct, gc=False, tag="image", tag_field="type", omit_defaults=True):
     """An image."""
 
     source: Base64Source | URLSource
+    cache_control: CacheControl | None = None
 
 
 class DocumentBlock(msgspec.Struct, gc=False, tag="document", tag_field="type", omit_defaults=True):
@@ -52,24 +59,49 @@ class DocumentBlock(msgspec.Struct, gc=False, tag="document", tag_field="type", 
 
     source: Base64Source
     title: str | None = None
+    cache_control: CacheControl | None = None
 
 
-class ToolUseBlock(msgspec.Struct, gc=False, tag="tool_use", tag_field="type"):
+class ToolUseBlock(msgspec.Struct, gc=False, tag="tool_use", tag_field="type", omit_defaults=True):
     """A tool call the assistant made earlier in the conversation."""
 
     id: str
     name: str
     input: JSONObject
+    cache_control: CacheControl | None = None
 
 
-class ToolResultBlock(msgspec.Struct, gc=False, tag="tool_result", tag_field="type"):
+class ToolResultBlock(msgspec.Struct, gc=False, tag="tool_result", tag_field="type", omit_defaults=True):
     """The result of one tool call, sent in a user turn."""
 
     tool_use_id: str
-    content: str | list[TextBlock | ImageBlock]
+    content: str | list[TextBlock | ImageBlock] = ""
+    is_error: bool | None = None
+    cache_control: CacheControl | None = None
 
 
-Block = TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock
+class ThinkingBlock(msgspec.Struct, gc=False, tag="thinking", tag_field="type"):
+    """The assistant's extended thinking, sent back in a later turn with its signature."""
+
+    thinking: str
+    signature: str = ""
+
+
+class RedactedThinkingBlock(msgspec.Struct, gc=False, tag="redacted_thinking", tag_field="type"):
+    """Thinking the safety system encrypted; only Anthropic can read it."""
+
+    data: str
+
+
+Block = (
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlock
+    | RedactedThinkingBlock
+)
 Content = str | list[Block]
 
 
@@ -81,12 +113,15 @@ class Turn(msgspec.Struct, gc=False):
 
 
 class ToolSpec(msgspec.Struct, gc=False, omit_defaults=True):
-    """A client tool."""
+    """A client tool (``type`` names a server tool, such as ``web_search_20250305``, which has no
+    ``input_schema``)."""
 
     name: str
-    input_schema: JSONObject
+    input_schema: JSONObject = {}
+    type: str | None = None
     description: str | None = None
     strict: bool | None = None
+    cache_control: CacheControl | None = None
 
 
 class ToolChoiceSpec(msgspec.Struct, gc=False, omit_defaults=True):
@@ -97,11 +132,12 @@ class ToolChoiceSpec(msgspec.Struct, gc=False, omit_defaults=True):
     disable_parallel_tool_use: bool | None = None
 
 
-class Thinking(msgspec.Struct, gc=False):
-    """Extended thinking with a token budget."""
+class Thinking(msgspec.Struct, gc=False, omit_defaults=True):
+    """Extended thinking: ``enabled`` with a token budget, ``disabled``, or ``adaptive`` (the model
+    decides, https://docs.anthropic.com/en/docs/build-with-claude/adaptive-thinking)."""
 
-    budget_tokens: int
-    type: Literal["enabled"] = "enabled"
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
 
 
 class OutputFormat(msgspec.Struct, gc=False):
@@ -132,6 +168,7 @@ class MessagesBody(msgspec.Struct, gc=False, omit_defaults=True):
     system: str | list[TextBlock] | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
     stop_sequences: list[str] | None = None
     tools: list[ToolSpec] | None = None
     tool_choice: ToolChoiceSpec | None = None
@@ -162,6 +199,7 @@ class ContentBlock(msgspec.Struct, gc=False):
     name: str = ""
     input: Any = None
     thinking: str = ""
+    signature: str = ""
 
 
 class MessageOut(msgspec.Struct, gc=False):
@@ -196,7 +234,22 @@ class EventDelta(msgspec.Struct, gc=False):
     text: str = ""
     partial_json: str = ""
     thinking: str = ""
+    signature: str = ""
     stop_reason: str | None = None
+
+
+class Answer(msgspec.Struct, gc=False, kw_only=True):
+    """A complete answer as the inbound Messages protocol writes it (the ``message`` of
+    ``message_start`` too, with no content yet)."""
+
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    model: str
+    content: list[Block]
+    stop_reason: str | None
+    stop_sequence: str | None = None
+    usage: UsageCounts
 
 
 class StreamEvent(msgspec.Struct, gc=False):
