@@ -23,6 +23,8 @@ from .conftest import GatewayProcess, start_gateway, stop_process
 from .test_providers_e2e import (
     CHAT,
     ERRORS,
+    FOLLOWUPS,
+    JSON_SCHEMA,
     KEY,
     STREAM,
     TOOLS,
@@ -288,6 +290,91 @@ def test_completions(oai: openai.OpenAI, replays: dict[str, Replay], family: str
         expected.completion,
     )
     check_sent(case, replays, stream=streamed, defaults=MAX_TOKENS_FIELDS)
+
+
+# --- a tool round trip: the call, then its result (recorded follow-ups) ----------------------------------------
+
+
+def _round_trips() -> list[Any]:
+    return [
+        pytest.param(family, call, followup, id=followup.removesuffix(".json"))
+        for family, pairs in FOLLOWUPS.items()
+        for call, followup in pairs
+    ]
+
+
+@pytest.mark.parametrize(("family", "call", "followup"), _round_trips())
+def test_messages_tool_round_trip(
+    claude: anthropic.Anthropic, replays: dict[str, Replay], family: str, call: str, followup: str
+) -> None:
+    first = as_messages(scenario(family, call).request())
+    asked = claude.messages.create(**first)
+    uses = [block for block in asked.content if block.type == "tool_use"]
+    assert uses and asked.stop_reason == "tool_use"
+    results = [{"type": "tool_result", "tool_use_id": use.id, "content": "15 degrees, sunny"} for use in uses]
+    turns = [
+        *first["messages"],
+        {"role": "assistant", "content": asked.content},
+        {"role": "user", "content": results},
+    ]
+
+    answer = claude.messages.create(**{**first, "messages": turns})
+
+    expected = scenario(family, followup).expected()
+    assert "".join(block.text for block in answer.content if block.type == "text") == expected.text
+    assert answer.stop_reason == ANTHROPIC_STOP[expected.finish or "stop"]
+    sent = replays[family].last_for(followup)["body"]
+    assert len(sent.get("messages") or sent.get("contents")) == 3  # question, call, result
+
+
+@pytest.mark.parametrize(("family", "call", "followup"), _round_trips())
+def test_responses_tool_round_trip(
+    oai: openai.OpenAI, replays: dict[str, Replay], family: str, call: str, followup: str
+) -> None:
+    first = as_responses(scenario(family, call).request())
+    asked = oai.responses.create(**first)
+    calls = [item for item in asked.output if item.type == "function_call"]
+    assert calls
+    items = [
+        *first["input"],
+        *(
+            {"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments}
+            for c in calls
+        ),
+        *(
+            {"type": "function_call_output", "call_id": c.call_id, "output": "15 degrees, sunny"}
+            for c in calls
+        ),
+    ]
+
+    answer = oai.responses.create(**{**first, "input": items})
+
+    expected = scenario(family, followup).expected()
+    assert answer.output_text == expected.text
+    assert answer.status == RESPONSES_STATUS[expected.finish or "stop"]
+    sent = replays[family].last_for(followup)["body"]
+    assert len(sent.get("messages") or sent.get("contents")) == 3
+
+
+@pytest.mark.parametrize(("family", "name"), _cases(JSON_SCHEMA))
+def test_responses_json_schema(
+    oai: openai.OpenAI, replays: dict[str, Replay], family: str, name: str
+) -> None:
+    case = scenario(family, name)
+    question = _text(case.body["contents"][-1]["parts"])
+    schema = {"type": "object", "properties": {"result": {"type": "number"}}, "required": ["result"]}
+
+    raw = oai.responses.with_raw_response.create(
+        model=f"{case.provider}:gemini-2.5-flash",
+        input=question,
+        text={"format": {"type": "json_schema", "name": "answer", "schema": schema}},
+    )
+
+    answer = raw.parse()
+    assert json.loads(answer.output_text) == json.loads(case.expected().text or "")
+    assert raw.headers["x-llmgate-schema"] == "valid"  # checked against the schema, as for chat
+    config = replays[family].last_for(name)["body"]["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
 
 
 # --- errors (last: a recorded 429 leaves the provider's key waiting) ------------------------------------

@@ -580,6 +580,22 @@ ERRORS: dict[str, dict[str, tuple[type[openai.APIStatusError], int, str | None, 
         ),
     },
 }
+# A tool call and the recorded follow-up that answers its result (the same question, one source): the
+# protocol suite (test_protocols_e2e) plays both turns of the round trip.
+FOLLOWUPS = {
+    "anthropic": [("anthropic__tool_call__ruby_llm.json", "anthropic__tool_result_followup__ruby_llm.json")],
+    "gemini": [("gemini__tool_call__ruby_llm.json", "gemini__tool_result_followup__ruby_llm.json")],
+    "cohere": [("cohere_v2__tool_call__ruby_llm.json", "cohere_v2__tool_result_followup__ruby_llm.json")],
+    "azure": [
+        (
+            "azure_ai_foundry__tool_call__ruby_llm.json",
+            "azure_ai_foundry__tool_result_followup__ruby_llm.json",
+        )
+    ],
+    "mistral": [("mistral__tool_call__ruby_llm.json", "mistral__tool_result_followup__ruby_llm.json")],
+}
+# Structured output recordings, replayed for the protocol suite's JSON-schema answers.
+JSON_SCHEMA = {"gemini": ["gemini__json_schema__ruby_llm.json"]}
 EMBEDDINGS = {
     "gemini": ["gemini__embeddings__llm-gemini.json"],
     "cohere": ["cohere_v2__embeddings__ruby_llm.json"],
@@ -600,6 +616,7 @@ def family_recordings(family: str) -> list[str]:
     names: list[str] = []
     for table in (CHAT, STREAM, TOOLS, ERRORS, EMBEDDINGS):
         names += list(table.get(family, []))
+    names += [followup for _, followup in FOLLOWUPS.get(family, [])] + JSON_SCHEMA.get(family, [])
     return names
 
 
