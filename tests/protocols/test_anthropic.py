@@ -482,3 +482,17 @@ def test_a_thinking_signature_is_a_signature_delta_and_part_of_the_whole_answer(
     whole = json.loads(MESSAGES.render(accumulator.response(), parse()))
     assert whole["content"][0] == {"type": "thinking", "thinking": "think", "signature": "SIG"}
     assert whole["content"][1] == {"type": "text", "text": "answer"}
+
+
+def test_a_stream_that_breaks_raises_in_the_sdk(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    cut = "  cut: {type: mock, mock: {failure_rate: 1, failure: {kind: stream_cut, after_chunks: 2}}}\n"
+    path.write_text(CONFIG.replace("models:\n", cut + "models:\n", 1))
+    with TestClient(create_app(settings=load_settings(path, environ={}))) as http:
+        sdk = anthropic.Anthropic(base_url=str(http.base_url), api_key="x", http_client=http, max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as caught:  # noqa: PT012 - the stream is read inside
+            with sdk.messages.stream(
+                model="cut:echo", max_tokens=50, messages=[{"role": "user", "content": "a b c d e f"}]
+            ) as s:
+                s.get_final_message()
+        assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
