@@ -148,12 +148,7 @@ def _convert(data: Any, target: type[T], known: frozenset[str]) -> T:
             extra[key] = value
     if extra:
         fields["extra"] = extra
-    try:
-        return msgspec.convert(fields, target)
-    except msgspec.ValidationError as exc:
-        raise _invalid(str(exc)) from exc
-    except RecursionError:
-        raise InvalidRequest("The request is nested too deeply.", code="invalid_value") from None
+    return convert_as(fields, target)
 
 
 def convert_as(data: Any, target: type[S]) -> S:
