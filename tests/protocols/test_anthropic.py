@@ -490,9 +490,11 @@ def test_a_stream_that_breaks_raises_in_the_sdk(tmp_path: Path) -> None:
     path.write_text(CONFIG.replace("models:\n", cut + "models:\n", 1))
     with TestClient(create_app(settings=load_settings(path, environ={}))) as http:
         sdk = anthropic.Anthropic(base_url=str(http.base_url), api_key="x", http_client=http, max_retries=0)
-        with pytest.raises(anthropic.APIStatusError) as caught:  # noqa: PT012 - the stream is read inside
-            with sdk.messages.stream(
+        with (
+            pytest.raises(anthropic.APIStatusError) as caught,
+            sdk.messages.stream(
                 model="cut:echo", max_tokens=50, messages=[{"role": "user", "content": "a b c d e f"}]
-            ) as s:
-                s.get_final_message()
+            ) as s,
+        ):
+            s.get_final_message()
         assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
