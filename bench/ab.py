@@ -18,13 +18,15 @@ Sets:
   >= 0.90x cache-off; 100%-hit >= 1.5x bare.
 - ``default``: the default features with usage records in SQLite; with ``--baseline SRC`` the same
   configuration also runs from another checkout's source, for a regression check.
+- ``translation``: the default features in front of the OpenAI mock, and of the Anthropic- and
+  Gemini-format mocks (bench/vendor_mock.py): the translating adapters' cost.
 - ``protocols``: the default features, called as Chat Completions, Anthropic Messages
   (``/v1/messages``), OpenAI Responses (``/v1/responses``) and legacy completions, all to the same
   OpenAI-compatible upstream (bar: Messages >= 0.70x of chat).
 - ``observe``: metrics and request logs off; metrics on; metrics and JSON request lines on (bar:
   >= 0.90x off). ``observe-sqlite``: the same with usage records in SQLite and text lines (the defaults).
 
-Uses ports 18100 (mock), 18200 (bare) and 18300+; every process it starts is stopped by PID.
+Uses ports 18100 (mock), 18110 (vendor mock), 18200 (bare) and 18300+; every process it starts is stopped by PID.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 YARDSTICK = HERE.parents[1] / "shared" / "bench"
-MOCK, BARE = 18100, 18200
+MOCK, BARE, VENDOR = 18100, 18200, 18110
 MODEL = "mock-gpt-4o-mini"
 SQLITE = {"storage": {"database": "sqlite:///{work}/{name}.db"}}
 SETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -62,6 +64,11 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "metrics+json-logs": {"log": {"requests": True, "format": "json", "level": "info"}},
     },
     "default": {"default": SQLITE},
+    "translation": {
+        "openai": SQLITE,
+        "anthropic": {**SQLITE, "_provider": "anthropic"},
+        "gemini": {**SQLITE, "_provider": "gemini"},
+    },
     "protocols": {
         "chat": SQLITE,
         "messages": {**SQLITE, "_protocol": "messages"},
@@ -83,15 +90,32 @@ PATHS = {
 SAME_PROMPT = {"exact-100%"}  # targets whose requests all carry one prompt (the others: a prompt each)
 
 
+# The upstream of each configuration (``_provider``): the yardstick's OpenAI mock, or the vendor mock in
+# Anthropic's or Gemini's format (bench/vendor_mock.py), with the model name it serves.
+UPSTREAMS = {
+    "openai": (f"{{type: openai, base_url: 'http://127.0.0.1:{MOCK}/v1', api_keys: [sk-bench]}}", MODEL),
+    "anthropic": (
+        f"{{type: anthropic, base_url: 'http://127.0.0.1:{VENDOR}', api_keys: [sk-bench]}}",
+        "claude-mock",
+    ),
+    "gemini": (
+        f"{{type: gemini, base_url: 'http://127.0.0.1:{VENDOR}', api_keys: [sk-bench]}}",
+        "gemini-mock",
+    ),
+}
+
+
 def config(extra: dict[str, Any]) -> str:
+    upstream, model = UPSTREAMS[extra.get("_provider", "openai")]
     text = (
         "providers:\n"
-        f"  upstream: {{type: openai, base_url: 'http://127.0.0.1:{MOCK}/v1', api_keys: [sk-bench]}}\n"
+        f"  upstream: {upstream}\n"
         "  mock: {type: mock}\n"
-        f"models:\n  - {{name: {MODEL}, deployments: [{{provider: upstream, model: {MODEL}}}]}}\n"
+        f"models:\n  - {{name: {MODEL}, deployments: [{{provider: upstream, model: {model}}}]}}\n"
     )
     extra = {"storage": {"database": "memory"}, **extra}
-    extra.pop("_protocol", None)  # how the target is called, not configuration
+    for how in ("_protocol", "_provider"):  # how the target is called and what it calls, not configuration
+        extra.pop(how, None)
     return text + "".join(f"{section}: {json.dumps(value)}\n" for section, value in extra.items())
 
 
@@ -186,6 +210,14 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
             )
         )
+        vendor_env = {**os.environ, "MOCK_PORT": str(VENDOR)}
+        started.append(
+            subprocess.Popen(
+                ["taskset", "-c", "0", sys.executable, str(HERE / "vendor_mock.py")],
+                env=vendor_env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
         started.append(
             subprocess.Popen(
                 [
@@ -242,6 +274,7 @@ def main() -> int:
             protocols[name] = extra.get("_protocol", "chat")
             targets[name] = f"http://127.0.0.1:{port}{PATHS[protocols[name]]}"
         wait_ready(f"http://127.0.0.1:{MOCK}/health")
+        wait_ready(f"http://127.0.0.1:{VENDOR}/health")
         for name, url in targets.items():
             wait_ready(url.replace(PATHS[protocols[name]], "/health" if name != "bare" else "/v1/models"))
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}

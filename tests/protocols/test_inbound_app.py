@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from llmgate.config import Settings
 from llmgate.gateway import Gateway
 from llmgate.server.app import create_app
+from recordings_location import MISSING_REASON, RECORDINGS_DIR
 
 MASTER = "sk-test-master-key"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
@@ -172,3 +173,14 @@ def test_every_protocol_leaves_a_usage_record(http: TestClient) -> None:
     assert (by_group["g"]["requests"], by_group["g"]["errors"]) == (3, 0)
     assert by_group["g"]["prompt_tokens"] > 0 and by_group["g"]["completion_tokens"] > 0
     assert (by_group["-"]["requests"], by_group["-"]["errors"]) == (1, 1)  # a body that names no call
+
+
+@pytest.mark.skipif(not RECORDINGS_DIR.is_dir(), reason=MISSING_REASON)
+def test_a_recorded_clients_responses_request_is_served(http: TestClient) -> None:
+    """ruby_llm's own request to OpenAI's /v1/responses (recorded), sent as it was: it is served."""
+    recorded = json.loads((RECORDINGS_DIR / "openai__error_401__ruby_llm.json").read_text())["request"]
+    assert recorded["url_path"] == "/v1/responses"
+    body = {**recorded["body"], "model": "g"}
+    answer = http.post("/v1/responses", json=body, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["object"] == "response" and answer.json()["output"][0]["type"] == "message"
