@@ -223,6 +223,7 @@ def test_messages(claude: anthropic.Anthropic, replays: dict[str, Replay], famil
 
     check_message(message, case.expected())
     sent = check_sent(case, replays, stream=streamed, defaults=MAX_TOKENS_FIELDS)
+    assert "native" not in sent["body"], "the caller's Messages body rides only to an Anthropic backend"
     if body.get("tools"):
         assert tool_names(sent["body"]) == tool_names(case.body)
     if family == "anthropic":  # passed through: the body upstream is the caller's, with the model

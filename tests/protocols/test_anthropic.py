@@ -38,6 +38,9 @@ models:
     deployments: [{provider: overloaded, model: echo}]
 routing: {retries: 0}
 """
+DEEP: Any = {}
+for _ in range(100):
+    DEEP = {"a": DEEP}
 WEATHER = {
     "name": "get_weather",
     "description": "The weather in a city.",
@@ -219,6 +222,12 @@ def test_the_checked_body_rides_along_for_an_anthropic_backend() -> None:
         ({"tools": [{"name": "f"}]}, "tools[0].input_schema"),
         ({"tool_choice": {"type": "tool"}, "tools": [WEATHER]}, "tool_choice.name"),
         ({"max_tokens": 10**9}, "max_tokens"),
+        ({"thinking": {"type": "enabled", "budget_tokens": -5}}, "thinking.budget_tokens"),
+        ({"top_k": 0}, "top_k"),
+        (
+            {"metadata": {"user_id": "u"}, "system": [{"type": "text", "text": "x", "cache_control": DEEP}]},
+            "system",
+        ),
         ({"stop_sequences": ["x"] * 100}, "stop_sequences"),
         (
             {
@@ -498,3 +507,92 @@ def test_a_stream_that_breaks_raises_in_the_sdk(tmp_path: Path) -> None:
         ):
             s.get_final_message()
         assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+
+
+def test_stop_sequences_over_the_bound_are_named_in_this_protocols_words() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse(stop_sequences=["x"] * 100)
+    assert caught.value.param == "stop_sequences" and "'stop'" not in caught.value.message
+
+
+def test_output_config_asks_for_a_checked_json_schema_answer() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    request = parse(output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert request.response_format is not None and request.response_format.type == "json_schema"
+    assert (
+        request.response_format.json_schema is not None
+        and request.response_format.json_schema.schema == schema
+    )
+
+
+def test_a_failed_tool_result_says_so_in_its_text() -> None:
+    turns = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "boom", "is_error": True}],
+        },
+    ]
+    assert parse(messages=turns, tools=[WEATHER]).messages[2].content == "Error: boom"
+    listed = [
+        {
+            "type": "tool_result",
+            "tool_use_id": "t1",
+            "is_error": True,
+            "content": [{"type": "text", "text": "boom"}],
+        }
+    ]
+    request = parse(messages=[*turns[:2], {"role": "user", "content": listed}], tools=[WEATHER])
+    assert request.messages[2].text() == "Error:boom"  # a text part "Error:" first, then the result's
+
+
+def test_a_tool_name_that_comes_after_the_first_fragment_still_names_the_block() -> None:
+    render = MESSAGES.stream(parse(stream=True))
+    first = ToolCallDelta(index=0, id="call_A", function=FunctionCallDelta(arguments='{"ci'))
+    named = ToolCallDelta(index=0, function=FunctionCallDelta(name="get_weather", arguments='ty": "P"}'))
+    frames = render.frames([chunk(Delta(tool_calls=[first]))])
+    assert b"content_block_start" not in frames  # waits for the name
+    frames += render.frames([chunk(Delta(tool_calls=[named])), chunk(finish="tool_calls")]) + render.end()
+    seen = events(frames)
+    starts = [data for name, data in seen if name == "content_block_start"]
+    assert starts == [
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "tool_use", "id": "call_A", "name": "get_weather", "input": {}},
+        }
+    ]
+    fragments = [data["delta"]["partial_json"] for name, data in seen if name == "content_block_delta"]
+    assert "".join(fragments) == '{"city": "P"}'
+
+
+def test_a_tool_call_never_named_is_still_closed_at_the_end() -> None:
+    render = MESSAGES.stream(parse(stream=True))
+    nameless = ToolCallDelta(index=0, id="call_B", function=FunctionCallDelta(arguments="{}"))
+    seen = events(render.frames([chunk(Delta(tool_calls=[nameless]))]) + render.end())
+    assert [name for name, _ in seen][2:] == [
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert seen[2][1]["content_block"]["id"] == "call_B"
+
+
+def test_sdk_structured_output_is_checked_like_chats(sdk: anthropic.Anthropic) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    raw = sdk.messages.with_raw_response.create(
+        model="claude-test",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Name a city"}],
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    assert raw.headers["x-llmgate-schema"] == "valid"
+    assert set(json.loads(raw.parse().content[0].text)) == {"city"}  # type: ignore[union-attr]

@@ -147,6 +147,11 @@ def test_a_virtual_keys_limits_and_models_bind_every_protocol(http: TestClient) 
     other = claude_for(http, new_key(http, models=["g"]))
     with pytest.raises(anthropic.PermissionDeniedError):
         other.messages.create(model="other", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.PermissionDeniedError):  # a count names the model's family: as for a call
+        other.messages.count_tokens(model="other", messages=[{"role": "user", "content": "x"}])
+    assert (
+        other.messages.count_tokens(model="g", messages=[{"role": "user", "content": "x"}]).input_tokens > 0
+    )
     responses = openai.OpenAI(base_url=f"{http.base_url}/v1", api_key=key, http_client=http, max_retries=0)  # type: ignore[arg-type]
     with pytest.raises(openai.RateLimitError):
         responses.responses.create(model="g", input="three")

@@ -73,7 +73,7 @@ def parse_embedding_request(data: Any) -> EmbeddingRequest:
     """Validate a decoded embeddings body."""
     request = _convert(data, EmbeddingRequest, EMBEDDING_FIELDS)
     _check_model_name(request.model)
-    _check_nesting(request.extra.items(), "")
+    check_nesting(request.extra.items(), "")
     if request.dimensions is not None and not isinstance(request.input, str):
         values = len(request.input) * request.dimensions
         if values > MAX_EMBEDDING_VALUES:
@@ -100,21 +100,22 @@ def _check_model_name(model: str) -> None:
 def _check_free_form(request: ChatRequest, raw_messages: list[Any]) -> None:
     """Free-form JSON (tool schemas, pass-through fields) is bounded in depth: code that walks it (schema
     translation, the mock's example values) must never recurse without limit."""
-    _check_nesting(request.extra.items(), "")
+    check_nesting(request.extra.items(), "")
     for index, tool in enumerate(request.tools or ()):
-        _check_nesting([("parameters", tool.function.parameters)], f"tools[{index}].function.")
+        check_nesting([("parameters", tool.function.parameters)], f"tools[{index}].function.")
     for index, function in enumerate(request.functions or ()):
-        _check_nesting([("parameters", function.parameters)], f"functions[{index}].")
+        check_nesting([("parameters", function.parameters)], f"functions[{index}].")
     response_format = request.response_format
     if response_format is not None and response_format.json_schema is not None:
-        _check_nesting([("schema", response_format.json_schema.schema)], "response_format.json_schema.")
+        check_nesting([("schema", response_format.json_schema.schema)], "response_format.json_schema.")
     for index, message in enumerate(raw_messages):
         if len(message) > 2:  # role and content need no look: only fields llmgate does not model nest
             extra = [(key, value) for key, value in message.items() if key not in _SHALLOW_MESSAGE_FIELDS]
-            _check_nesting(extra, f"messages[{index}].")
+            check_nesting(extra, f"messages[{index}].")
 
 
-def _check_nesting(fields: Iterable[tuple[str, Any]], prefix: str) -> None:
+def check_nesting(fields: Iterable[tuple[str, Any]], prefix: str) -> None:
+    """400 for a field whose JSON nests deeper than ``MAX_DEPTH`` (named ``prefix`` + its name)."""
     for name, value in fields:
         if isinstance(value, dict | list) and _deeper_than(value, MAX_DEPTH):
             raise InvalidRequest(

@@ -80,6 +80,12 @@ class InteractionLog:
                 self.dropped += 1
 
 
+def _without_native(response: object) -> object:
+    if isinstance(response, ChatResponse) and response.native is not msgspec.UNSET:
+        return msgspec.structs.replace(response, native=msgspec.UNSET)
+    return response
+
+
 def _entry(exchange: Exchange) -> dict[str, object]:
     info, error = exchange.info, exchange.error
     request = msgspec.structs.replace(exchange.request, raw_messages=None, native=None)
@@ -92,7 +98,8 @@ def _entry(exchange: Exchange) -> dict[str, object]:
         "cache": info.cache,
         "attempts": info.attempts,
         "request": request,
-        "response": exchange.response,
+        # An upstream's own answer bytes (Messages passthrough) would only repeat the response, encoded.
+        "response": _without_native(exchange.response),
     }
     if error is not None:
         entry["error"] = {"status": error.status, "code": error.code, "message": error.message}

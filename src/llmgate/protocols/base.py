@@ -48,7 +48,7 @@ class Inbound(Rendering, Protocol):
     """One inbound protocol (a module-level singleton per protocol: it holds no per-request state)."""
 
     name: str
-    """What usage records and logs call it (``anthropic.messages``)."""
+    """The protocol's name (``anthropic.messages``)."""
 
     def parse(self, data: Any) -> ChatRequest:
         """A decoded JSON body -> the canonical request; ``InvalidRequest`` naming the field otherwise."""

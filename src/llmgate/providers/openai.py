@@ -199,11 +199,11 @@ def chat_body(request: ChatRequest, model: str, *, stream: bool) -> dict[str, An
     raw_messages = request.raw_messages
     if raw_messages is not None:  # the caller's messages as sent: fields llmgate does not model survive
         body: dict[str, Any] = msgspec.to_builtins(
-            msgspec.structs.replace(request, messages=[], raw_messages=None)
+            msgspec.structs.replace(request, messages=[], raw_messages=None, native=None)
         )
         body["messages"] = raw_messages
     else:
-        body = msgspec.to_builtins(request)
+        body = msgspec.to_builtins(msgspec.structs.replace(request, native=None))
     extra = body.pop("extra", None)
     if extra:
         body.update(extra)

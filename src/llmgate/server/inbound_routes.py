@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from llmgate.core.caller import ANONYMOUS, Caller
 from llmgate.core.codec import decode_json
-from llmgate.core.errors import GatewayError
+from llmgate.core.errors import GatewayError, PermissionDenied
 from llmgate.core.request import ChatRequest
 from llmgate.protocols.anthropic import MESSAGES, parse_count_tokens
 from llmgate.protocols.base import Inbound
@@ -46,14 +46,16 @@ class InboundRoutes:
     async def count_tokens(self, request: Request) -> Response:
         """``POST /v1/messages/count_tokens``: the prompt's tokens for the model (``input_tokens``)."""
         try:
-            await self.ctx.authenticate(request)
+            caller = await self.ctx.authenticate(request)
             chat = parse_count_tokens(decode_json(await read_body(request, self.ctx.max_body)))
+            if not caller.may_use(chat.model):  # as for a call: the count names the model's family
+                raise PermissionDenied(f"This API key may not use the model '{chat.model}'.", param="model")
             # Off the event loop: the first count of an encoding loads it (about a second).
             counted = await asyncio.to_thread(self.ctx.gateway.count_tokens, chat.model, chat)
         except GatewayError as error:
             return self._error(request, error, MESSAGES)
         body = {"input_tokens": counted.tokens}
-        headers = {"x-llmgate-token-count": counted.method}
+        headers = {"x-llmgate-token-count": counted.method, "x-request-id": self.ctx.request_id(request)}
         return Response(encoder.encode(body), media_type=JSON, headers=headers)
 
     async def _serve(self, request: Request, protocol: Inbound) -> Response:

@@ -10,11 +10,15 @@ unknown block or event type reaches the adapter with its name and is reported, n
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 JSONObject = dict[str, Any]
+
+MIN_THINKING_BUDGET = 1024  # https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking
+MAX_BUDGET = 1_000_000  # as the canonical request's output limit
+MAX_TOP_K = 2**31 - 1
 
 JSON_TOOL = "llmgate_json_response"
 """The tool llmgate adds to carry a JSON answer when ``response_format`` asks for JSON (see request.py)."""
@@ -137,7 +141,7 @@ class Thinking(msgspec.Struct, gc=False, omit_defaults=True):
     decides, https://docs.anthropic.com/en/docs/build-with-claude/adaptive-thinking)."""
 
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | None = None
+    budget_tokens: Annotated[int, msgspec.Meta(ge=MIN_THINKING_BUDGET, le=MAX_BUDGET)] | None = None
 
 
 class OutputFormat(msgspec.Struct, gc=False):
@@ -168,7 +172,7 @@ class MessagesBody(msgspec.Struct, gc=False, omit_defaults=True):
     system: str | list[TextBlock] | None = None
     temperature: float | None = None
     top_p: float | None = None
-    top_k: int | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOP_K)] | None = None
     stop_sequences: list[str] | None = None
     tools: list[ToolSpec] | None = None
     tool_choice: ToolChoiceSpec | None = None

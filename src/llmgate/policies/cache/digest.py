@@ -11,9 +11,16 @@ import hashlib
 
 import msgspec
 
-from llmgate.core.request import ChatRequest
+from llmgate.core.request import ChatRequest, Native
 
 _encoder = msgspec.json.Encoder(order="deterministic")
+
+
+def _without_metadata(native: Native | None) -> Native | None:
+    """A request in its caller's protocol without the metadata (an end user's id), as for chat."""
+    if native is None or "metadata" not in native.body:
+        return native
+    return Native(native.protocol, {k: v for k, v in native.body.items() if k != "metadata"})
 
 
 def request_digest(request: ChatRequest, group: str) -> str:
@@ -27,6 +34,7 @@ def request_digest(request: ChatRequest, group: str) -> str:
         metadata=None,
         # The caller's own messages (with any field llmgate does not model) when they were kept.
         messages=[] if request.raw_messages is not None else request.messages,
+        native=_without_metadata(request.native),
     )
     return hashlib.sha256(_encoder.encode(canonical)).hexdigest()
 
@@ -43,6 +51,7 @@ def parameters_digest(request: ChatRequest, group: str) -> str:
         metadata=None,
         messages=[],
         raw_messages=None,
+        native=None,  # it holds the conversation too; what else it says is in the canonical fields
     )
     return hashlib.sha256(_encoder.encode(canonical)).hexdigest()
 

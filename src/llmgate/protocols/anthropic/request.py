@@ -13,6 +13,8 @@ the Anthropic adapter sends (``llmgate.wire.anthropic``), then said again in the
 - ``stop_sequences`` -> ``stop``, ``metadata.user_id`` -> ``user``, ``top_k`` rides as an extra field (the
   backends that have it take it), ``thinking.budget_tokens`` -> the ``reasoning_effort`` whose budget it
   reaches (the Anthropic adapter maps efforts back to budgets the same way).
+- ``output_config.format`` -> ``response_format`` ``json_schema`` (so the answer is checked as on chat);
+  a ``tool_result`` with ``is_error`` gets ``Error: `` before its text (chat has no such flag).
 - Server tools (``web_search``, ``code_execution``...) run at Anthropic and are refused with a 400.
 """
 
@@ -22,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from llmgate.core.codec import convert_as, parse_chat_request
+from llmgate.core.codec import check_nesting, convert_as, parse_chat_request
 from llmgate.core.errors import InvalidRequest
 from llmgate.core.request import ANTHROPIC_MESSAGES, ChatRequest, Native
 from llmgate.wire.anthropic import (
@@ -42,9 +44,13 @@ from llmgate.wire.anthropic import (
 
 JSONObject = dict[str, Any]
 
+ERROR_MARK = "Error: "
+"""Put before a tool result that says ``is_error: true`` (chat's tool messages have no such flag)."""
+
 # The smallest budget that reaches each effort, from the top (the adapter's budgets: 2048 / 8192 / 16384).
 _EFFORTS = ((16384, "high"), (8192, "medium"), (0, "low"))
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+_FORMAT = ("response_format.json_schema", "output_config.format")
 _encoder = msgspec.json.Encoder()
 
 
@@ -62,9 +68,13 @@ class CountTokensBody(msgspec.Struct, gc=False):
 def parse_messages(data: Any) -> ChatRequest:
     """A decoded Messages body -> the canonical request, carrying the checked body as ``native``."""
     body = convert_as(data, MessagesBody)
+    check_nesting(data.items(), "")  # all of it may go upstream as it is: bounded as chat's free JSON
     chat = _chat(body.model, body.system, body.messages, body.tools, body.tool_choice)
     chat["max_tokens"] = body.max_tokens
     _sampling(body, chat)
+    if body.output_config is not None:  # checked (and retried) like chat's json_schema answers
+        schema = body.output_config.format.schema
+        chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
     if body.stream:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # message_delta reports the usage
@@ -85,14 +95,11 @@ def _parse(chat: JSONObject) -> ChatRequest:
     try:
         return parse_chat_request(chat)
     except InvalidRequest as exc:  # a bound of the canonical request: say it in this protocol's words
-        exc.param = _anthropic_path(exc.param)
+        if exc.param is not None and exc.param.startswith(("stop", "response_format")):
+            canonical, ours = ("stop", "stop_sequences") if exc.param.startswith("stop") else _FORMAT
+            exc.param = exc.param.replace(canonical, ours, 1)
+            exc.message = exc.message.replace(f"'{canonical}", f"'{ours}")
         raise
-
-
-def _anthropic_path(param: str | None) -> str | None:
-    if param is None:
-        return None
-    return param.replace("stop", "stop_sequences", 1) if param.startswith("stop") else param
 
 
 def _chat(
@@ -174,10 +181,12 @@ def _assistant(turn: Turn, position: int) -> JSONObject:
 
 
 def _result(block: ToolResultBlock) -> str | list[JSONObject]:
+    # A chat tool message has no is_error: the failure is said in its text, where the model reads it.
+    flag = ERROR_MARK if block.is_error else ""
     if isinstance(block.content, str):
-        return block.content
-    parts = [_part(item, "tool_result") for item in block.content]
-    return [part for part in parts if part is not None]
+        return flag + block.content
+    parts = [part for part in (_part(item, "tool_result") for item in block.content) if part is not None]
+    return [{"type": "text", "text": flag.strip()}, *parts] if flag else parts
 
 
 def _part(block: Block, where: str) -> JSONObject | None:

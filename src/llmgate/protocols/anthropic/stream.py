@@ -52,13 +52,14 @@ def event(name: bytes, data: bytes) -> bytes:
 class MessagesStream:
     """The events of one stream (``StreamRender``)."""
 
-    __slots__ = ("_blocks", "_calls", "_flow", "_open", "_started", "_stop", "_usage")
+    __slots__ = ("_blocks", "_calls", "_flow", "_open", "_pending", "_started", "_stop", "_usage")
 
     def __init__(self, request: ChatRequest) -> None:
         self._started = False
         self._blocks = 0  # content blocks opened so far: the next one's index
         self._flow: tuple[int, int] | None = None  # the open text or thinking block: (kind, index)
         self._calls: dict[int, int] = {}  # tool call index -> its block's index
+        self._pending: dict[int, _PendingCall] = {}  # tool calls whose name has not come yet
         self._open: list[int] = []  # tool blocks not yet stopped
         self._stop: str | None = None
         self._usage: Usage | None = None
@@ -90,7 +91,8 @@ class MessagesStream:
     def end(self) -> bytes:
         """Stop the open blocks, then ``message_delta`` with the stop reason and usage, and
         ``message_stop``."""
-        out = [self._close_all()]
+        out = [self._open_call(position, "") for position in list(self._pending)]  # never named
+        out.append(self._close_all())
         usage = usage_of(self._usage)
         final = _MessageDeltaEvent(_MessageDelta(self._stop or "end_turn"), usage)
         out.append(event(b"message_delta", _encoder.encode(final)))
@@ -143,24 +145,28 @@ class MessagesStream:
         return out + started, index
 
     def _tool_delta(self, call: ToolCallDelta) -> bytes:
-        out = b""
+        function = call.function
+        arguments = function.arguments if function is not None and function.arguments else ""
         index = self._calls.get(call.index)
-        if index is None:
-            out = self._close_flow()
-            function = call.function
-            name = function.name if function is not None and function.name else ""
-            block = ToolUseBlock(id=call.id or f"toolu_{self._blocks}", name=name, input={})
-            index, started = self._open_block(block)
-            out += started
-            self._calls[call.index] = index
-            self._open.append(index)
-        arguments = call.function.arguments if call.function is not None else None
-        if arguments:
-            data = b'{"type":"content_block_delta","index":%d,"delta":{"type":"input_json_delta",' % index
-            out += event(
-                b"content_block_delta", data + b'"partial_json":' + _encoder.encode(arguments) + b"}}"
-            )
-        return out
+        if index is not None:
+            return _arguments(index, arguments)
+        # A block opens with the tool's name, which some servers send after the first fragment: until
+        # then the call's id and fragments wait.
+        pending = self._pending.setdefault(call.index, _PendingCall())
+        pending.id = pending.id or call.id or ""
+        pending.arguments.append(arguments)
+        if function is None or not function.name:
+            return b""
+        return self._open_call(call.index, function.name)
+
+    def _open_call(self, position: int, name: str) -> bytes:
+        pending = self._pending.pop(position)
+        out = self._close_flow()
+        block = ToolUseBlock(id=pending.id or f"toolu_{self._blocks}", name=name, input={})
+        index, started = self._open_block(block)
+        self._calls[position] = index
+        self._open.append(index)
+        return out + started + _arguments(index, "".join(pending.arguments))
 
     def _open_block(self, block: TextBlock | ThinkingBlock | ToolUseBlock) -> tuple[int, bytes]:
         index = self._blocks
@@ -179,6 +185,23 @@ class MessagesStream:
         out = [self._close_flow(), *(_stop(index) for index in self._open)]
         self._open.clear()
         return b"".join(out)
+
+
+class _PendingCall:
+    __slots__ = ("arguments", "id")
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.arguments: list[str] = []
+
+
+def _arguments(index: int, fragment: str) -> bytes:
+    if not fragment:
+        return b""
+    data = (
+        b'{"type":"content_block_delta","index":%d,"delta":{"type":"input_json_delta","partial_json":' % index
+    )
+    return event(b"content_block_delta", data + _encoder.encode(fragment) + b"}}")
 
 
 def _stop(index: int) -> bytes:

@@ -29,6 +29,7 @@ from llmgate.core.request import AudioPart, ChatRequest, FilePart, ImagePart, To
 from llmgate.providers.anthropic.messages import conversation, is_pdf_data
 from llmgate.wire.anthropic import (
     JSON_TOOL,
+    MIN_THINKING_BUDGET,
     JSONObject,
     MessagesBody,
     Metadata,
@@ -40,7 +41,6 @@ from llmgate.wire.anthropic import (
 )
 
 _THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
-MIN_THINKING_BUDGET = 1024
 # With thinking on, top_p may only be 0.95..1 (and temperature only its default of 1, see below).
 _THINKING_MIN_TOP_P = 0.95
 
