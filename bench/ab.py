@@ -18,6 +18,9 @@ Sets:
   >= 0.90x cache-off; 100%-hit >= 1.5x bare.
 - ``default``: the default features with usage records in SQLite; with ``--baseline SRC`` the same
   configuration also runs from another checkout's source, for a regression check.
+- ``platform``: the rows of the performance table side by side: default features; + a master key, a
+  virtual key with rpm / tpm / budget and a global limit, exact in Redis (database 9); + the exact cache
+  at 0% hits, metrics and JSON request lines; the Anthropic and Gemini adapters; ``/v1/messages`` in.
 - ``translation``: the default features in front of the OpenAI mock, and of the Anthropic- and
   Gemini-format mocks (bench/vendor_mock.py): the translating adapters' cost.
 - ``protocols``: the default features, called as Chat Completions, Anthropic Messages
@@ -49,6 +52,15 @@ YARDSTICK = HERE.parents[1] / "shared" / "bench"
 MOCK, BARE, VENDOR = 18100, 18200, 18110
 MODEL = "mock-gpt-4o-mini"
 SQLITE = {"storage": {"database": "sqlite:///{work}/{name}.db"}}
+MASTER = "sk-bench-master-key"
+# A master key, limits shared exactly through Redis (a global one, far above what the bench reaches) and a
+# virtual key with rpm / tpm / budget that every request is made with (``_key``: created at start-up).
+KEYED: dict[str, Any] = {
+    "server": {"master_key": MASTER},
+    "storage": {"database": "sqlite:///{work}/{name}.db", "redis": "redis://127.0.0.1:6379/9"},
+    "limits": {"global": {"rpm": 100_000_000, "tpm": 100_000_000_000}},
+    "_key": {"rpm": 100_000_000, "tpm": 100_000_000_000, "budget_usd": 1_000_000},
+}
 SETS: dict[str, dict[str, dict[str, Any]]] = {
     "cache": {
         "off": {},
@@ -64,6 +76,20 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "metrics+json-logs": {"log": {"requests": True, "format": "json", "level": "info"}},
     },
     "default": {"default": SQLITE},
+    # The rows of the performance table: what a platform team runs, feature by feature.
+    "platform": {
+        "default": SQLITE,
+        "keys+redis": {**SQLITE, **KEYED},
+        "+cache+metrics+logs": {
+            **SQLITE,
+            **KEYED,
+            "cache": {"mode": "exact", "max_entries": 100_000},
+            "log": {"requests": True, "format": "json", "level": "info"},
+        },
+        "anthropic": {**SQLITE, "_provider": "anthropic"},
+        "gemini": {**SQLITE, "_provider": "gemini"},
+        "messages-in": {**SQLITE, "_protocol": "messages"},
+    },
     "translation": {
         "openai": SQLITE,
         "anthropic": {**SQLITE, "_provider": "anthropic"},
@@ -114,7 +140,7 @@ def config(extra: dict[str, Any]) -> str:
         f"models:\n  - {{name: {MODEL}, deployments: [{{provider: upstream, model: {model}}}]}}\n"
     )
     extra = {"storage": {"database": "memory"}, **extra}
-    for how in ("_protocol", "_provider"):  # how the target is called and what it calls, not configuration
+    for how in ("_protocol", "_provider", "_key"):  # how the target is called and what it calls
         extra.pop(how, None)
     return text + "".join(f"{section}: {json.dumps(value)}\n" for section, value in extra.items())
 
@@ -129,12 +155,32 @@ def wait_ready(url: str, seconds: float = 20) -> None:
     raise SystemExit(f"{url} did not answer")
 
 
+def virtual_key(base: str, limits: dict[str, Any]) -> str:
+    """A virtual key with these limits, made with the master key."""
+    request = urllib.request.Request(
+        f"{base}/admin/keys",
+        data=json.dumps({"name": "bench", **limits}).encode(),
+        headers={"Authorization": f"Bearer {MASTER}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return str(json.loads(answer.read())["key"])
+
+
 def wrk(
-    url: str, *, unique: bool, stream: bool, conc: int, duration: float, protocol: str = "chat"
+    url: str,
+    *,
+    unique: bool,
+    stream: bool,
+    conc: int,
+    duration: float,
+    protocol: str = "chat",
+    api_key: str = "",
 ) -> dict[str, Any]:
     env = {
         **os.environ,
         "BENCH_PROTOCOL": protocol,
+        "BENCH_API_KEY": api_key,
         "BENCH_UNIQUE": "1" if unique else "0",
         "BENCH_STREAM": "1" if stream else "0",
         "BENCH_NONCE": str(time.monotonic_ns()),  # prompts never repeat across runs
@@ -238,6 +284,7 @@ def main() -> int:
         targets = {"bare": f"http://127.0.0.1:{BARE}/v1/chat/completions"}
         pids: dict[str, int] = {}
         protocols: dict[str, str] = {"bare": "chat"}
+        api_keys: dict[str, str] = {"bare": ""}
         configs = dict(SETS[args.set_name])
         runs_from: dict[str, str | None] = dict.fromkeys(configs)
         if args.baseline:
@@ -277,13 +324,23 @@ def main() -> int:
         wait_ready(f"http://127.0.0.1:{VENDOR}/health")
         for name, url in targets.items():
             wait_ready(url.replace(PATHS[protocols[name]], "/health" if name != "bare" else "/v1/models"))
+            limits = configs.get(name, {}).get("_key")
+            api_keys[name] = virtual_key(url.replace(PATHS[protocols[name]], ""), limits) if limits else ""
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         names = list(targets)
         for mode in args.modes.split(","):
             stream = mode == "stream"
             for name, url in targets.items():  # warm-up: stores the one prompt of the 100% case
                 unique = name not in SAME_PROMPT
-                wrk(url, unique=unique, stream=stream, conc=args.conc, duration=2, protocol=protocols[name])
+                wrk(
+                    url,
+                    unique=unique,
+                    stream=stream,
+                    conc=args.conc,
+                    duration=2,
+                    protocol=protocols[name],
+                    api_key=api_keys[name],
+                )
             for round_ in range(args.rounds):
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for name in order:
@@ -294,6 +351,7 @@ def main() -> int:
                         conc=args.conc,
                         duration=args.duration,
                         protocol=protocols[name],
+                        api_key=api_keys[name],
                     )
                     results.setdefault((mode, name), []).append(result)
                     print(

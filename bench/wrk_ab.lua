@@ -9,6 +9,7 @@ local unique = os.getenv("BENCH_UNIQUE") == "1"
 local stream = os.getenv("BENCH_STREAM") == "1"
 local nonce = os.getenv("BENCH_NONCE") or "0"
 local protocol = os.getenv("BENCH_PROTOCOL") or "chat"
+local api_key = os.getenv("BENCH_API_KEY") or ""
 local counter = 0
 local thread_id = 0
 
@@ -52,7 +53,9 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body(counter))
+  local headers = {["Content-Type"] = "application/json"}
+  if api_key ~= "" then headers["Authorization"] = "Bearer " .. api_key end
+  return wrk.format("POST", nil, headers, body(counter))
 end
 
 function done(summary, latency, requests)
