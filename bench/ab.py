@@ -90,6 +90,7 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "gemini": {**SQLITE, "_provider": "gemini"},
         "messages-in": {**SQLITE, "_protocol": "messages"},
     },
+    "keyed": {"keys+redis": {**SQLITE, **KEYED}},  # with --baseline: the shared-limits row, old vs new
     "translation": {
         "openai": SQLITE,
         "anthropic": {**SQLITE, "_provider": "anthropic"},

@@ -205,3 +205,36 @@ async def test_a_failed_take_gives_the_parallel_slot_back(clock: FakeClock) -> N
     with pytest.raises(StateUnavailable):
         await guard.open(key(rpm=5, max_parallel=1), Call("chat", 10, None))
     assert await counters.value("par:key:key_1") == 0
+
+
+class CountingCounters(MemoryCounters):
+    """Memory counters that count the calls that would be round trips to a shared store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def take(self, bucket: str, amount: float, *, limit: float, ttl: float | None = None):  # type: ignore[no-untyped-def,override]
+        self.calls.append("take")
+        return await super().take(bucket, amount, limit=limit, ttl=ttl)
+
+    async def take_many(self, takes):  # type: ignore[no-untyped-def,override]
+        self.calls.append("take_many")
+        return await super().take_many(takes)
+
+
+async def test_limits_and_the_budget_are_taken_in_one_call(clock: FakeClock) -> None:
+    counters = CountingCounters()
+    guard = guard_of(counters, clock, MemoryLedger())  # type: ignore[arg-type]
+    caller = key(rpm=10, tpm=1000, budget_usd=1.0)
+    admitted = await guard.open(caller, Call("chat", 100, 0.25))
+    assert counters.calls == ["take_many"]  # key and global rpm / tpm and the budget: one round trip
+    assert await counters.value("budget:key_1:total") == 0.25
+    assert admitted.hold is not None and admitted.hold.amount == 0.25
+    counters.calls.clear()
+    with pytest.raises(QuotaExceeded) as refused:  # the budget refuses: nothing is taken, anywhere
+        await guard.open(caller, Call("chat", 100, 0.9))
+    assert refused.value.code == "insufficient_quota" and refused.value.limit is not None
+    assert await counters.value(f"rpm:key:key_1:{minute(clock)}") == 1
+    assert await counters.value(f"tpm:global:{minute(clock)}") == 100
+    assert await counters.value("budget:key_1:total") == 0.25

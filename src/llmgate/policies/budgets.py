@@ -31,6 +31,26 @@ class Hold:
     ttl: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetTake:
+    """A reservation to make: taken alone (``reserve``) or with the rate limits' buckets, in the same
+    all-or-nothing call (one round trip to a shared store)."""
+
+    bucket: str
+    amount: float
+    limit: float
+    ttl: float | None
+
+    @property
+    def take(self) -> tuple[str, float, float, float | None]:
+        """As one of ``Counters.take_many``'s takes."""
+        return (self.bucket, self.amount, self.limit, self.ttl)
+
+    def hold(self) -> Hold:
+        """What the reservation holds once taken."""
+        return Hold(self.bucket, self.amount, self.ttl)
+
+
 def period_start(period: str, now: float) -> tuple[str, float, float | None]:
     """The bucket suffix, start time and counter lifetime of the period containing ``now``."""
     moment = datetime.fromtimestamp(now, UTC)
@@ -61,20 +81,32 @@ class Budgets:
 
     async def reserve(self, caller: Caller, worst_cost: float | None) -> Hold | None:
         """Reserve the worst-case cost of a call, or raise ``QuotaExceeded`` (429 insufficient_quota)."""
+        planned = await self.plan(caller, worst_cost)
+        return await self.take(caller, planned) if planned is not None else None
+
+    async def take(self, caller: Caller, planned: BudgetTake) -> Hold:
+        """Make a planned reservation on its own, or raise ``QuotaExceeded``."""
+        taken = await self.counters.take(planned.bucket, planned.amount, limit=planned.limit, ttl=planned.ttl)
+        if not taken.allowed:
+            raise await self.refusal(caller, planned)
+        return planned.hold()
+
+    async def plan(self, caller: Caller, worst_cost: float | None) -> BudgetTake | None:
+        """The reservation a call needs (``None`` for a key without a budget), its counter seeded."""
         if caller.budget_usd is None or caller.key_id is None:
             return None
         suffix, start, ttl = period_start(caller.budget_period, self._clock())
         bucket = f"budget:{caller.key_id}:{suffix}"
         await self._seed(bucket, caller.key_id, start, ttl)
-        amount = worst_cost or 0.0
-        taken = await self.counters.take(bucket, amount, limit=caller.budget_usd + CENT_FRACTION, ttl=ttl)
-        if not taken.allowed:
-            spent = await self.counters.value(bucket)
-            raise QuotaExceeded(
-                f"This key's budget of ${caller.budget_usd:g} per {caller.budget_period} is used up "
-                f"(${spent:.6f} spent or reserved; this call could cost up to ${amount:.6f}).",
-            )
-        return Hold(bucket, amount, ttl)
+        return BudgetTake(bucket, worst_cost or 0.0, caller.budget_usd + CENT_FRACTION, ttl)
+
+    async def refusal(self, caller: Caller, planned: BudgetTake) -> QuotaExceeded:
+        """The error for a reservation the budget refused (read back on the refusal path only)."""
+        spent = await self.counters.value(planned.bucket)
+        return QuotaExceeded(
+            f"This key's budget of ${caller.budget_usd:g} per {caller.budget_period} is used up "
+            f"(${spent:.6f} spent or reserved; this call could cost up to ${planned.amount:.6f}).",
+        )
 
     async def settle(self, hold: Hold | None, actual_cost: float | None) -> None:
         """Replace the reservation with what the call really cost (unknown cost: keep the reservation)."""

@@ -12,8 +12,8 @@ from llmgate.core.caller import Caller, LimitStatus
 from llmgate.core.errors import GatewayError, Overloaded, PermissionDenied
 from llmgate.core.results import CallInfo
 from llmgate.core.usage import Usage
-from llmgate.policies.budgets import Budgets, Hold
-from llmgate.policies.limits import CallerLimits, Ticket
+from llmgate.policies.budgets import Budgets, BudgetTake, Hold
+from llmgate.policies.limits import AlsoRefused, CallerLimits, Ticket
 from llmgate.policies.usage import UsageRecorder
 from llmgate.state.ports import UsageRecord
 
@@ -157,24 +157,40 @@ class Guard:
             self._refused(caller, call, denied, started)
             raise denied
         try:
-            ticket = await self.limits.admit(caller, call.tokens) if self.limits.applies_to(caller) else None
+            ticket, hold = await self._take(caller, call)
         except GatewayError as error:
             self._refused(caller, call, error, started)
-            raise
-        try:
-            hold = await self._reserve(caller, call)
-        except BaseException as error:
-            if ticket is not None:
-                await self.limits.settle(ticket, 0)
-            if isinstance(error, GatewayError):
-                if error.limit is None and ticket is not None:
-                    error.limit = ticket.status
-                self._refused(caller, call, error, started)
             raise
         self.active += 1
         return Pass(self, caller, call, ticket, hold, started)
 
-    async def _reserve(self, caller: Caller, call: Call) -> Hold | None:
+    async def _take(self, caller: Caller, call: Call) -> tuple[Ticket | None, Hold | None]:
+        """The call's rate-limit ticket and budget hold, taken in one all-or-nothing call to the
+        counters when both apply (one round trip to a shared store)."""
+        planned = await self._plan_budget(caller, call)
+        together = planned is not None and self.limits.counters is self.budgets.counters
+        also = planned.take if planned is not None and together else None
+        ticket = None
+        if self.limits.applies_to(caller):
+            try:
+                ticket = await self.limits.admit(caller, call.tokens, also=also)
+            except AlsoRefused as refused:
+                assert planned is not None
+                error = await self.budgets.refusal(caller, planned)
+                error.limit = refused.status
+                raise error from None
+        if planned is None or (together and ticket is not None):
+            return ticket, planned.hold() if planned is not None else None
+        try:  # the budget alone: no limit applies, or its counters are another store
+            return ticket, await self.budgets.take(caller, planned)
+        except BaseException as error:
+            if ticket is not None:
+                await self.limits.settle(ticket, 0)
+                if isinstance(error, GatewayError) and error.limit is None:
+                    error.limit = ticket.status
+            raise
+
+    async def _plan_budget(self, caller: Caller, call: Call) -> BudgetTake | None:
         if caller.budget_usd is None or not call.budgeted:
             return None
         if self._budgets_closed():
@@ -182,7 +198,7 @@ class Guard:
                 "Budgets cannot be checked while the shared store is unreachable (budget_on_outage: closed).",
                 retry_after=5,
             )
-        return await self.budgets.reserve(caller, call.worst_cost)
+        return await self.budgets.plan(caller, call.worst_cost)
 
     def note_refusal(self, caller: Caller, model: str, error: GatewayError, *, stream: bool) -> None:
         """A call refused before it reached the guard (bad body, unknown model, no key...): its record."""

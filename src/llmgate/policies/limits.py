@@ -23,6 +23,18 @@ BUCKET_TTL = 2 * WINDOW  # a window's counters outlive it briefly, for late sett
 PARALLEL_TTL = 3600.0  # safety net: a crashed replica's in-flight count fades within the hour
 
 
+Take = tuple[str, float, float, float | None]
+"""``(bucket, amount, limit, ttl)``, as ``Counters.take_many`` takes it."""
+
+
+class AlsoRefused(Exception):
+    """The other take made with a request's limits (``admit(also=...)``) refused, no limit did."""
+
+    def __init__(self, status: LimitStatus | None) -> None:
+        super().__init__("refused by the other take")
+        self.status = status
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
     """Requests and tokens per minute (``None``: no limit)."""
@@ -79,12 +91,17 @@ class CallerLimits:
         rate = self.key_rate(caller)
         return rate is not None and bool(rate.rpm or rate.tpm or caller.max_parallel)
 
-    async def admit(self, caller: Caller, tokens: int) -> Ticket:
-        """Take one request and ``tokens`` for the caller, or raise ``RateLimited`` (429)."""
+    async def admit(self, caller: Caller, tokens: int, *, also: Take | None = None) -> Ticket:
+        """Take one request and ``tokens`` for the caller, or raise ``RateLimited`` (429).
+
+        ``also`` (a budget's reservation) is taken in the same all-or-nothing call: one round trip to a
+        shared store for every counter of the request. When it alone refuses, ``AlsoRefused``.
+        """
         now = self._clock()
         minute = int(now // WINDOW)
         reset = (minute + 1) * WINDOW - now
-        takes, ticket = self._takes(caller, minute, tokens)
+        limit_takes, ticket = self._takes(caller, minute, tokens)
+        takes = [*limit_takes, also] if also is not None else limit_takes
         for bucket, amount, limit, _ in takes:
             if amount > limit and bucket.startswith("tpm:"):  # it could never fit: waiting will not help
                 raise RateLimited(
@@ -103,19 +120,19 @@ class CallerLimits:
             raise
         if not taken.allowed:
             await self._release_parallel(ticket)
-            reason = await self._which(takes)
+            reason = await self._which(limit_takes)
             status = await self.status(caller)
-            raise self._refusal(caller, reason, reset=reset, status=status)
+            if reason is None and also is not None:
+                raise AlsoRefused(status)
+            raise self._refusal(caller, reason or "a rate limit is reached", reset=reset, status=status)
         first_limit = takes[0][2]
         if takes[0][0].startswith("rpm:"):
             ticket.status = LimitStatus(int(first_limit), max(0, int(first_limit - taken.value)), reset)
         return ticket
 
-    def _takes(
-        self, caller: Caller, minute: int, tokens: int
-    ) -> tuple[list[tuple[str, float, float, float | None]], Ticket]:
+    def _takes(self, caller: Caller, minute: int, tokens: int) -> tuple[list[Take], Ticket]:
         ticket = Ticket(reserved=tokens)
-        takes: list[tuple[str, float, float, float | None]] = []
+        takes: list[Take] = []
         scopes = []
         key_rate = self.key_rate(caller)
         if key_rate is not None:
@@ -148,13 +165,13 @@ class CallerLimits:
             await self.counters.adjust(ticket.parallel_bucket, -1, ttl=PARALLEL_TTL)
             ticket.parallel_bucket = None
 
-    async def _which(self, takes: list[tuple[str, float, float, float | None]]) -> str:
-        """Which limit refused (read back on the refusal path only)."""
+    async def _which(self, takes: list[Take]) -> str | None:
+        """Which limit refused, ``None`` when none is over (read back on the refusal path only)."""
         for bucket, amount, limit, _ in takes:
             if await self.counters.value(bucket) + amount > limit:
                 unit = "requests" if bucket.startswith("rpm:") else "tokens"
                 return f"{self._who(bucket)} limit of {int(limit)} {unit} per minute is reached"
-        return "a rate limit is reached"
+        return None
 
     @staticmethod
     def _who(bucket: str) -> str:
