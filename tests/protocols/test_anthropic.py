@@ -596,3 +596,20 @@ def test_sdk_structured_output_is_checked_like_chats(sdk: anthropic.Anthropic) -
     )
     assert raw.headers["x-llmgate-schema"] == "valid"
     assert set(json.loads(raw.parse().content[0].text)) == {"city"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("finish", "stop"),
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+        ("content_filter", "refusal"),
+        ("pause_turn", "pause_turn"),
+        ("eos", "end_turn"),
+    ],
+)
+def test_finish_reasons_become_stop_reasons(finish: str, stop: str) -> None:
+    render = MESSAGES.stream(parse(stream=True))
+    seen = events(render.frames([chunk(Delta(content="x")), chunk(finish=finish)]) + render.end())
+    assert next(data for name, data in seen if name == "message_delta")["delta"]["stop_reason"] == stop

@@ -24,6 +24,19 @@ STOP_REASONS = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
+# Anthropic's own stop reasons, which the Anthropic adapter passes on as they are (``pause_turn``: a server
+# tool's long turn paused, https://docs.anthropic.com/en/api/handling-stop-reasons): kept, not flattened.
+ANTHROPIC_STOP_REASONS = frozenset(
+    {
+        "end_turn",
+        "max_tokens",
+        "stop_sequence",
+        "tool_use",
+        "pause_turn",
+        "refusal",
+        "model_context_window_exceeded",
+    }
+)
 # The core error table's OpenAI types -> Anthropic's (https://docs.anthropic.com/en/api/errors).
 _ERROR_TYPES = {
     "invalid_request_error": "invalid_request_error",
@@ -99,7 +112,9 @@ def stop_reason(finish_reason: str | None) -> str | None:
     """A canonical finish reason as Anthropic's ``stop_reason``."""
     if finish_reason is None:
         return None
-    return STOP_REASONS.get(finish_reason, "end_turn")
+    if finish_reason in ANTHROPIC_STOP_REASONS:
+        return finish_reason
+    return STOP_REASONS.get(finish_reason, "end_turn")  # another server's own reason: a plain end
 
 
 def message_id(canonical: str) -> str:
