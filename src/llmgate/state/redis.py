@@ -8,7 +8,8 @@ passes no ttl). All keys start with a prefix, so tests and tenants can share a s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from llmgate.state.ports import StateUnavailable, Taken
+from llmgate.state.redis_line import Arg, ScriptLine
 
 DEFAULT_PREFIX = "llmgate:"
 UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -93,12 +95,18 @@ def redis_client(url: str, *, time_limit: float = 2.0) -> redis.asyncio.Redis:
 class RedisCounters:
     """``Counters`` in Redis. Open with ``connect``, or wrap a client shared with ``RedisBreakerBoard``."""
 
-    def __init__(self, client: redis.asyncio.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, *, prefix: str = DEFAULT_PREFIX, time_limit: float = 2.0
+    ) -> None:
         self._client = client
         self._prefix = prefix
-        self._take = client.register_script(TAKE)
-        self._take_many = client.register_script(TAKE_MANY)
-        self._adjust = client.register_script(ADJUST)
+        # The scripts, every request's call, go down one pipelined connection of their own when the
+        # server is plain TCP (redis_line.py: a fraction of redis-py's cost); other commands use redis-py.
+        line = ScriptLine.for_client(client, time_limit=time_limit)
+        self._take = _script(client, line, TAKE)
+        self._take_many = _script(client, line, TAKE_MANY)
+        self._adjust = _script(client, line, ADJUST)
+        self._line = line
 
     @classmethod
     async def connect(
@@ -109,7 +117,7 @@ class RedisCounters:
         With ``ping`` the server must answer now (else ``StateUnavailable``); without, the first call
         connects.
         """
-        counters = cls(redis_client(url, time_limit=time_limit), prefix=prefix)
+        counters = cls(redis_client(url, time_limit=time_limit), prefix=prefix, time_limit=time_limit)
         if ping:
             await answers(counters._client)
         return counters
@@ -154,6 +162,8 @@ class RedisCounters:
 
     async def close(self) -> None:
         """Close the client's connections."""
+        if self._line is not None:
+            await self._line.close()
         await self._client.aclose()
 
     def _counter(self, bucket: str) -> str:
@@ -194,6 +204,21 @@ class RedisBreakerBoard:
     async def close(self) -> None:
         """Close the client's connections."""
         await self._client.aclose()
+
+
+Script = Callable[..., Awaitable[Any]]
+"""A script to call as ``await script(keys=[...], args=[...])``."""
+
+
+def _script(client: redis.asyncio.Redis, line: ScriptLine | None, source: str) -> Script:
+    if line is None:
+        return client.register_script(source)
+    sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(*, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        return await line.evalsha(sha, source, keys, args)
+
+    return run
 
 
 def _milliseconds(ttl: float | None) -> int:

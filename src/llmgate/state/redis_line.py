@@ -1,0 +1,188 @@
+"""One pipelined Redis connection for the counter scripts: the one Redis call on a rate-limited request.
+
+redis-py's asyncio client spends about a fifth of such a request's CPU on that call (its retry wrapper,
+the connection pool's checkout and return, command packing, a timeout task): the profile's biggest cost
+of the shared-limits row. Here the scripts go down one connection: each command is written as it comes,
+and replies are matched to callers in order (Redis answers a connection's commands in order), read with
+hiredis. A caller that leaves keeps its place (its reply is read and dropped); a reply that does not come
+within the time limit breaks the connection (replies could no longer be matched), and the next call
+opens a new one. Failures are redis-py's own exception types, so callers treat both paths alike.
+
+Only plain TCP servers are spoken to this way; ``for_client`` gives ``None`` for TLS or Unix sockets,
+which stay on redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import redis.asyncio
+import redis.exceptions
+
+Arg = str | bytes | int | float
+
+
+def pack(args: Sequence[Arg]) -> bytes:
+    """A command in RESP: an array of bulk strings (numbers as redis-py writes them)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = (
+            arg if isinstance(arg, bytes) else (arg.encode() if isinstance(arg, str) else repr(arg).encode())
+        )
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class _Connection(asyncio.Protocol):
+    """The socket: replies, in order, to the callers waiting for them."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self._reader = hiredis.Reader()
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            waiter = self.waiting.popleft()
+            if waiter.done():  # its caller left: the reply keeps the order, and is dropped
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                waiter.set_exception(_reply_error(str(reply)))
+            else:
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(redis.exceptions.ConnectionError("the Redis connection was lost"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class ScriptLine:
+    """``EVALSHA`` over one pipelined connection, each call answered within ``time_limit`` seconds."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        time_limit: float = 2.0,
+    ) -> None:
+        self._address = (host, port)
+        self._login = [arg for arg in (username, password) if arg is not None]
+        self._db = db
+        self._time_limit = time_limit
+        self._connection: _Connection | None = None
+        self._opening: asyncio.Lock | None = None
+
+    @classmethod
+    def for_client(cls, client: redis.asyncio.Redis, *, time_limit: float) -> ScriptLine | None:
+        """A line to the server a redis-py client speaks to, or ``None`` when it is not plain TCP."""
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
+        if pool.connection_class is not redis.asyncio.Connection or "host" not in kwargs:
+            return None
+        return cls(
+            kwargs["host"],
+            int(kwargs.get("port", 6379)),
+            db=int(kwargs.get("db", 0) or 0),
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            time_limit=time_limit,
+        )
+
+    async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run a script by its SHA1, loading ``source`` first if the server does not know it."""
+        command: list[Arg] = ["EVALSHA", sha, len(keys), *keys, *args]
+        try:
+            return await self.call(command)
+        except redis.exceptions.NoScriptError:
+            await self.call(["SCRIPT", "LOAD", source])
+            return await self.call(command)
+
+    async def call(self, command: Sequence[Arg]) -> Any:
+        """One command's reply."""
+        connection = await self._connected()
+        return await self._reply(connection, _send(connection, command))
+
+    async def _reply(self, connection: _Connection, waiter: asyncio.Future[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self._time_limit):
+                return await waiter
+        except TimeoutError:
+            self._break(connection)
+            raise redis.exceptions.TimeoutError(
+                f"Redis did not answer within {self._time_limit:g} s"
+            ) from None
+
+    async def close(self) -> None:
+        """Close the connection (a later call opens another)."""
+        if self._connection is not None:
+            self._break(self._connection)
+
+    async def _connected(self) -> _Connection:
+        connection = self._connection
+        if connection is not None and not connection.lost:
+            return connection
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:  # one new connection for everyone waiting
+            if self._connection is not None and not self._connection.lost:
+                return self._connection
+            self._connection = await self._open()
+            return self._connection
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._time_limit):
+                _, connection = await loop.create_connection(_Connection, *self._address)
+        except (OSError, TimeoutError) as error:
+            raise redis.exceptions.ConnectionError(
+                f"Redis at {self._address[0]}:{self._address[1]}: {error}"
+            ) from None
+        # Log in and pick the database before anyone else's command can be written on the connection.
+        setup: list[list[Arg]] = [["AUTH", *self._login]] if self._login else []
+        if self._db:
+            setup.append(["SELECT", self._db])
+        for waiter in [_send(connection, command) for command in setup]:
+            await self._reply(connection, waiter)
+        return connection
+
+    def _break(self, connection: _Connection) -> None:
+        connection.close()
+        connection.lost = True
+        if self._connection is connection:
+            self._connection = None
+
+
+def _send(connection: _Connection, command: Sequence[Arg]) -> asyncio.Future[Any]:
+    """Write a command; the future its reply will complete."""
+    waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    connection.waiting.append(waiter)
+    assert connection.transport is not None
+    connection.transport.write(pack(command))
+    return waiter
+
+
+def _reply_error(message: str) -> redis.exceptions.RedisError:
+    if message.startswith("NOSCRIPT"):
+        return redis.exceptions.NoScriptError(message)
+    return redis.exceptions.ResponseError(message)
