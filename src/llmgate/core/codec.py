@@ -137,6 +137,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+def _joined(prefix: str, path: str) -> str:
+    if not prefix or not path:
+        return prefix or path
+    return f"{prefix}{path}" if path.startswith("[") else f"{prefix}.{path}"
+
+
 def _convert(data: Any, target: type[T], known: frozenset[str]) -> T:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
@@ -157,19 +163,27 @@ def convert_as(data: Any, target: type[S]) -> S:
     the canonical requests: ``InvalidRequest`` naming the field's path."""
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    return converted(data, target)
+
+
+def converted(value: Any, target: type[S], *, prefix: str = "") -> S:
+    """Any piece of decoded JSON as ``target``; an error's ``param`` is ``prefix`` (where the piece sits
+    in the request, ``input[2]``) followed by the path inside it."""
     try:
-        return msgspec.convert(data, target)
+        return msgspec.convert(value, target)
     except msgspec.ValidationError as exc:
-        raise _invalid(str(exc)) from exc
+        raise _invalid(str(exc), prefix) from exc
     except RecursionError:
-        raise InvalidRequest("The request is nested too deeply.", code="invalid_value") from None
+        raise InvalidRequest(
+            "The request is nested too deeply.", param=prefix or None, code="invalid_value"
+        ) from None
 
 
-def _invalid(message: str) -> InvalidRequest:
-    param: str | None = None
+def _invalid(message: str, prefix: str = "") -> InvalidRequest:
+    param: str | None = prefix or None
     located = _AT_PATH.search(message)
     if located is not None:
-        param = located.group("path") or None
+        param = _joined(prefix, located.group("path")) or None
         message = message[: located.start()]
     missing = _MISSING.search(message)
     if missing is not None:

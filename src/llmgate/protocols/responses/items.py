@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmgate.core.codec import converted
 from llmgate.core.errors import InvalidRequest
 from llmgate.core.request import MAX_MESSAGES
 from llmgate.protocols.responses.inputs import (
@@ -21,7 +22,6 @@ from llmgate.protocols.responses.inputs import (
     Part,
     RefusalPart,
 )
-from llmgate.protocols.responses.paths import convert
 
 JSONObject = dict[str, Any]
 
@@ -75,11 +75,11 @@ def _add_item(conversation: Conversation, item: Any, where: str) -> None:
     if not isinstance(kind, str):
         raise InvalidRequest(f"'{where}.type' must be a string.", param=f"{where}.type", code="invalid_type")
     if kind == "message":
-        _add_message(conversation, convert(item, MessageInput, where), where)
+        _add_message(conversation, converted(item, MessageInput, prefix=where), where)
     elif kind == "function_call":
-        _add_call(conversation, convert(item, FunctionCallInput, where), where)
+        _add_call(conversation, converted(item, FunctionCallInput, prefix=where), where)
     elif kind == "function_call_output":
-        output = convert(item, FunctionCallOutputInput, where)
+        output = converted(item, FunctionCallOutputInput, prefix=where)
         content = _tool_output(output.output, f"{where}.output")
         conversation.add({"role": "tool", "tool_call_id": output.call_id, "content": content}, where)
     elif kind in DROPPED_ITEM_TYPES:

@@ -1,26 +1,17 @@
 """Errors that name the offending member in the Responses request's own terms (``input[2].content[0]``).
 
-Two sources: msgspec's validation of one piece of the request (its path is relative to that piece, so
-the caller gives the prefix), and the canonical codec's checks of the Chat Completions request built
-from it (its path is in Chat Completions terms, translated back here).
+Two sources: the validation of one piece of the request (``core.codec.converted``, given where the piece
+sits), and the canonical codec's checks of the Chat Completions request built from it (its path is in
+Chat Completions terms, translated back here).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
-
-import msgspec
 
 from llmgate.core.errors import InvalidRequest
 
-T = TypeVar("T")
-
-# msgspec's documented message forms: "... - at `$.content[0].type`", "Object missing required field
-# `name`" (https://jcristharif.com/msgspec/usage.html#validation-errors).
-_AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-_MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
 _MESSAGE = re.compile(r"^messages\[(?P<index>\d+)\]")
 _TOOL = re.compile(r"^tools\[(?P<index>\d+)\]\.function")
 
@@ -32,38 +23,6 @@ _RENAMED = {
     "response_format": "text.format",
     "tool_choice.function": "tool_choice",
 }
-
-
-def join(prefix: str, path: str) -> str:
-    """``prefix`` + a relative path (``.name`` or ``[0]...``), without a leading dot at the top."""
-    joined = f"{prefix}{path}"
-    return joined[1:] if joined.startswith(".") else joined
-
-
-def convert(value: Any, kind: type[T], prefix: str) -> T:
-    """``value`` as ``kind``, or an ``InvalidRequest`` whose ``param`` is ``prefix`` + msgspec's path."""
-    try:
-        return msgspec.convert(value, kind)
-    except msgspec.ValidationError as exc:
-        raise _invalid(str(exc), prefix) from None
-    except RecursionError:
-        raise InvalidRequest(
-            "The request is nested too deeply.", param=prefix or None, code="invalid_value"
-        ) from None
-
-
-def _invalid(message: str, prefix: str) -> InvalidRequest:
-    located = _AT_PATH.search(message)
-    path = located.group("path") if located else ""
-    if located is not None:
-        message = message[: located.start()]
-    missing = _MISSING.search(message)
-    if missing is not None:
-        field = join(prefix, f"{path}.{missing.group('field')}")
-        return InvalidRequest(f"Missing required parameter: '{field}'.", param=field, code="missing_required")
-    param = join(prefix, path) or None
-    where = f" at '{param}'" if param else ""
-    return InvalidRequest(f"Invalid value{where}: {message}", param=param, code="invalid_value")
 
 
 def responses_param(param: str, origins: Sequence[str]) -> str:

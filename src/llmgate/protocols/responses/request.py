@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from llmgate.core.codec import parse_chat_request
+from llmgate.core.codec import converted, parse_chat_request
 from llmgate.core.errors import InvalidRequest
 from llmgate.core.request import MAX_TOOLS, ChatRequest
 from llmgate.protocols.responses.inputs import (
@@ -23,7 +23,7 @@ from llmgate.protocols.responses.inputs import (
     TextFormatText,
 )
 from llmgate.protocols.responses.items import Conversation, add_input
-from llmgate.protocols.responses.paths import convert, translated
+from llmgate.protocols.responses.paths import translated
 
 JSONObject = dict[str, Any]
 
@@ -59,7 +59,7 @@ def parse_request(data: Any) -> ChatRequest:
     member (``input[2].content[0].type``) otherwise."""
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
-    body = convert(_known_fields(data), CreateResponse, "")
+    body = converted(_known_fields(data), CreateResponse)
     for field in ("store", "background"):
         if getattr(body, field) is True:
             raise _stateful(field)
@@ -142,7 +142,7 @@ def _tools(tools: list[Any]) -> list[JSONObject]:
         # models (https://platform.openai.com/docs/guides/function-calling#strict-mode), but upstreams
         # behind Chat Completions default it to false, and a schema not written for strict mode is a 400
         # there.
-        function = convert(tool, FunctionToolInput, where)
+        function = converted(tool, FunctionToolInput, prefix=where)
         built.append({"type": "function", "function": msgspec.to_builtins(function)})
     return built
 
@@ -159,7 +159,7 @@ def _tool_choice(choice: str | dict[str, Any]) -> str | JSONObject:
         return choice
     if choice.get("type") != "function":
         raise _unsupported_type(choice.get("type"), "tool_choice", "Tool choices")
-    named = convert(choice, _NamedChoice, "tool_choice")
+    named = converted(choice, _NamedChoice, prefix="tool_choice")
     return {"type": "function", "function": {"name": named.name}}
 
 
