@@ -403,24 +403,30 @@ def test_sdk_tool_use_round_trip_with_parallel_calls(sdk: anthropic.Anthropic, s
     assert "The tool returned" in follow.content[0].text  # type: ignore[union-attr]
 
 
-def test_sdk_image_block_reaches_the_backend(sdk: anthropic.Anthropic) -> None:
-    message = sdk.messages.create(
-        model="claude-test",
-        max_tokens=100,
-        messages=[
-            {
-                "role": "user",
-                "content": [
-                    {
-                        "type": "image",
-                        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
-                    },
-                    {"type": "text", "text": "What is this?"},
-                ],
-            }
-        ],
-    )
+def test_sdk_image_block_reaches_the_backend(tmp_path: Path) -> None:
+    log = tmp_path / "interactions.jsonl"
+    path = tmp_path / "c.yaml"
+    path.write_text(CONFIG + f"log: {{interactions: {{path: '{log}', max_bytes: 1000000, backups: 1}}}}\n")
+    with TestClient(create_app(settings=load_settings(path, environ={}))) as http:
+        sdk = anthropic.Anthropic(base_url=str(http.base_url), api_key="x", http_client=http, max_retries=0)
+        image = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+        message = sdk.messages.create(
+            model="claude-test",
+            max_tokens=100,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": image},
+                        {"type": "text", "text": "What is this?"},
+                    ],
+                }
+            ],
+        )
     assert message.content[0].type == "text"
+    [entry] = [json.loads(line) for line in log.read_text().splitlines()]  # the call as it was routed
+    parts = entry["request"]["messages"][0]["content"]
+    assert parts[0] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 
 
 def test_sdk_errors_raise_the_sdk_classes(sdk: anthropic.Anthropic) -> None:
