@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Paired A/B benchmark: several llmgate configurations side by side with the bare pass-through proxy.
 
+    python bench/ab.py --set platform --conc 1,16,64 --with-litellm --profile 10   # the whole table
     python bench/ab.py --set cache [--rounds 3] [--duration 10] [--conc 16] [--modes nonstream,stream]
-    python bench/ab.py --set observe
     python bench/ab.py --set default --baseline /path/to/other/checkout/src
 
 Starts the yardstick's mock upstream and bare proxy (../shared/bench) and one llmgate process per
 configuration of the set (one worker each, all pinned to the same core as the bare proxy). Each round
 runs every target back to back (order rotated), so ratios compare runs seconds apart on a VM that
 drifts. Prints req/s, p50 and p99 per target, the ratio to bare and to the set's first configuration,
-each llmgate's RSS at the end.
+the differences of p50 and p99 to bare (paired by round), each process's RSS at the end. ``--with-litellm``
+adds LiteLLM (one worker, the yardstick's configuration, on the same core); ``--profile S`` then samples each
+llmgate configuration with py-spy for S seconds per mode under load (``profiles.md``). Everything goes to
+``bench/results/ab-<set>-<time>/`` too: ``report.md``, ``raw.json`` (every run), the collapsed stacks.
 
 Sets:
 - ``cache``: cache off; exact cache at 0% hits (every request a prompt of its own); exact at 100% hits
@@ -29,27 +32,30 @@ Sets:
 - ``observe``: metrics and request logs off; metrics on; metrics and JSON request lines on (bar:
   >= 0.90x off). ``observe-sqlite``: the same with usage records in SQLite and text lines (the defaults).
 
-Uses ports 18100 (mock), 18110 (vendor mock), 18200 (bare) and 18300+; every process it starts is stopped by PID.
+Uses ports 18100 (mock), 18110 (vendor mock), 18200 (bare), 18300+ (llmgate) and 18400 (LiteLLM); every process it starts is stopped by PID.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 YARDSTICK = HERE.parents[1] / "shared" / "bench"
-MOCK, BARE, VENDOR = 18100, 18200, 18110
+MOCK, BARE, VENDOR, LITELLM = 18100, 18200, 18110, 18400
 MODEL = "mock-gpt-4o-mini"
 SQLITE = {"storage": {"database": "sqlite:///{work}/{name}.db"}}
 MASTER = "sk-bench-master-key"
@@ -232,11 +238,259 @@ def semantic_lookup_ms() -> dict[int, float]:
     return times
 
 
+@dataclass
+class Target:
+    """One process under load: how it is called (its URL, protocol and key) and its PID (for RSS)."""
+
+    url: str
+    protocol: str = "chat"
+    api_key: str = ""
+    pid: int | None = None
+    health: str = "/health"
+
+
+class Processes:
+    """The processes the run started, stopped by PID at the end (also on error or Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        kwargs.setdefault("stdout", subprocess.DEVNULL)
+        kwargs.setdefault("stderr", subprocess.DEVNULL)
+        proc = subprocess.Popen(command, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.started):
+            proc.terminate()
+        for proc in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+
+
+def find_litellm(given: str) -> str:
+    for candidate in (given, str(HERE.parent / ".venv-litellm/bin/litellm"), shutil.which("litellm") or ""):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise SystemExit(
+        "--with-litellm: no litellm found (--litellm, .venv-litellm/bin/litellm, PATH); install it in a venv "
+        "of its own: python3 -m venv .venv-litellm && .venv-litellm/bin/pip install 'litellm[proxy]'"
+    )
+
+
+def start_targets(
+    args: argparse.Namespace, procs: Processes, work: Path
+) -> tuple[dict[str, Target], list[str]]:
+    """The mocks, the bare proxy, one llmgate per configuration (and LiteLLM): their targets, and the
+    names of the llmgate ones."""
+    procs.start(
+        ["taskset", "-c", "0", sys.executable, str(YARDSTICK / "mock_upstream.py")],
+        env={**os.environ, "MOCK_PORT": str(MOCK)},
+    )
+    procs.start(
+        ["taskset", "-c", "0", sys.executable, str(HERE / "vendor_mock.py")],
+        env={**os.environ, "MOCK_PORT": str(VENDOR)},
+    )
+    bare = [
+        sys.executable,
+        str(YARDSTICK / "bare_proxy.py"),
+        "--port",
+        str(BARE),
+        "--upstream",
+        f"http://127.0.0.1:{MOCK}/v1",
+    ]
+    targets = {"bare": Target(f"http://127.0.0.1:{BARE}/v1/chat/completions", health="/v1/models")}
+    targets["bare"].pid = procs.start(["taskset", "-c", "1", *bare]).pid
+    configs = dict(SETS[args.set_name])
+    runs_from: dict[str, str | None] = dict.fromkeys(configs)
+    if args.baseline:
+        configs["baseline"] = configs[next(iter(configs))]
+        runs_from["baseline"] = str(Path(args.baseline).resolve())
+    llmgate = str(Path(sys.executable).with_name("llmgate"))
+    for offset, (name, extra) in enumerate(configs.items()):
+        path = work / f"{name}.yaml"
+        path.write_text(config(extra).replace("{work}", str(work)).replace("{name}", name))
+        port = 18300 + offset
+        env = {**os.environ, "LLMGATE_DATA_DIR": str(work)}
+        env.pop("LLMGATE_MASTER_KEY", None)
+        if runs_from[name] is not None:
+            env["PYTHONPATH"] = str(runs_from[name])
+        serve = [llmgate, "serve", "--config", str(path), "--port", str(port), "--log-level", "warning"]
+        protocol = extra.get("_protocol", "chat")
+        target = Target(f"http://127.0.0.1:{port}{PATHS[protocol]}", protocol)
+        target.pid = procs.start(["taskset", "-c", "1", *serve], env=env).pid
+        targets[name] = target
+    if args.with_litellm:
+        # The yardstick's LiteLLM configuration (one model, its master key, no database), on this mock.
+        litellm_config = work / "litellm_config.yaml"
+        text = (YARDSTICK / "litellm_config.yaml").read_text()
+        litellm_config.write_text(text.replace("http://127.0.0.1:8100/v1", f"http://127.0.0.1:{MOCK}/v1"))
+        command = [
+            find_litellm(args.litellm),
+            "--config",
+            str(litellm_config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(LITELLM),
+        ]
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        pid = procs.start(["taskset", "-c", "1", *command], env=env, cwd=work).pid
+        targets["litellm"] = Target(
+            f"http://127.0.0.1:{LITELLM}/v1/chat/completions",
+            api_key="sk-bench",
+            pid=pid,
+            health="/health/liveliness",
+        )
+    wait_ready(f"http://127.0.0.1:{MOCK}/health")
+    wait_ready(f"http://127.0.0.1:{VENDOR}/health")
+    for name, target in targets.items():
+        base = target.url.removesuffix(PATHS[target.protocol])
+        wait_ready(base + target.health, 240 if name == "litellm" else 20)
+        limits = configs.get(name, {}).get("_key")
+        if limits:
+            target.api_key = virtual_key(base, limits)
+    return targets, list(configs)
+
+
+def run_target(target: Target, name: str, *, stream: bool, conc: int, duration: float) -> dict[str, Any]:
+    return wrk(
+        target.url,
+        unique=name not in SAME_PROMPT,
+        stream=stream,
+        conc=conc,
+        duration=duration,
+        protocol=target.protocol,
+        api_key=target.api_key,
+    )
+
+
+Results = dict[tuple[str, int, str], list[dict[str, Any]]]
+
+
+def measure(args: argparse.Namespace, targets: dict[str, Target]) -> Results:
+    """Every target back to back in each round (order rotated), per mode and concurrency."""
+    results: Results = {}
+    names = list(targets)
+    for mode in args.modes.split(","):
+        stream = mode == "stream"
+        for name, target in targets.items():  # warm-up: also stores the one prompt of the 100% case
+            run_target(target, name, stream=stream, conc=16, duration=2)
+        for conc in args.conc:
+            for round_ in range(args.rounds):
+                order = names[round_ % len(names) :] + names[: round_ % len(names)]
+                for name in order:
+                    result = run_target(targets[name], name, stream=stream, conc=conc, duration=args.duration)
+                    results.setdefault((mode, conc, name), []).append(result)
+                    print(
+                        f"{mode:9} c={conc:<3} {name:20} round {round_ + 1}: {result['rps']:9.1f} req/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return results
+
+
+def report(args: argparse.Namespace, results: Results, targets: dict[str, Target], first: str) -> list[str]:
+    """The table: medians of the rounds, and per round paired ratios / differences to bare and ``first``."""
+    lines = [
+        f"| mode | c | target | req/s | p50 ms | p99 ms | errors | vs bare | p50 - bare ms | p99 - bare ms | vs {first} |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for mode in args.modes.split(","):
+        for conc in args.conc:
+            bare = results[(mode, conc, "bare")]
+            off = results[(mode, conc, first)]
+            for name in targets:
+                runs = results[(mode, conc, name)]
+
+                def paired(
+                    key: str, how: Any, base: list[dict[str, Any]], runs: list[dict[str, Any]] = runs
+                ) -> float:
+                    return statistics.median(how(a[key], b[key]) for a, b in zip(runs, base, strict=True))
+
+                ratio, minus = (lambda a, b: a / b), (lambda a, b: a - b)
+                errors = sum(r["err_status"] + r["err_other"] for r in runs)
+                lines.append(
+                    f"| {mode} | {conc} | {name} | {statistics.median(r['rps'] for r in runs):,.0f} "
+                    f"| {statistics.median(r['p50_ms'] for r in runs):.2f} | {statistics.median(r['p99_ms'] for r in runs):.2f} "
+                    f"| {errors} | {paired('rps', ratio, bare):.2f}x | {paired('p50_ms', minus, bare):+.2f} "
+                    f"| {paired('p99_ms', minus, bare):+.2f} | {paired('rps', ratio, off):.2f}x |"
+                )
+    rss = ", ".join(f"{name} {rss_mib(t.pid):.1f}" for name, t in targets.items() if t.pid is not None)
+    return [*lines, "", f"RSS after the run (MiB): {rss}"]
+
+
+def profile(args: argparse.Namespace, targets: dict[str, Target], names: list[str], out: Path) -> list[str]:
+    """py-spy on each llmgate target under load at c=16, per mode: where its CPU goes (hotspots.py's summary)."""
+    from hotspots import hot_spots
+
+    pyspy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if pyspy is None:
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    lines: list[str] = []
+    for name in names:
+        target = targets[name]
+        for mode in args.modes.split(","):
+            env = {
+                **os.environ,
+                "BENCH_PROTOCOL": target.protocol,
+                "BENCH_API_KEY": target.api_key,
+                "BENCH_UNIQUE": "1",
+                "BENCH_STREAM": "1" if mode == "stream" else "0",
+                "BENCH_NONCE": str(time.monotonic_ns()),
+            }
+            load = [
+                "taskset",
+                "-c",
+                "0",
+                "wrk",
+                "-t2",
+                "-c16",
+                f"-d{args.profile + 3}s",
+                "-s",
+                str(HERE / "wrk_ab.lua"),
+                target.url,
+            ]
+            driver = subprocess.Popen(load, env=env, stdout=subprocess.DEVNULL)
+            try:
+                time.sleep(1.5)
+                stacks = out / f"{name}-{mode}.collapsed.txt"
+                record = [
+                    pyspy,
+                    "record",
+                    "--pid",
+                    str(target.pid),
+                    "--duration",
+                    str(args.profile),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(stacks),
+                ]
+                subprocess.run(record, capture_output=True, timeout=args.profile + 60, check=True)
+            finally:
+                driver.wait(args.profile + 60)
+            lines += [f"## {name}, {mode}, c=16", "", *hot_spots(stacks, 12), ""]
+            print(f"profiled {name} {mode}", file=sys.stderr, flush=True)
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10)
-    parser.add_argument("--conc", type=int, default=16)
+    parser.add_argument(
+        "--conc",
+        type=lambda text: [int(c) for c in text.split(",")],
+        default=[16],
+        help="connections, a comma-separated list (e.g. 1,16,64) [16]",
+    )
     parser.add_argument("--modes", default="nonstream,stream")
     parser.add_argument("--set", dest="set_name", choices=sorted(SETS), default="cache")
     parser.add_argument(
@@ -244,158 +498,51 @@ def main() -> int:
         metavar="SRC",
         help="also run the set's first configuration from another checkout's src/ (a regression check)",
     )
+    parser.add_argument(
+        "--with-litellm", action="store_true", help="LiteLLM (1 worker, same core) side by side"
+    )
+    parser.add_argument(
+        "--litellm", default="", help="the litellm executable [.venv-litellm/bin/litellm, PATH]"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="then py-spy each llmgate configuration for this long per mode, at c=16",
+    )
     args = parser.parse_args()
-    started: list[subprocess.Popen[bytes]] = []
+    procs = Processes()
     work = Path(tempfile.mkdtemp(prefix="llmgate-ab-bench-"))
-    llmgate = str(Path(sys.executable).with_name("llmgate"))
+    out = HERE / "results" / f"ab-{args.set_name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True)
     try:
-        mock_env = {**os.environ, "MOCK_PORT": str(MOCK)}
-        started.append(
-            subprocess.Popen(
-                ["taskset", "-c", "0", sys.executable, str(YARDSTICK / "mock_upstream.py")],
-                env=mock_env,
-                stdout=subprocess.DEVNULL,
+        targets, names = start_targets(args, procs, work)
+        results = measure(args, targets)
+        lines = [
+            f"# bench/ab.py --set {args.set_name}: {args.rounds} rounds x {args.duration:g} s, paired",
+            "",
+        ]
+        lines += report(args, results, targets, names[0])
+        if args.set_name == "cache":
+            lookups = semantic_lookup_ms()
+            lines.append(
+                "semantic lookup (one bucket, 256 dims): "
+                + ", ".join(f"{size:,} entries {ms:.2f} ms" for size, ms in lookups.items())
+            )
+        (out / "raw.json").write_text(
+            json.dumps(
+                [{"mode": m, "conc": c, "target": n, "runs": r} for (m, c, n), r in results.items()], indent=1
             )
         )
-        vendor_env = {**os.environ, "MOCK_PORT": str(VENDOR)}
-        started.append(
-            subprocess.Popen(
-                ["taskset", "-c", "0", sys.executable, str(HERE / "vendor_mock.py")],
-                env=vendor_env,
-                stdout=subprocess.DEVNULL,
-            )
-        )
-        started.append(
-            subprocess.Popen(
-                [
-                    "taskset",
-                    "-c",
-                    "1",
-                    sys.executable,
-                    str(YARDSTICK / "bare_proxy.py"),
-                    "--port",
-                    str(BARE),
-                    "--upstream",
-                    f"http://127.0.0.1:{MOCK}/v1",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        targets = {"bare": f"http://127.0.0.1:{BARE}/v1/chat/completions"}
-        pids: dict[str, int] = {}
-        protocols: dict[str, str] = {"bare": "chat"}
-        api_keys: dict[str, str] = {"bare": ""}
-        configs = dict(SETS[args.set_name])
-        runs_from: dict[str, str | None] = dict.fromkeys(configs)
-        if args.baseline:
-            first = next(iter(configs))
-            configs["baseline"] = configs[first]
-            runs_from["baseline"] = str(Path(args.baseline).resolve())
-        for offset, (name, extra) in enumerate(configs.items()):
-            path = work / f"{name}.yaml"
-            path.write_text(config(extra).replace("{work}", str(work)).replace("{name}", name))
-            port = 18300 + offset
-            env = {**os.environ, "LLMGATE_DATA_DIR": str(work)}  # logs go to /dev/null below
-            if runs_from[name] is not None:
-                env["PYTHONPATH"] = str(runs_from[name])
-            proc = subprocess.Popen(
-                [
-                    "taskset",
-                    "-c",
-                    "1",
-                    llmgate,
-                    "serve",
-                    "--config",
-                    str(path),
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            started.append(proc)
-            pids[name] = proc.pid
-            protocols[name] = extra.get("_protocol", "chat")
-            targets[name] = f"http://127.0.0.1:{port}{PATHS[protocols[name]]}"
-        wait_ready(f"http://127.0.0.1:{MOCK}/health")
-        wait_ready(f"http://127.0.0.1:{VENDOR}/health")
-        for name, url in targets.items():
-            wait_ready(url.replace(PATHS[protocols[name]], "/health" if name != "bare" else "/v1/models"))
-            limits = configs.get(name, {}).get("_key")
-            api_keys[name] = virtual_key(url.replace(PATHS[protocols[name]], ""), limits) if limits else ""
-        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        names = list(targets)
-        for mode in args.modes.split(","):
-            stream = mode == "stream"
-            for name, url in targets.items():  # warm-up: stores the one prompt of the 100% case
-                unique = name not in SAME_PROMPT
-                wrk(
-                    url,
-                    unique=unique,
-                    stream=stream,
-                    conc=args.conc,
-                    duration=2,
-                    protocol=protocols[name],
-                    api_key=api_keys[name],
-                )
-            for round_ in range(args.rounds):
-                order = names[round_ % len(names) :] + names[: round_ % len(names)]
-                for name in order:
-                    result = wrk(
-                        targets[name],
-                        unique=name not in SAME_PROMPT,
-                        stream=stream,
-                        conc=args.conc,
-                        duration=args.duration,
-                        protocol=protocols[name],
-                        api_key=api_keys[name],
-                    )
-                    results.setdefault((mode, name), []).append(result)
-                    print(
-                        f"{mode:9} {name:12} round {round_ + 1}: {result['rps']:9.1f} req/s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-        first = next(iter(configs))
-        print(f"\n| mode | target | req/s | p50 ms | p99 ms | errors | vs bare | vs {first} |")
-        print("|---|---|--:|--:|--:|--:|--:|--:|")
-        for mode in args.modes.split(","):
-            bare = [r["rps"] for r in results[(mode, "bare")]]
-            off = [r["rps"] for r in results[(mode, first)]]
-            for name in names:
-                runs = results[(mode, name)]
-                rps = [r["rps"] for r in runs]
-                vs_bare = statistics.median(a / b for a, b in zip(rps, bare, strict=True))
-                vs_off = statistics.median(a / b for a, b in zip(rps, off, strict=True))
-                errors = sum(r["err_status"] + r["err_other"] for r in runs)
-                print(
-                    f"| {mode} | {name} | {statistics.median(rps):,.0f} | {statistics.median(r['p50_ms'] for r in runs):.2f} | "
-                    f"{statistics.median(r['p99_ms'] for r in runs):.2f} | {errors} | {vs_bare:.2f}x | {vs_off:.2f}x |"
-                )
-        print(
-            "\nRSS after the run (MiB): "
-            + ", ".join(f"{name} {rss_mib(pid):.1f}" for name, pid in pids.items())
-        )
-        if args.set_name != "cache":
-            return 0
-        lookups = semantic_lookup_ms()
-        print(
-            "semantic lookup (one bucket, 256 dims): "
-            + ", ".join(f"{size:,} entries {ms:.2f} ms" for size, ms in lookups.items())
-        )
+        (out / "report.md").write_text("\n".join(lines) + "\n")
+        print("\n" + "\n".join(lines[2:]))
+        if args.profile:
+            (out / "profiles.md").write_text("\n".join(profile(args, targets, names, out)))
+        print(f"\nwrote {out}", file=sys.stderr)
         return 0
     finally:
-        for proc in reversed(started):
-            proc.terminate()
-        for proc in started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-            if proc.poll() is None:
-                proc.kill()
+        procs.stop()
 
 
 if __name__ == "__main__":

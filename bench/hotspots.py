@@ -49,6 +49,9 @@ from run import (
 HERE = Path(__file__).resolve().parent
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 TICKS = os.sysconf("SC_CLK_TCK")
+# Threads blocked waiting for work, which py-spy samples as if they ran (the SQLite writer's and the default
+# executor's idle workers, the log queue's listener): left out of the shares.
+IDLE = {("_worker", "concurrent/futures/thread.py"), ("Condition.wait", "threading.py")}
 
 
 def counters(pid: int) -> dict[str, int]:
@@ -147,8 +150,10 @@ def package(file: str) -> str:
 
 
 def hot_spots(path: Path, top: int) -> list[str]:
-    """Markdown: CPU by package, top frames, llmgate's lines (shares of all samples)."""
-    stacks = read_stacks(path)
+    """Markdown: CPU by package, top frames, llmgate's lines (shares of the samples not idle)."""
+    every = read_stacks(path)
+    stacks = [(frames, n) for frames, n in every if (frames[-1][0], frames[-1][1]) not in IDLE]
+    idle = sum(n for _, n in every) - sum(n for _, n in stacks)
     total = sum(n for _, n in stacks) or 1
     by_pkg: collections.Counter[str] = collections.Counter()
     leaf: collections.Counter[str] = collections.Counter()
@@ -170,7 +175,7 @@ def hot_spots(path: Path, top: int) -> list[str]:
     def pct(n: int) -> str:
         return f"{n * 100 / total:.1f}%"
 
-    lines = [f"{total} samples.", ""]
+    lines = [f"{total} samples ({idle} more of threads waiting for work left out).", ""]
     lines += table(
         ["package of the innermost frame", "share"], [[k, pct(v)] for k, v in by_pkg.most_common(12)]
     )
