@@ -27,14 +27,10 @@ Arg = str | bytes | int | float
 
 
 def pack(args: Sequence[Arg]) -> bytes:
-    """A command in RESP: an array of bulk strings (numbers as redis-py writes them)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = (
-            arg if isinstance(arg, bytes) else (arg.encode() if isinstance(arg, str) else repr(arg).encode())
-        )
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    """A command in RESP: an array of bulk strings (numbers as redis-py writes them), packed by hiredis."""
+    # hiredis's stub types the tuple as having one element; it takes any number.
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
+    return packed
 
 
 class _Connection(asyncio.Protocol):
