@@ -74,7 +74,7 @@ def test_retry_after_http_date_in_the_past_is_zero() -> None:
 
 
 def test_retry_after_reads_case_insensitive_response_headers() -> None:
-    # aiohttp hands the adapter a case-insensitive multidict, whatever the server's capitalisation.
+    # The client hands over lower-case names; a case-insensitive mapping (a CIMultiDict) is read as well.
     assert retry_after_seconds(CIMultiDict({"Retry-After": "4"})) == 4.0
     assert retry_after_seconds(CIMultiDict({"Retry-After-Ms": "40"})) == 0.04
 

@@ -11,8 +11,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 
-import aiohttp
-
 from llmgate.core.errors import (
     GatewayError,
     StreamInterrupted,
@@ -25,11 +23,10 @@ from llmgate.core.errors import (
 from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatResponse, LastBatch, StreamItem
-from llmgate.providers.base import HttpCall, Target, TimeoutPolicy, WireFormat, key_label
+from llmgate.providers.base import HttpCall, Target, WireFormat, key_label
+from llmgate.providers.client import Answer, ClientError, Origin
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
-
-MAX_CACHED_TIMEOUTS = 256
 
 
 class HttpProvider:
@@ -47,9 +44,9 @@ class HttpProvider:
         self.name = name
         self.wire = wire
         self.base_url = base_url.rstrip("/")
+        self._origin = Origin.parse(self.base_url)
         self._transport = transport
         self._headers = dict(headers or {})
-        self._timeouts: dict[TimeoutPolicy, aiohttp.ClientTimeout] = {}
         self.headroom: dict[str, Headroom] = {}
         """The latest rate-limit reading per API key (by ``key_label``), for routing."""
 
@@ -83,72 +80,84 @@ class HttpProvider:
     async def send(self, call: HttpCall, target: Target) -> tuple[int, Mapping[str, str], bytes]:
         """Send a call and read the whole answer, translating transport failures."""
         timeouts = target.timeouts
-        timeout = self._client_timeout(timeouts)
         try:
-            async with self._transport.session.request(
-                call.method,
-                self.base_url + call.path,
-                data=call.body,
-                headers=self._merge(call),
-                timeout=timeout,
-                allow_redirects=False,  # a redirect would carry the key and the prompt elsewhere
-            ) as response:
-                self.observe(response.headers, target)
-                return response.status, response.headers, await response.read()
+            async with asyncio.timeout(timeouts.total):
+                async with await self._request(call, timeouts.connect) as answer:
+                    self.observe(answer.headers, target)
+                    return answer.status, answer.headers, await answer.read()
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"{self.name}: no answer within {timeouts.total:g}s", provider=self.name
             ) from exc
-        except aiohttp.ClientError as exc:
+        except ClientError as exc:
             raise self._connection_error(exc) from exc
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[StreamItem]]:
         """Send a streaming call and translate its events as they arrive."""
         call = self.wire.chat_call(request, target, stream=True)
         timeouts = target.timeouts
-        timeout = self._client_timeout(timeouts)
-        session = self._transport.session
+        deadline = asyncio.get_running_loop().time() + timeouts.total
         try:
-            async with asyncio.timeout(timeouts.first_token):
-                response = await session.request(
-                    call.method,
-                    self.base_url + call.path,
-                    data=call.body,
-                    headers=self._merge(call),
-                    timeout=timeout,
-                    allow_redirects=False,
-                )
+            async with asyncio.timeout(min(timeouts.first_token, timeouts.total)):
+                answer = await self._request(call, timeouts.connect)
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"{self.name}: no response within {timeouts.first_token:g}s", provider=self.name
+                f"{self.name}: no response within {min(timeouts.first_token, timeouts.total):g}s",
+                provider=self.name,
             ) from exc
-        except aiohttp.ClientError as exc:
+        except ClientError as exc:
             raise self._connection_error(exc) from exc
-        async with response:
-            self.observe(response.headers, target)
-            if response.status >= 300:
-                raise self._error(response.status, response.headers, await response.read(), target)
-            async for batch in self._events(response, request, target):
+        async with answer:
+            self.observe(answer.headers, target)
+            if answer.status >= 300:
+                raise self._error(answer.status, answer.headers, await self._rest(answer, deadline), target)
+            async for batch in self._events(answer, request, target, deadline):
                 yield batch
 
+    async def _request(self, call: HttpCall, connect_timeout: float) -> Answer:
+        return await self._transport.client.request(
+            self._origin,
+            call.method,
+            call.path,
+            self._merge(call),
+            call.body,
+            connect_timeout=connect_timeout,
+        )
+
+    async def _rest(self, answer: Answer, deadline: float) -> bytes:
+        """The body of an error answer to a stream request, within the call's time limit."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await answer.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"{self.name}: the error answer did not end in time", provider=self.name
+            ) from exc
+        except ClientError as exc:
+            raise self._connection_error(exc) from exc
+
     async def _events(
-        self, response: aiohttp.ClientResponse, request: ChatRequest, target: Target
+        self, answer: Answer, request: ChatRequest, target: Target, deadline: float
     ) -> AsyncIterator[list[StreamItem]]:
         timeouts = target.timeouts
-        # Until the first chunk, the wait is bounded by first_token; between chunks, by idle.
+        # The wait for the first chunk is bounded by first_token, between chunks by idle, in all by total.
         wait, waiting_for = timeouts.first_token, "first token"
         translator = self.wire.stream_translator(request)
         sse = SSEDecoder() if self.wire.stream_format == "sse" else None
         ndjson = NDJSONDecoder()
-        content = response.content
+        loop = asyncio.get_running_loop()
         while True:
+            until = loop.time() + wait
             try:
-                async with asyncio.timeout(wait):  # per read: a timeout must not span the yield below
-                    data = await content.readany()
+                async with asyncio.timeout_at(min(until, deadline)):  # per read: never across the yield below
+                    data = await answer.chunk()
             except TimeoutError as exc:
-                message = f"{self.name}: no {waiting_for} within {wait:g}s"
+                if until > deadline:
+                    message = f"{self.name}: the stream did not end within {timeouts.total:g}s"
+                else:
+                    message = f"{self.name}: no {waiting_for} within {wait:g}s"
                 raise UpstreamTimeout(message, provider=self.name) from exc
-            except aiohttp.ClientError as exc:
+            except ClientError as exc:
                 raise StreamInterrupted(f"{self.name}: stream broke: {exc}", provider=self.name) from exc
             if sse is not None:
                 payloads = sse.feed_data(data) if data else [event.data for event in sse.close()]
@@ -173,16 +182,6 @@ class HttpProvider:
     async def close(self) -> None:
         """Nothing to release: connections belong to the shared transport."""
 
-    def _client_timeout(self, timeouts: TimeoutPolicy) -> aiohttp.ClientTimeout:
-        # Built once per policy: policies are few and frozen, and this runs on every call.
-        timeout = self._timeouts.get(timeouts)
-        if timeout is None:
-            if len(self._timeouts) >= MAX_CACHED_TIMEOUTS:  # per-request deadlines make new policies
-                self._timeouts.clear()
-            timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect)
-            self._timeouts[timeouts] = timeout
-        return timeout
-
     def _merge(self, call: HttpCall) -> Mapping[str, str]:
         if not self._headers:
             return call.headers
@@ -206,7 +205,7 @@ class HttpProvider:
         error.provider = self.name
         return error
 
-    def _connection_error(self, exc: aiohttp.ClientError) -> UpstreamConnectionError:
+    def _connection_error(self, exc: ClientError) -> UpstreamConnectionError:
         return UpstreamConnectionError(
             f"{self.name}: connection failed: {type(exc).__name__}: {exc}", provider=self.name
         )

@@ -1,8 +1,10 @@
-"""The one shared HTTP client factory: a pooled aiohttp session owned by one Gateway."""
+"""The one shared upstream client of a Gateway: pooled HTTP/1.1 connections (providers/client.py)."""
 
 from __future__ import annotations
 
-import aiohttp
+import asyncio
+
+from llmgate.providers.client import HttpClient
 
 
 class Transport:
@@ -11,28 +13,23 @@ class Transport:
     def __init__(self, *, max_connections: int = 1000, keepalive_seconds: float = 30.0) -> None:
         self._max_connections = max_connections
         self._keepalive = keepalive_seconds
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        """The pooled session; the first use creates it on the current event loop."""
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                limit_per_host=0,
-                ttl_dns_cache=300,
-                keepalive_timeout=self._keepalive,
+    def client(self) -> HttpClient:
+        """The pooled client; the first use on an event loop makes one there (a connection has one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = HttpClient(
+                max_connections=self._max_connections, keepalive_seconds=self._keepalive
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None),
-                skip_auto_headers=("User-Agent",),
-                headers={"User-Agent": "llmgate"},
-            )
-        return self._session
+            self._loop = loop
+        return self._client
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        if self._client is not None:
+            await self._client.close()
+        self._client = None
+        self._loop = None
