@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from llmgate.providers import client as client_module
 from llmgate.providers.client import ClientError, HttpClient, Origin
 
 Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
@@ -470,3 +471,28 @@ async def test_https_origins_are_spoken_to_over_tls_with_the_certificate_checked
         with pytest.raises(ClientError, match="CERTIFICATE_VERIFY_FAILED"):
             await fetch(default, Origin.parse(f"https://localhost:{port}"))
         await default.close()
+
+
+async def test_an_endless_header_block_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "MAX_HEAD", 4096)
+
+    async def headers_forever(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for index in range(1000):
+            writer.write(f"X-Filler-{index}: {'x' * 100}\r\n".encode())
+        await writer.drain()
+
+    async with serving(headers_forever) as server:
+        client = HttpClient()
+        with pytest.raises(ClientError, match="headers exceed 4 KiB"):
+            await fetch(client, server.origin())
+        await client.close()
+
+
+async def test_a_body_larger_than_the_cap_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "MAX_BODY", 1 << 20)
+    async with serving(answer(b"x" * (3 << 20))) as server:
+        client = HttpClient()
+        with pytest.raises(ClientError, match="larger than 1 MiB"):
+            await fetch(client, server.origin())
+        await client.close()

@@ -28,6 +28,7 @@ from llmgate.core.errors import (
 )
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatChunk, LastBatch, StreamItem, as_chunk
+from llmgate.providers import http as http_module
 from llmgate.providers.base import Target, TimeoutPolicy, key_label
 from llmgate.providers.openai import OpenAIProvider, OpenAIWire
 from llmgate.providers.transport import Transport
@@ -317,6 +318,36 @@ async def test_stream_dropped_mid_event_is_interrupted(transport: Transport) -> 
         with pytest.raises(StreamInterrupted):
             await collect(provider(transport, upstream.base_url).stream(chat_request(), TARGET), chunks)
     assert [c.choices[0].delta.content for c in chunks] == ["Hello"]
+
+
+async def test_a_stream_event_that_never_ends_is_interrupted(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_module, "MAX_EVENT", 1 << 20)
+    endless = ["data: " + "x" * (3 << 20)]  # no blank line: one event that keeps growing
+    async with serve({("POST", "/v1/chat/completions"): sse(endless, piece=64 << 10)}) as upstream:
+        with pytest.raises(StreamInterrupted, match="a stream event larger than 1 MiB"):
+            await collect(provider(transport, upstream.base_url).stream(chat_request(), TARGET), [])
+
+
+async def test_a_stream_that_keeps_going_past_the_total_time_limit(transport: Transport) -> None:
+    target = Target(
+        "m", api_key=API_KEY, timeouts=TimeoutPolicy(connect=1.0, first_token=1.0, idle=1.0, total=0.5)
+    )
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(100):  # an event every 50 ms: never idle for long, never done
+            await response.write(STREAM_EVENTS[1].encode())
+            await asyncio.sleep(0.05)
+        return response
+
+    chunks: list[ChatChunk] = []
+    async with serve({("POST", "/v1/chat/completions"): trickle}) as upstream:
+        with pytest.raises(UpstreamTimeout, match=r"did not end within 0\.5s"):
+            await collect(provider(transport, upstream.base_url).stream(chat_request(), target), chunks)
+    assert chunks  # what came before the limit was delivered
 
 
 async def test_stream_that_stalls_past_the_idle_timeout(transport: Transport) -> None:

@@ -230,6 +230,9 @@ def test_any_fragmentation_yields_the_same_events() -> None:
     for _ in range(400):
         raw, expected = _random_stream(rng)
         assert _decode([raw]) == expected, raw
+        fast = SSEDecoder()
+        data = [*fast.feed_data(raw), *(event.data for event in fast.close())]
+        assert data == [event.data for event in expected], raw
         assert _decode([raw[i : i + 1] for i in range(len(raw))]) == expected, raw
         for _ in range(5):
             assert _decode(_split(raw, rng)) == expected, raw
@@ -297,6 +300,11 @@ FEED_DATA_CASES = [
     b'data: {"text": "data: not a field"}\n\nid: 7\ndata: z\n\n',
     b"data: a\r\n\r\ndata: b\r\rdata: c\n\n",
     b"data:nospace\n\n\n\ndata: after extra blank lines\n\n",
+    # Anthropic's shape (an event line, then one data line) and its near misses
+    b'event: content_block_delta\ndata: {"a": 1}\n\nevent: ping\ndata: {}\n\n',
+    b"event: x\ndata: one\ndata: two\n\nevent: y\n: comment\ndata: z\n\n",
+    b"event: x\ndata:nospace\n\nevent: no data\n\ndata: a\nevent: after\n\n",
+    b"event: x\ndata: \n\nevent:\ndata: e\n\nevent: x\nid: 1\n\n",
 ]
 
 

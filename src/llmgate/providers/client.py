@@ -28,6 +28,8 @@ import httptools
 
 USER_AGENT = "llmgate"
 HIGH_WATER = 1 << 20  # bytes buffered from a server before it is asked to wait (pause_reading)
+MAX_HEAD = 256 << 10  # bytes of response headers: past this, a server is not speaking HTTP to us
+MAX_BODY = 256 << 20  # bytes of a body read whole (an embeddings answer of 2,048 long vectors fits)
 _UNSAFE_TARGET = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
 _BAD_HEADER = re.compile(r"[\r\n\x00]")
 _DECODERS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # zlib wbits per Content-Encoding
@@ -77,6 +79,7 @@ class _Connection(asyncio.Protocol):
         self._head: asyncio.Future[None] | None = None
         self._body: deque[bytes] = deque()
         self._buffered = 0
+        self._head_size = 0
         self._paused = False
         self._complete = False
         self._until_close = False
@@ -88,7 +91,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._parser = httptools.HttpResponseParser(self)
         self._head = asyncio.get_running_loop().create_future()
-        self.headers, self._body, self._buffered = {}, deque(), 0
+        self.headers, self._body, self._buffered, self._head_size = {}, deque(), 0, 0
         self._complete = self._until_close = self.reusable = False
         self.transport.write(request)
         return self._head
@@ -158,6 +161,12 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD:
+            if self._error is None:
+                self._fail(ClientError(f"the answer's headers exceed {MAX_HEAD >> 10} KiB"))
+                self.close()
+            return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
@@ -235,12 +244,15 @@ class Answer:
                 return decoded
 
     async def read(self) -> bytes:
-        """The whole body."""
+        """The whole body (at most ``MAX_BODY`` bytes)."""
         first = await self.chunk()
         if not first:
             return first
-        parts = [first]
+        parts, size = [first], len(first)
         while data := await self.chunk():
+            size += len(data)
+            if size > MAX_BODY:
+                raise ClientError(f"the answer is larger than {MAX_BODY >> 20} MiB")
             parts.append(data)
         return b"".join(parts)
 

@@ -28,6 +28,8 @@ from llmgate.providers.client import Answer, ClientError, Origin
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
 
+MAX_EVENT = 16 << 20  # bytes of one stream event (or NDJSON line) still incomplete: a server gone wrong
+
 
 class HttpProvider:
     """A ``ChatProvider`` that sends a wire format's requests through the shared transport."""
@@ -163,6 +165,10 @@ class HttpProvider:
                 payloads = sse.feed_data(data) if data else [event.data for event in sse.close()]
             else:
                 payloads = ndjson.feed(data) if data else ndjson.close()
+            if (sse.pending if sse is not None else ndjson.pending) > MAX_EVENT:
+                raise StreamInterrupted(
+                    f"{self.name}: a stream event larger than {MAX_EVENT >> 20} MiB", provider=self.name
+                )
             batch: list[StreamItem] = []
             try:
                 for payload in payloads:

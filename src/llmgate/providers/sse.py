@@ -28,6 +28,35 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Events completed by this chunk."""
+        return [event for block in self._blocks(chunk) if (event := _parse_block(block)) is not None]
+
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """The data of the events completed by this chunk (event names dropped).
+
+        The hot path: blocks of one ``data: ...`` line (OpenAI, Gemini), or of an ``event: ...`` line and
+        one ``data: ...`` line (Anthropic), skip the general parser.
+        """
+        data: list[bytes] = []
+        for block in self._blocks(chunk):
+            first_end = block.find(b"\n")
+            if first_end < 0:
+                if block[:6] == b"data: ":
+                    data.append(block[6:])
+                    continue
+            elif (
+                block[:7] == b"event: "
+                and block[first_end + 1 : first_end + 7] == b"data: "
+                and block.find(b"\n", first_end + 1) < 0
+            ):
+                data.append(block[first_end + 7 :])
+                continue
+            event = _parse_block(block)
+            if event is not None:
+                data.append(event.data)
+        return data
+
+    def _blocks(self, chunk: bytes) -> list[bytes]:
+        """The complete blocks (an event's lines, \n-separated) this chunk ends; the rest is kept."""
         buffer = self._buffer + chunk
         if b"\r" in buffer:
             # Keep a trailing \r: it may be the first half of a \r\n split across chunks.
@@ -35,25 +64,12 @@ class SSEDecoder:
             buffer = buffer[: len(buffer) - len(tail)].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
         blocks = buffer.split(b"\n\n")
         self._buffer = blocks.pop()
-        return [event for block in blocks if (event := _parse_block(block)) is not None]
+        return blocks
 
-    def feed_data(self, chunk: bytes) -> list[bytes]:
-        """The data of the events completed by this chunk (event names dropped).
-
-        The hot path: servers that send ``data: ...`` lines with \n endings skip the general parser.
-        """
-        buffer = self._buffer + chunk
-        if b"\r" not in buffer:
-            blocks = buffer.split(b"\n\n")
-            rest = self._buffer = blocks.pop()
-            data = [block[6:] for block in blocks if block[:6] == b"data: "]
-            # Every complete block is one "data: " line exactly when each started so and the only
-            # newlines are the blank-line separators.
-            if len(data) == len(blocks) and buffer.count(b"\n") - rest.count(b"\n") == 2 * len(blocks):
-                return data
-            return [event.data for block in blocks if (event := _parse_block(block)) is not None]
-        self._buffer = b""
-        return [event.data for event in self.feed(buffer)]
+    @property
+    def pending(self) -> int:
+        """Bytes held of an event not yet complete."""
+        return len(self._buffer)
 
     def close(self) -> list[SSEEvent]:
         """Whatever complete event the stream ended with, without the final blank line."""
@@ -93,6 +109,11 @@ class NDJSONDecoder:
         lines = (self._buffer + chunk).split(b"\n")
         self._buffer = lines.pop()
         return [stripped for line in lines if (stripped := line.strip())]
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a line not yet complete."""
+        return len(self._buffer)
 
     def close(self) -> list[bytes]:
         """A last line the stream ended without a newline."""
