@@ -161,17 +161,9 @@ class HttpProvider:
                 raise UpstreamTimeout(message, provider=self.name) from exc
             except ClientError as exc:
                 raise StreamInterrupted(f"{self.name}: stream broke: {exc}", provider=self.name) from exc
-            if sse is not None:
-                payloads = sse.feed_data(data) if data else [event.data for event in sse.close()]
-            else:
-                payloads = ndjson.feed(data) if data else ndjson.close()
-            if (sse.pending if sse is not None else ndjson.pending) > MAX_EVENT:
-                raise StreamInterrupted(
-                    f"{self.name}: a stream event larger than {MAX_EVENT >> 20} MiB", provider=self.name
-                )
             batch: list[StreamItem] = []
             try:
-                for payload in payloads:
+                for payload in self._payloads(sse, ndjson, data):
                     batch += translator.feed(payload)
             except GatewayError as exc:  # an error event inside the stream
                 raise self._owned(exc, target) from None
@@ -184,6 +176,20 @@ class HttpProvider:
             raise StreamInterrupted(
                 f"{self.name}: the stream ended before it was complete", provider=self.name
             )
+
+    def _payloads(self, sse: SSEDecoder | None, ndjson: NDJSONDecoder, data: bytes) -> list[bytes]:
+        """The events (SSE data, or NDJSON lines) a read completed; ``data`` empty at the stream's end."""
+        if sse is not None:
+            payloads = sse.feed_data(data) if data else [event.data for event in sse.close()]
+            pending = sse.pending
+        else:
+            payloads = ndjson.feed(data) if data else ndjson.close()
+            pending = ndjson.pending
+        if pending > MAX_EVENT:
+            raise StreamInterrupted(
+                f"{self.name}: a stream event larger than {MAX_EVENT >> 20} MiB", provider=self.name
+            )
+        return payloads
 
     async def close(self) -> None:
         """Nothing to release: connections belong to the shared transport."""
