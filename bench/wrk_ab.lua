@@ -11,7 +11,9 @@ local nonce = os.getenv("BENCH_NONCE") or "0"
 local protocol = os.getenv("BENCH_PROTOCOL") or "chat"
 local api_key = os.getenv("BENCH_API_KEY") or ""
 local counter = 0
-local thread_id = 0
+-- A global, not a local: setup() below sets it in each thread's own state (thread:set), so the two
+-- threads' prompts differ (a local here would shadow it, and both threads would send the same ones).
+thread_id = 0
 
 local function body(n)
   local prompt = "You are benchmarking an LLM gateway. Please explain in two sentences what an " ..
