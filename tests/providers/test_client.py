@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import socket
 import ssl
 import subprocess
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from llmgate.providers import client as client_module
-from llmgate.providers.client import ClientError, HttpClient, Origin
+from llmgate.providers import connection as connection_module
+from llmgate.providers.client import ClientError, ConnectTimeout, HttpClient, Origin, request_bytes
 
 Reply = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 
@@ -283,7 +286,7 @@ async def test_informational_answers_are_skipped() -> None:
 async def test_a_header_that_would_split_the_request_is_refused_and_nothing_is_sent(value: str) -> None:
     async with serving(answer(b"")) as server:
         client = HttpClient()
-        with pytest.raises(ClientError, match="line break or NUL"):
+        with pytest.raises(ClientError, match="a line break or NUL in its value"):
             await client.request(
                 server.origin(), "POST", "/", {"Authorization": value}, b"", connect_timeout=2
             )
@@ -474,7 +477,7 @@ async def test_https_origins_are_spoken_to_over_tls_with_the_certificate_checked
 
 
 async def test_an_endless_header_block_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "MAX_HEAD", 4096)
+    monkeypatch.setattr(connection_module, "MAX_HEAD", 4096)
 
     async def headers_forever(request: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\n")
@@ -484,7 +487,7 @@ async def test_an_endless_header_block_is_an_error(monkeypatch: pytest.MonkeyPat
 
     async with serving(headers_forever) as server:
         client = HttpClient()
-        with pytest.raises(ClientError, match="headers exceed 4 KiB"):
+        with pytest.raises(ClientError, match="more than 256 header fields or 4 KiB of them"):
             await fetch(client, server.origin())
         await client.close()
 
@@ -496,3 +499,210 @@ async def test_a_body_larger_than_the_cap_is_an_error(monkeypatch: pytest.Monkey
         with pytest.raises(ClientError, match="larger than 1 MiB"):
             await fetch(client, server.origin())
         await client.close()
+
+
+# --- what a misbehaving server may not do -------------------------------------------------------------
+
+
+async def test_bytes_after_the_answer_in_the_same_read_neither_change_it_nor_survive() -> None:
+    async def two_answers(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: first\r\n\r\nhello"
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 9\r\nX-A: second\r\n\r\nSMUGGLED!"
+        )
+        await writer.drain()
+
+    async with serving(two_answers) as server:
+        client = HttpClient()
+        async with await client.request(server.origin(), "POST", "/", {}, b"", connect_timeout=2) as got:
+            assert (got.status, dict(got.headers)) == (200, {"content-length": "5", "x-a": "first"})
+            assert await got.read() == b"hello"
+        assert await fetch(client, server.origin()) == b"hello"  # on a new connection, not the spoiled one
+        await client.close()
+    assert server.connections == 2
+
+
+async def test_a_connection_paused_for_a_slow_reader_is_resumed_before_it_is_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connection_module, "HIGH_WATER", 1024)
+    body = b"y" * 8000  # arrives in one read, past the (lowered) high-water mark: complete, and paused
+    async with serving(answer(body)) as server:
+        client = HttpClient()
+        got = await client.request(server.origin(), "POST", "/", {}, b"", connect_timeout=2)
+        for _ in range(50):  # the whole body arrives while nobody reads: reading is paused
+            await asyncio.sleep(0.01)
+            if got._connection is not None and got._connection.complete:
+                break
+        got.release()  # complete but unread
+        assert await asyncio.wait_for(fetch(client, server.origin()), 3) == body
+        await client.close()
+    assert server.connections == 1
+
+
+async def test_many_repeats_of_one_header_are_joined_once() -> None:
+    headers = "".join(f"X-Many: {index}\r\n" for index in range(200))
+    async with serving(answer(b"", headers=headers)) as server:
+        client = HttpClient()
+        async with await client.request(server.origin(), "POST", "/", {}, b"", connect_timeout=2) as got:
+            assert got.headers["x-many"] == ", ".join(str(index) for index in range(200))
+        await client.close()
+
+
+async def test_too_many_header_fields_are_an_error() -> None:
+    headers = "".join(f"X-{index}: v\r\n" for index in range(300))
+    async with serving(answer(b"", headers=headers)) as server:
+        client = HttpClient()
+        with pytest.raises(ClientError, match="more than 256 header fields"):
+            await fetch(client, server.origin())
+        await client.close()
+
+
+@pytest.mark.parametrize("coding", ["chunked", "Chunked", "CHUNKED", "gzip, chunked"])
+async def test_chunked_framing_is_recognised_in_any_case(coding: str) -> None:
+    async def cut(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 200 OK\r\nTransfer-Encoding: {coding}\r\n\r\n5\r\nhello\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    async with serving(cut) as server:
+        client = HttpClient()
+        with pytest.raises(ClientError, match="mid-answer"):  # cut short: never taken for a whole body
+            async with await client.request(server.origin(), "POST", "/", {}, b"", connect_timeout=2) as got:
+                await got.read()
+        await client.close()
+
+
+async def test_trailer_fields_are_not_taken_for_headers() -> None:
+    async def with_trailer(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Ok: 1\r\n\r\n"
+            b"1\r\na\r\n0\r\nContent-Encoding: gzip\r\nX-Late: 1\r\n\r\n"
+        )
+        await writer.drain()
+
+    async with serving(with_trailer) as server:
+        client = HttpClient()
+        async with await client.request(server.origin(), "POST", "/", {}, b"", connect_timeout=2) as got:
+            assert await got.read() == b"a"
+            assert "x-late" not in got.headers and "content-encoding" not in got.headers
+        await client.close()
+
+
+async def test_answers_without_a_body_leave_the_connection_reusable() -> None:
+    async with serving(answer(b"", status="204 No Content")) as server:
+        client = HttpClient()
+        for _ in range(3):
+            assert await fetch(client, server.origin()) == b""
+        await client.close()
+    assert server.connections == 1
+
+
+async def test_switching_protocols_is_an_error() -> None:
+    async def upgrade(request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nxx"
+        )
+        await writer.drain()
+
+    async with serving(upgrade) as server:
+        client = HttpClient()
+        with pytest.raises(ClientError, match="switched protocols"):
+            await fetch(client, server.origin())
+        await client.close()
+
+
+async def test_a_truncated_gzip_body_is_an_error() -> None:
+    packed = gzip.compress(b"x" * 10_000)[:-12]
+    async with serving(answer(packed, headers="Content-Encoding: gzip\r\n")) as server:
+        client = HttpClient()
+        with pytest.raises(ClientError, match="compressed body ended early"):
+            await fetch(client, server.origin())
+        await client.close()
+
+
+async def test_a_compressed_body_is_inflated_in_bounded_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "DECODE_STEP", 64 << 10)
+    bomb = gzip.compress(b"\0" * (8 << 20))  # 8 MiB from a few KiB
+    async with serving(answer(bomb, headers="Content-Encoding: gzip\r\n")) as server:
+        client = HttpClient()
+        async with await client.request(server.origin(), "POST", "/", {}, b"", connect_timeout=2) as got:
+            sizes = []
+            while data := await got.chunk():
+                sizes.append(len(data))
+        assert sum(sizes) == 8 << 20 and max(sizes) <= 64 << 10
+        await client.close()
+
+
+async def test_idle_connections_are_closed_after_the_keepalive_time() -> None:
+    async with serving(answer(b"a")) as server:
+        client = HttpClient(keepalive_seconds=0.2)
+        await fetch(client, server.origin())
+        (connection,) = client._idle[server.origin()]
+        await asyncio.sleep(0.5)  # nobody uses it: the sweep closes it
+        assert connection.lost and server.origin() not in client._idle
+        await client.close()
+
+
+async def test_a_slow_connect_is_a_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+
+    def slow(host: str, *args: object) -> object:
+        time.sleep(0.5)
+        return real("127.0.0.1", *args)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    client = HttpClient()
+    with pytest.raises(ConnectTimeout, match=r"no connection to slow\.test within 0\.1s"):
+        await client.request(Origin.parse("http://slow.test"), "GET", "/", {}, None, connect_timeout=0.1)
+    await client.close()
+
+
+async def test_concurrent_requests_share_one_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    real, calls = socket.getaddrinfo, []
+
+    def counted(host: str, *args: object) -> object:
+        calls.append(host)
+        time.sleep(0.05)
+        return real(host, *args)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(socket, "getaddrinfo", counted)
+    async with serving(answer(b"ok")) as server:
+        client = HttpClient()
+        origin = Origin.parse(f"http://localhost:{server.port}")
+        assert await asyncio.gather(*(fetch(client, origin) for _ in range(20))) == [b"ok"] * 20
+        await client.close()
+    assert calls == ["localhost"]
+
+
+# --- what the client will not send ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Content-Length ", "X Y", " X", "X:", "Ä"])
+def test_a_header_name_that_is_not_a_token_is_refused(name: str) -> None:
+    with pytest.raises(ClientError, match="not a valid field name"):
+        request_bytes(Origin.parse("http://h"), "POST", "/", {name: "v"}, b"")
+
+
+def test_a_method_that_is_not_a_token_is_refused() -> None:
+    with pytest.raises(ClientError, match="not an HTTP method"):
+        request_bytes(Origin.parse("http://h"), "POST / HTTP/1.1\r\nX:", "/", {}, b"")
+
+
+def test_a_fragment_mark_and_a_stray_percent_are_encoded_and_valid_escapes_kept() -> None:
+    head = request_bytes(Origin.parse("http://h"), "GET", "/a#b/100%/c%20d/é", {}, None)
+    assert head.startswith(b"GET /a%23b/100%25/c%20d/%C3%A9 HTTP/1.1\r\n")
+
+
+def test_credentials_in_the_base_url_become_basic_authorization_unless_one_is_given() -> None:
+    origin = Origin.parse("https://user:p%40ss@proxy.example:8443/llm")
+    assert (origin.host_header, origin.prefix) == ("proxy.example:8443", "/llm")
+    head = request_bytes(origin, "POST", "/v1", {}, b"")
+    assert b"Authorization: Basic dXNlcjpwQHNz\r\n" in head  # user:p@ss
+    head = request_bytes(origin, "POST", "/v1", {"Authorization": "Bearer k"}, b"")
+    assert b"Basic" not in head and b"Authorization: Bearer k\r\n" in head
+
+
+def test_an_international_host_name_is_sent_in_its_ascii_form() -> None:
+    origin = Origin.parse("https://bücher.example/v1")
+    assert origin.host == origin.host_header == "xn--bcher-kva.example"

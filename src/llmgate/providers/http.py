@@ -24,7 +24,7 @@ from llmgate.core.headroom import Headroom, ParamReport
 from llmgate.core.request import ChatRequest
 from llmgate.core.response import ChatResponse, LastBatch, StreamItem
 from llmgate.providers.base import HttpCall, Target, WireFormat, key_label
-from llmgate.providers.client import Answer, ClientError, Origin
+from llmgate.providers.client import Answer, ClientError, ConnectTimeout, Origin
 from llmgate.providers.sse import NDJSONDecoder, SSEDecoder
 from llmgate.providers.transport import Transport
 
@@ -217,7 +217,9 @@ class HttpProvider:
         error.provider = self.name
         return error
 
-    def _connection_error(self, exc: ClientError) -> UpstreamConnectionError:
+    def _connection_error(self, exc: ClientError) -> GatewayError:
+        if isinstance(exc, ConnectTimeout):
+            return UpstreamTimeout(f"{self.name}: {exc}", provider=self.name)
         return UpstreamConnectionError(
             f"{self.name}: connection failed: {type(exc).__name__}: {exc}", provider=self.name
         )
