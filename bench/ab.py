@@ -200,6 +200,8 @@ def wrk(
         f"-t{min(conc, 2)}",
         f"-c{conc}",
         f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "30s",  # wrk's default of 2 s would count a slow target's queueing as errors
         "-s",
         str(HERE / "wrk_ab.lua"),
         url,
