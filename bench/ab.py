@@ -67,6 +67,13 @@ KEYED: dict[str, Any] = {
     "limits": {"global": {"rpm": 100_000_000, "tpm": 100_000_000_000}},
     "_key": {"rpm": 100_000_000, "tpm": 100_000_000_000, "budget_usd": 1_000_000},
 }
+# ... and the exact cache at 0% hits, Prometheus metrics (on by default) and JSON request lines.
+FULL: dict[str, Any] = {
+    **SQLITE,
+    **KEYED,
+    "cache": {"mode": "exact", "max_entries": 100_000},
+    "log": {"requests": True, "format": "json", "level": "info"},
+}
 SETS: dict[str, dict[str, dict[str, Any]]] = {
     "cache": {
         "off": {},
@@ -86,17 +93,13 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
     "platform": {
         "default": SQLITE,
         "keys+redis": {**SQLITE, **KEYED},
-        "+cache+metrics+logs": {
-            **SQLITE,
-            **KEYED,
-            "cache": {"mode": "exact", "max_entries": 100_000},
-            "log": {"requests": True, "format": "json", "level": "info"},
-        },
+        "+cache+metrics+logs": FULL,
         "anthropic": {**SQLITE, "_provider": "anthropic"},
         "gemini": {**SQLITE, "_provider": "gemini"},
         "messages-in": {**SQLITE, "_protocol": "messages"},
     },
     "keyed": {"keys+redis": {**SQLITE, **KEYED}},  # with --baseline: the shared-limits row, old vs new
+    "full": {"+cache+metrics+logs": FULL},  # with --baseline: the row with every feature on, old vs new
     "translation": {
         "openai": SQLITE,
         "anthropic": {**SQLITE, "_provider": "anthropic"},

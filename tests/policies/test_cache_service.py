@@ -28,7 +28,9 @@ def answer(text: str = "hi", cost: float | None = 0.25) -> CachedAnswer:
 
 
 class Troubled(MemoryCache):
-    """A memory cache that can fail, hang, or hand back garbage."""
+    """A memory cache that can fail, hang, or hand back garbage (so it waits: not in process)."""
+
+    in_process = False
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(max_entries=100, max_bytes=1_000_000, clock=clock)
@@ -39,6 +41,8 @@ class Troubled(MemoryCache):
             raise StateUnavailable("Redis: connection refused")
         if self.mode == "slow":
             await asyncio.sleep(10)
+        if self.mode == "pause":
+            await asyncio.sleep(0.1)
         if self.mode == "garbage":
             return b"\x00not json"
         return await super().get(key)
@@ -154,6 +158,15 @@ async def test_a_slow_backend_is_bypassed_after_its_timeout() -> None:
     ticket = await asyncio.wait_for(cache.open(lookup(cache)), 2)
     assert ticket.state == "skip"
     assert "TimeoutError" in str((await cache.stats())["problem"])
+
+
+async def test_an_in_process_backend_is_called_without_a_time_bound() -> None:
+    cache, backend, _ = caching()  # timeout 0.05 s
+    backend.in_process = True
+    backend.mode = "pause"  # 0.1 s: past the bound, which an in-process backend is not given
+    ticket = await cache.open(lookup(cache))
+    assert ticket.state == "miss"
+    assert (await cache.stats())["problem"] is None
 
 
 async def test_an_unreadable_entry_is_a_miss() -> None:

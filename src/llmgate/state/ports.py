@@ -285,6 +285,10 @@ class ResponseCache(Protocol):
     name: str
     """The backend's name (``memory``, ``sqlite``, ``redis``), for health reports."""
 
+    in_process: bool
+    """Whether every call completes without waiting on anything outside the process (no time bound is
+    needed around it)."""
+
     async def get(self, key: CacheKey) -> bytes | None:
         """The stored value, or ``None`` when missing or expired."""
         ...

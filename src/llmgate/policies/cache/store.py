@@ -87,7 +87,7 @@ class AnswerStore:
 
     async def get(self, key: CacheKey) -> CachedAnswer | None:
         """The stored answer, or ``None`` (missing, unreadable, or the backend unwell)."""
-        raw = await self._call(lambda: self.backend.get(key))
+        raw = await self._call(lambda: self.backend.get(key), bounded=not self.backend.in_process)
         if raw is None:
             return None
         try:
@@ -102,7 +102,8 @@ class AnswerStore:
         if len(raw) > self.max_entry_bytes:
             self.counts.too_large += 1
             return False
-        done = await self._call(lambda: _true(self.backend.put(key, raw, ttl=ttl)))
+        put = lambda: _true(self.backend.put(key, raw, ttl=ttl))  # noqa: E731
+        done = await self._call(put, bounded=not self.backend.in_process)
         if done:
             self.counts.stored += 1
         return bool(done)
@@ -111,11 +112,16 @@ class AnswerStore:
         """Any backend call (the vector index's too) under the same time bound and bypass."""
         return await self._call(work)
 
-    async def _call(self, work: Callable[[], Awaitable[T]]) -> T | None:
+    async def _call(self, work: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T | None:
+        """``work`` unless bypassed, within the time bound (an in-process backend's calls need none: its
+        timer would cost more than the call)."""
         if not self.available:
             return None
         try:
-            return await asyncio.wait_for(work(), self.timeout)
+            if not bounded:
+                return await work()
+            async with asyncio.timeout(self.timeout):  # not wait_for: that starts a task per call
+                return await work()
         except Exception as error:  # unreachable, slow or broken: the request goes on without the cache
             self.last_error = f"{type(error).__name__}: {error}"[:300] if str(error) else type(error).__name__
             self._bypass_until = self._clock() + RETRY_AFTER

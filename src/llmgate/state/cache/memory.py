@@ -28,6 +28,7 @@ class MemoryCache:
     """``ResponseCache`` in a dict; ``clock`` (seconds) drives expiry and is injectable for tests."""
 
     name = "memory"
+    in_process = True
 
     def __init__(
         self, *, max_entries: int, max_bytes: int, clock: Callable[[], float] = time.monotonic

@@ -31,6 +31,7 @@ class RedisCache:
     """``ResponseCache`` in Redis. Open with ``connect``, or wrap a client shared with the counters."""
 
     name = "redis"
+    in_process = False
 
     def __init__(self, client: redis.asyncio.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client

@@ -41,6 +41,7 @@ class SqliteCache:
     """``ResponseCache`` in a SQLite file. Open with ``connect``."""
 
     name = "sqlite"
+    in_process = False  # its calls wait for the writer thread and the disk
 
     def __init__(
         self,
