@@ -1,7 +1,7 @@
 """The upstream HTTP/1.1 client: pooled keep-alive connections (``connection.py``), each request written in
 one piece, answers read whole or piece by piece.
 
-aiohttp's client took about half of a proxied chat call's CPU in the bench (request and response objects,
+aiohttp's client took about a third of a proxied chat call's CPU in the bench (request and response objects,
 multidicts, timer handles, payload and cookie machinery); this client does what the providers need and
 nothing more. It speaks plain HTTP and TLS (the system's CA store), caches DNS answers (one lookup at a
 time per name), caps the connections in use, closes idle ones after a keep-alive time, and asks for gzip or
