@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 
 from llmgate.core.errors import (
@@ -82,33 +83,21 @@ class HttpProvider:
     async def send(self, call: HttpCall, target: Target) -> tuple[int, Mapping[str, str], bytes]:
         """Send a call and read the whole answer, translating transport failures."""
         timeouts = target.timeouts
-        try:
+        with self._translated(f"no answer within {timeouts.total:g}s"):
             async with asyncio.timeout(timeouts.total):
                 async with await self._request(call, timeouts.connect) as answer:
                     self.observe(answer.headers, target)
                     return answer.status, answer.headers, await answer.read()
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"{self.name}: no answer within {timeouts.total:g}s", provider=self.name
-            ) from exc
-        except ClientError as exc:
-            raise self._connection_error(exc) from exc
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[StreamItem]]:
         """Send a streaming call and translate its events as they arrive."""
         call = self.wire.chat_call(request, target, stream=True)
         timeouts = target.timeouts
         deadline = asyncio.get_running_loop().time() + timeouts.total
-        try:
-            async with asyncio.timeout(min(timeouts.first_token, timeouts.total)):
+        first = min(timeouts.first_token, timeouts.total)
+        with self._translated(f"no response within {first:g}s"):
+            async with asyncio.timeout(first):
                 answer = await self._request(call, timeouts.connect)
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"{self.name}: no response within {min(timeouts.first_token, timeouts.total):g}s",
-                provider=self.name,
-            ) from exc
-        except ClientError as exc:
-            raise self._connection_error(exc) from exc
         async with answer:
             self.observe(answer.headers, target)
             if answer.status >= 300:
@@ -128,13 +117,18 @@ class HttpProvider:
 
     async def _rest(self, answer: Answer, deadline: float) -> bytes:
         """The body of an error answer to a stream request, within the call's time limit."""
-        try:
+        with self._translated("the error answer did not end in time"):
             async with asyncio.timeout_at(deadline):
                 return await answer.read()
+
+    @contextmanager
+    def _translated(self, timed_out: str) -> Iterator[None]:
+        """Transport failures as the core's errors: the caller's deadline passing is ``UpstreamTimeout``
+        (``timed_out`` says which), the client's failures are connection errors."""
+        try:
+            yield
         except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"{self.name}: the error answer did not end in time", provider=self.name
-            ) from exc
+            raise UpstreamTimeout(f"{self.name}: {timed_out}", provider=self.name) from exc
         except ClientError as exc:
             raise self._connection_error(exc) from exc
 
