@@ -83,6 +83,24 @@ async def test_replies_reach_their_callers_in_order_and_one_who_left_keeps_its_p
     await line.close()
 
 
+async def test_the_commands_of_one_turn_of_the_loop_go_out_in_one_write(
+    fake: FakeRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = ScriptLine("127.0.0.1", fake.port, time_limit=5)
+    assert await line.call(["ECHO", "open"]) == b"open"
+    connection = line._connection
+    assert connection is not None and connection.transport is not None
+    writes: list[bytes] = []
+    write = connection.transport.write
+    monkeypatch.setattr(connection.transport, "write", lambda data: (writes.append(data), write(data)))
+    replies = await asyncio.gather(*(line.call(["ECHO", str(n)]) for n in range(10)))
+    assert replies == [str(n).encode() for n in range(10)]
+    assert writes == [b"".join(pack(["ECHO", str(n)]) for n in range(10))]
+    assert await line.call(["ECHO", "alone"]) == b"alone"  # a later turn: a write of its own
+    assert writes[1:] == [pack(["ECHO", "alone"])]
+    await line.close()
+
+
 async def test_a_reply_that_does_not_come_in_time_breaks_the_connection(fake: FakeRedis) -> None:
     fake.silent_connections = 1
     line = ScriptLine("127.0.0.1", fake.port, time_limit=0.2)

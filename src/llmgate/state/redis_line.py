@@ -2,11 +2,12 @@
 
 redis-py's asyncio client spends about a fifth of such a request's CPU on that call (its retry wrapper,
 the connection pool's checkout and return, command packing, a timeout task): the profile's biggest cost
-of the shared-limits row. Here the scripts go down one connection: each command is written as it comes,
-and replies are matched to callers in order (Redis answers a connection's commands in order), read with
-hiredis. A caller that leaves keeps its place (its reply is read and dropped); a reply that does not come
-within the time limit breaks the connection (replies could no longer be matched), and the next call
-opens a new one. Failures are redis-py's own exception types, so callers treat both paths alike.
+of the shared-limits row. Here the scripts go down one connection: the commands of one turn of the
+event loop go out in one write, and replies are matched to callers in order (Redis answers a
+connection's commands in order), read with hiredis. A caller that leaves keeps its place (its reply is
+read and dropped); a reply that does not come within the time limit breaks the connection (replies
+could no longer be matched), and the next call opens a new one. Failures are redis-py's own exception
+types, so callers treat both paths alike.
 
 Only plain TCP servers are spoken to this way; ``for_client`` gives ``None`` for TLS or Unix sockets,
 which stay on redis-py.
@@ -41,6 +42,19 @@ class _Connection(asyncio.Protocol):
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self._reader = hiredis.Reader()
         self.lost = False
+        self._outgoing: list[bytes] = []
+
+    def send(self, command: bytes) -> None:
+        """Queue a command: the commands of one turn of the event loop go out in one write (the
+        requests a read of the server's sockets started reach their limits in the same turn)."""
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._outgoing.append(command)
+
+    def _write(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self.transport is not None and not self.lost:
+            self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -173,8 +187,7 @@ def _send(connection: _Connection, command: Sequence[Arg]) -> asyncio.Future[Any
     """Write a command; the future its reply will complete."""
     waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     connection.waiting.append(waiter)
-    assert connection.transport is not None
-    connection.transport.write(pack(command))
+    connection.send(pack(command))
     return waiter
 
 
