@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 import redis.asyncio
 
+from llmgate.state.cache.memory import MemoryCache
 from llmgate.state.ports import CacheKey
 
 from .conftest import CACHE_BYTES, CACHE_ENTRIES, Backend, redis_url
@@ -128,3 +130,12 @@ async def test_redis_sets_its_native_expiry(cache: Backend[Any]) -> None:
     finally:
         await client.aclose()
     assert any(0 < ttl <= 30_000 for ttl in ttls)
+
+
+async def test_the_memory_cache_keeps_its_entries_out_of_the_garbage_collector() -> None:
+    cache = MemoryCache(max_entries=10, max_bytes=1 << 20)
+    key = CacheKey("ns", "g", "d")
+    await cache.put(key, b"answer", ttl=60)
+    entry = cache._entries[key]
+    assert not gc.is_tracked(key) and not gc.is_tracked(entry)  # a full cache adds nothing to a collection
+    assert await cache.get(key) == b"answer"
