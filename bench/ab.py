@@ -59,11 +59,18 @@ MOCK, BARE, VENDOR, LITELLM = 18100, 18200, 18110, 18400
 MODEL = "mock-gpt-4o-mini"
 SQLITE = {"storage": {"database": "sqlite:///{work}/{name}.db"}}
 MASTER = "sk-bench-master-key"
+REDIS = "redis://127.0.0.1:6379/9"
 # A master key, limits shared exactly through Redis (a global one, far above what the bench reaches) and a
-# virtual key with rpm / tpm / budget that every request is made with (``_key``: created at start-up).
+# virtual key with rpm / tpm / budget that every request is made with (``_key``: created at start-up). The
+# model has a price, so every request reserves its worst-case cost and settles the real one.
 KEYED: dict[str, Any] = {
     "server": {"master_key": MASTER},
-    "storage": {"database": "sqlite:///{work}/{name}.db", "redis": "redis://127.0.0.1:6379/9"},
+    "model_prices": {"mock-gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
+    "storage": {
+        "database": "sqlite:///{work}/{name}.db",
+        "redis": REDIS,
+        "redis_prefix": "llmgate-bench-{run}:",  # each run's own keys, deleted at its end
+    },
     "limits": {"global": {"rpm": 100_000_000, "tpm": 100_000_000_000}},
     "_key": {"rpm": 100_000_000, "tpm": 100_000_000_000, "budget_usd": 1_000_000},
 }
@@ -99,6 +106,7 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
         "messages-in": {**SQLITE, "_protocol": "messages"},
     },
     "keyed": {"keys+redis": {**SQLITE, **KEYED}},  # with --baseline: the shared-limits row, old vs new
+    "shared": {"default": SQLITE, "keys+redis": {**SQLITE, **KEYED}},  # what the shared limits add
     "full": {"+cache+metrics+logs": FULL},  # with --baseline: the row with every feature on, old vs new
     "translation": {
         "openai": SQLITE,
@@ -318,7 +326,8 @@ def start_targets(
     llmgate = str(Path(sys.executable).with_name("llmgate"))
     for offset, (name, extra) in enumerate(configs.items()):
         path = work / f"{name}.yaml"
-        path.write_text(config(extra).replace("{work}", str(work)).replace("{name}", name))
+        text = config(extra).replace("{work}", str(work)).replace("{name}", name)
+        path.write_text(text.replace("{run}", work.name))
         port = 18300 + offset
         env = {**os.environ, "LLMGATE_DATA_DIR": str(work)}
         env.pop("LLMGATE_MASTER_KEY", None)
@@ -548,6 +557,22 @@ def main() -> int:
         return 0
     finally:
         procs.stop()
+        forget_redis_keys(f"llmgate-bench-{work.name}:")
+
+
+def forget_redis_keys(prefix: str) -> None:
+    """Delete the keys a run left in Redis (budgets without a period never expire)."""
+    with contextlib.suppress(ImportError, OSError, ConnectionError):
+        import redis
+
+        client = redis.Redis.from_url(REDIS, socket_connect_timeout=2)
+        try:
+            for key in client.scan_iter(f"{prefix}*", count=1000):
+                client.delete(key)
+        except redis.exceptions.ConnectionError:
+            pass  # no Redis, no keys
+        finally:
+            client.close()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from llmgate.policies.cache import AnswerStore, CacheRules, SemanticCache
 from llmgate.policies.guard import Guard
 from llmgate.policies.keys import KeyService
 from llmgate.policies.limits import CallerLimits, Rate
+from llmgate.policies.settlements import Settlements
 from llmgate.policies.usage import UsageRecorder
 from llmgate.routing.health import HealthBoard
 from llmgate.state import open_database, shared_state
@@ -38,7 +39,7 @@ from llmgate.state.ports import (
 
 log = logging.getLogger("llmgate")
 BOARD_SYNC_INTERVAL = 1.0
-SETTLE_EVERY = 0.1  # seconds: token settlements to a shared Redis are written together
+SETTLE_EVERY = 0.0  # give-backs to a shared Redis: written together at the next turn of the event loop
 
 
 @dataclass
@@ -80,7 +81,7 @@ class State:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         try:
-            await self.guard.limits.close()
+            await self.guard.close()
             await self.recorder.close()
         finally:
             if self.semantic is not None:
@@ -105,15 +106,16 @@ async def open_state(settings: Settings, health: HealthBoard, rules: CacheRules 
     shared = board is not None
     budgets_closed = limits.budget_on_outage == "closed"
     recorder = UsageRecorder(database, flush_interval=storage.flush_interval)
+    settlements = Settlements(counters, every=SETTLE_EVERY if shared else None)
     guard = Guard(
         limits=CallerLimits(
             counters,
             global_rate=Rate(limits.global_.rpm, limits.global_.tpm),
             default_key=Rate(limits.default_key.rpm, limits.default_key.tpm),
-            settle_every=SETTLE_EVERY if shared else None,
+            settlements=settlements,
         ),
         # A process-local counter starts from the ledger; a shared one outlives any one process.
-        budgets=Budgets(counters, spend_since=None if shared else _spend(database)),
+        budgets=Budgets(counters, spend_since=None if shared else _spend(database), settlements=settlements),
         recorder=recorder,
         budgets_closed=lambda: budgets_closed and _degraded(counters),
     )

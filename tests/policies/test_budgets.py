@@ -11,6 +11,7 @@ from clock import FakeClock
 from llmgate.core.caller import ANONYMOUS, BudgetPeriod, Caller
 from llmgate.core.errors import QuotaExceeded
 from llmgate.policies.budgets import Budgets, period_start
+from llmgate.policies.settlements import Settlements
 from llmgate.state.memory import MemoryCounters
 from llmgate.state.ports import StateUnavailable
 
@@ -40,6 +41,23 @@ async def test_reserve_refuses_past_the_budget(counters: MemoryCounters, clock: 
     assert refused.value.code == "insufficient_quota"
     assert "budget of $1 per total is used up" in refused.value.message
     assert await budgets.spent(caller) == 1.0
+
+
+async def test_give_backs_to_a_shared_store_wait_and_overruns_do_not(
+    counters: MemoryCounters, clock: FakeClock
+) -> None:
+    settlements = Settlements(counters, every=60.0)  # the test flushes by hand
+    budgets = Budgets(counters, clock=clock, settlements=settlements)
+    caller = key(1.0)
+    holds = [await budgets.reserve(caller, 0.5) for _ in range(2)]
+    assert budgets.start_settling(holds[0], 0.125) == []  # gathered: nothing to wait for
+    assert await budgets.spent(caller) == 1.0  # the reservation holds until the give-back is written
+    with pytest.raises(QuotaExceeded):
+        await budgets.reserve(caller, 0.01)  # so the budget never admits more meanwhile
+    await settlements.close()
+    assert await budgets.spent(caller) == pytest.approx(0.625)
+    await budgets.settle(holds[1], 0.75)  # an overrun: written at once
+    assert await budgets.spent(caller) == pytest.approx(0.875)
 
 
 async def test_no_budget_or_no_key_reserves_nothing(counters: MemoryCounters, clock: FakeClock) -> None:

@@ -8,6 +8,7 @@ from clock import FakeClock
 from llmgate.core.caller import ANONYMOUS, Caller, LimitStatus
 from llmgate.core.errors import RateLimited
 from llmgate.policies.limits import CallerLimits, Rate
+from llmgate.policies.settlements import Settlements
 from llmgate.state.memory import MemoryCounters
 
 from .conftest import MINUTE_START
@@ -202,19 +203,45 @@ def test_applies_to(counters: MemoryCounters, clock: FakeClock) -> None:
 async def test_settlements_to_a_shared_store_are_gathered_and_written_together(
     counters: MemoryCounters, clock: FakeClock
 ) -> None:
-    limits = CallerLimits(counters, clock=clock, settle_every=60.0)  # the test flushes by hand
+    settlements = Settlements(counters, every=60.0)  # the test flushes by hand
+    limits = CallerLimits(counters, clock=clock, settlements=settlements)
     caller = key(tpm=1000)
     tickets = [await limits.admit(caller, 200) for _ in range(3)]
     bucket = tickets[0].token_buckets[0]
     for ticket in tickets:
-        await limits.settle(ticket, 50)
+        assert limits.start_settling(ticket, 50) == []  # nothing to wait for: the give-back is gathered
 
     assert await counters.value(bucket) == 600  # reservations hold until the settlements are written
     with pytest.raises(RateLimited):
         await limits.admit(caller, 500)  # so the limit never admits more meanwhile
-    await limits.close()
+    await settlements.close()
     assert await counters.value(bucket) == 150  # three settlements, one write
     await limits.admit(caller, 500)
+
+
+async def test_an_overrun_is_taken_at_once_even_when_give_backs_are_gathered(
+    counters: MemoryCounters, clock: FakeClock
+) -> None:
+    limits = CallerLimits(counters, clock=clock, settlements=Settlements(counters, every=60.0))
+    caller = key(tpm=1000)
+    ticket = await limits.admit(caller, 100)
+    await limits.settle(ticket, 700)  # the call used more than its reservation
+    assert await counters.value(ticket.token_buckets[0]) == 700  # written now: the next take sees it
+    with pytest.raises(RateLimited):
+        await limits.admit(caller, 400)
+
+
+async def test_a_parallel_slot_is_freed_at_once_even_when_give_backs_are_gathered(
+    counters: MemoryCounters, clock: FakeClock
+) -> None:
+    limits = CallerLimits(counters, clock=clock, settlements=Settlements(counters, every=60.0))
+    caller = key(tpm=1000, max_parallel=1)
+    ticket = await limits.admit(caller, 100)
+    writes = limits.start_settling(ticket, 10)
+    assert len(writes) == 1  # the slot: the next call of the key must not wait a flush for it
+    for write in writes:
+        await write
+    await limits.admit(caller, 100)
 
 
 async def test_a_batch_caller_fills_only_its_share_and_leaves_the_rest(

@@ -14,6 +14,7 @@ from llmgate.core.usage import make_usage
 from llmgate.policies.budgets import Budgets
 from llmgate.policies.guard import Call, Guard
 from llmgate.policies.limits import CallerLimits, Rate
+from llmgate.policies.settlements import Settlements
 from llmgate.policies.usage import UsageRecorder
 from llmgate.state.memory import MemoryCounters, MemoryLedger
 from llmgate.state.ports import StateUnavailable
@@ -94,6 +95,25 @@ async def test_success_settles_with_real_usage_and_records_once(
     )
     assert (record.prompt_tokens, record.completion_tokens, record.cost_usd) == (40, 10, 0.0625)
     assert (record.status, record.error_type, record.ttft_ms) == (200, None, 12.0)
+
+
+async def test_against_a_shared_store_a_closing_pass_leaves_its_give_backs_for_one_write(
+    counters: MemoryCounters, clock: FakeClock
+) -> None:
+    settlements = Settlements(counters, every=SLOW)
+    guard = Guard(
+        limits=CallerLimits(counters, global_rate=Rate(tpm=10_000), clock=clock, settlements=settlements),
+        budgets=Budgets(counters, clock=clock, settlements=settlements),
+        recorder=None,
+    )
+    gates = [await guard.open(key(budget_usd=1.0), Call("chat", 300, 0.25)) for _ in range(2)]
+    for gate in gates:
+        await gate.close(info=None, usage=make_usage(prompt=40, completion=10), cost=0.0625)
+    assert await counters.value(f"tpm:global:{minute(clock)}") == 600  # held until the write
+    assert await counters.value("budget:key_1:total") == 0.5
+    await guard.close()
+    assert await counters.value(f"tpm:global:{minute(clock)}") == 100
+    assert await counters.value("budget:key_1:total") == pytest.approx(0.125)
 
 
 async def test_a_failed_call_gives_everything_back_and_records_the_error(

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from typing import Any
 
+from llmgate.policies.settlements import NO_LIMIT
 from llmgate.state import Taken
 
 from .conftest import Backend
@@ -116,6 +117,16 @@ async def test_take_many_counts_a_repeated_bucket_cumulatively(counters: Backend
     assert await c.value("a") == 0
     assert await c.take_many([("a", 2, 5, None), ("a", 3, 5, None)]) == Taken(True, 5)
     assert await c.value("a") == 5
+
+
+async def test_take_many_without_a_limit_adds_to_every_bucket_at_once(counters: Backend[Any]) -> None:
+    # How gathered give-backs are written (policies/settlements.py): one call, floored at 0 like adjust.
+    c = await counters.client()
+    await c.adjust("a", 4, ttl=None)
+    await c.adjust("b", 0.75, ttl=None)
+    adds = [("a", -1.5, NO_LIMIT, 60), ("b", -2, NO_LIMIT, None), ("c", 0.25, NO_LIMIT, 60)]
+    assert await c.take_many(adds) == Taken(True, 2.5)
+    assert [await c.value(name) for name in ("a", "b", "c")] == [2.5, 0, 0.25]
 
 
 async def test_concurrent_take_many_in_any_order_is_exact(counters: Backend[Any]) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from llmgate.core.caller import Caller
 from llmgate.core.errors import Overloaded, QuotaExceeded
+from llmgate.policies.settlements import Settlements, in_order
 from llmgate.state.ports import Counters, StateUnavailable
 
 DAY = 86_400.0
@@ -72,8 +73,11 @@ class Budgets:
         *,
         spend_since: SpendSince | None = None,
         clock: Callable[[], float] = time.time,
+        settlements: Settlements | None = None,
     ) -> None:
         self.counters = counters
+        self.settlements = settlements if settlements is not None else Settlements(counters)
+        """Where settlements go (give-backs gathered against a shared store)."""
         self._spend_since = spend_since
         self._clock = clock
         self._seeded: set[str] = set()
@@ -110,11 +114,14 @@ class Budgets:
 
     async def settle(self, hold: Hold | None, actual_cost: float | None) -> None:
         """Replace the reservation with what the call really cost (unknown cost: keep the reservation)."""
+        await in_order(self.start_settling(hold, actual_cost))
+
+    def start_settling(self, hold: Hold | None, actual_cost: float | None) -> list[Awaitable[object]]:
+        """Settle, gathering what can wait: the writes still to await (none when all is gathered)."""
         if hold is None or actual_cost is None:
-            return
-        delta = actual_cost - hold.amount
-        if delta:
-            await self.counters.adjust(hold.bucket, delta, ttl=hold.ttl)
+            return []
+        write = self.settlements.correct(hold.bucket, actual_cost - hold.amount, hold.ttl)
+        return [write] if write is not None else []
 
     async def spent(self, caller: Caller) -> float | None:
         """What the caller's key has spent (or reserved) in the current period."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from llmgate.core.caller import Caller, LimitStatus
@@ -14,6 +14,7 @@ from llmgate.core.results import CallInfo
 from llmgate.core.usage import Usage
 from llmgate.policies.budgets import Budgets, BudgetTake, Hold
 from llmgate.policies.limits import AlsoRefused, CallerLimits, Ticket
+from llmgate.policies.settlements import in_order
 from llmgate.policies.usage import UsageRecorder
 from llmgate.state.ports import UsageRecord
 
@@ -76,17 +77,24 @@ class Pass:
             guard.recorder.record(self.record(info, usage, cost, error, first_token_ms))
         if self.ticket is None and self.hold is None:
             return
-        await asyncio.shield(self._settle(usage, cost, error))
+        writes = self.start_settling(usage, cost, error)
+        if writes:  # most often none: against a shared store the give-backs are gathered
+            await asyncio.shield(in_order(writes))
 
-    async def _settle(self, usage: Usage | None, cost: float | None, error: GatewayError | None) -> None:
+    def start_settling(
+        self, usage: Usage | None, cost: float | None, error: GatewayError | None
+    ) -> list[Awaitable[object]]:
+        """Settle the reservations with the real usage, gathering what can wait: the writes still to await."""
         guard = self.guard
         used = usage.total_tokens if usage is not None else None
-        try:
-            if self.ticket is not None:
-                await guard.limits.settle(self.ticket, used if error is None else used or 0)
-        finally:
-            if self.hold is not None:
-                await guard.budgets.settle(self.hold, cost if error is None or usage is not None else 0.0)
+        writes = []
+        if self.ticket is not None:
+            writes += guard.limits.start_settling(self.ticket, used if error is None else used or 0)
+        if self.hold is not None:
+            writes += guard.budgets.start_settling(
+                self.hold, cost if error is None or usage is not None else 0.0
+            )
+        return writes
 
     def record(
         self,
@@ -146,6 +154,11 @@ class Guard:
         self._budgets_closed = budgets_closed
         self.active = 0
         """Calls admitted and not yet closed (the in-flight gauge)."""
+
+    async def close(self) -> None:
+        """Write the gathered settlements."""
+        await self.limits.settlements.close()
+        await self.budgets.settlements.close()
 
     async def open(self, caller: Caller, call: Call) -> Pass:
         """Admit a call (403 for a model the key may not use, 429 over a limit or budget)."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from llmgate.core.caller import Caller, LimitStatus
 from llmgate.core.errors import RateLimited
+from llmgate.policies.settlements import Settlements, in_order
 from llmgate.state.ports import Counters
 
 WINDOW = 60.0
@@ -63,14 +64,11 @@ class CallerLimits:
         global_rate: Rate = Rate(),
         default_key: Rate = Rate(),
         clock: Callable[[], float] = time.time,
-        settle_every: float | None = None,
+        settlements: Settlements | None = None,
     ) -> None:
         self.counters = counters
-        self.settle_every = settle_every
-        """Seconds to gather token settlements before writing them (a shared store: one call, not one
-        per request). Reservations are still taken at once, so limits never admit more meanwhile."""
-        self._pending: dict[str, float] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self.settlements = settlements if settlements is not None else Settlements(counters)
+        """Where token settlements go (gathered against a shared store: one write, not one per request)."""
         self.global_rate = global_rate
         self.default_key = default_key
         self._clock = clock
@@ -186,39 +184,21 @@ class CallerLimits:
 
     async def settle(self, ticket: Ticket, used: int | None) -> None:
         """Give back the unused part of the token reservation (or take the overrun), free the slot."""
-        await self._release_parallel(ticket)
-        if used is None or not ticket.token_buckets:
-            return
+        await in_order(self.start_settling(ticket, used))
+
+    def start_settling(self, ticket: Ticket, used: int | None) -> list[Awaitable[object]]:
+        """Settle, gathering what can wait: the writes still to await (none when all is gathered)."""
+        writes: list[Awaitable[object]] = []
+        if ticket.parallel_bucket is not None:
+            writes.append(self._release_parallel(ticket))
+        if used is None:
+            return writes
         delta = used - ticket.reserved
-        if not delta:
-            return
-        if self.settle_every is None:
-            for bucket in ticket.token_buckets:
-                await self.counters.adjust(bucket, delta, ttl=BUCKET_TTL)
-            return
-        for bucket in ticket.token_buckets:  # summed per bucket, written together: one call per window
-            self._pending[bucket] = self._pending.get(bucket, 0) + delta
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.settle_every or 0.0)
-        self._flusher = None
-        await self.flush()
-
-    async def close(self) -> None:
-        """Write what is gathered, and stop the pending write."""
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            flusher.cancel()
-        await self.flush()
-
-    async def flush(self) -> None:
-        """Write the token settlements gathered so far."""
-        pending, self._pending = self._pending, {}
-        for bucket, delta in pending.items():
-            if delta:
-                await self.counters.adjust(bucket, delta, ttl=BUCKET_TTL)
+        for bucket in ticket.token_buckets:
+            write = self.settlements.correct(bucket, delta, BUCKET_TTL)
+            if write is not None:
+                writes.append(write)
+        return writes
 
     async def status(self, caller: Caller) -> LimitStatus | None:
         """The tightest request limit for the caller now: its key's, else the global one."""
