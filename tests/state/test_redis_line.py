@@ -111,6 +111,15 @@ async def test_a_reply_that_does_not_come_in_time_breaks_the_connection(fake: Fa
     await line.close()
 
 
+async def test_replies_that_come_in_time_keep_the_connection_however_long_it_runs(fake: FakeRedis) -> None:
+    fake.delay = 0.04
+    line = ScriptLine("127.0.0.1", fake.port, time_limit=0.1)
+    for n in range(8):  # 0.3 s in all, each reply within its own time limit
+        assert await line.call(["ECHO", str(n)]) == str(n).encode()
+    assert fake.connections == 1
+    await line.close()
+
+
 async def test_an_unreachable_server_is_a_connection_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

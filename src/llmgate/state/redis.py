@@ -8,6 +8,7 @@ passes no ttl). All keys start with a prefix, so tests and tenants can share a s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from llmgate.state.ports import StateUnavailable, Taken
-from llmgate.state.redis_line import Arg, ScriptLine
+from llmgate.state.redis_line import ScriptLine
 
 DEFAULT_PREFIX = "llmgate:"
 UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -213,12 +214,7 @@ Script = Callable[..., Awaitable[Any]]
 def _script(client: redis.asyncio.Redis, line: ScriptLine | None, source: str) -> Script:
     if line is None:
         return client.register_script(source)
-    sha = hashlib.sha1(source.encode()).hexdigest()
-
-    async def run(*, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        return await line.evalsha(sha, source, keys, args)
-
-    return run
+    return functools.partial(line.evalsha, hashlib.sha1(source.encode()).hexdigest(), source)
 
 
 def _milliseconds(ttl: float | None) -> int:

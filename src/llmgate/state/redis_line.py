@@ -6,8 +6,9 @@ of the shared-limits row. Here the scripts go down one connection: the commands 
 event loop go out in one write, and replies are matched to callers in order (Redis answers a
 connection's commands in order), read with hiredis. A caller that leaves keeps its place (its reply is
 read and dropped); a reply that does not come within the time limit breaks the connection (replies
-could no longer be matched), and the next call opens a new one. Failures are redis-py's own exception
-types, so callers treat both paths alike.
+could no longer be matched), and the next call opens a new one. One timer per connection watches the
+oldest reply due (a timeout per call cost more than the rest of the call). Failures are redis-py's own
+exception types, so callers treat both paths alike.
 
 Only plain TCP servers are spoken to this way; ``for_client`` gives ``None`` for TLS or Unix sockets,
 which stay on redis-py.
@@ -35,26 +36,50 @@ def pack(args: Sequence[Arg]) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    """The socket: replies, in order, to the callers waiting for them."""
+    """The socket: replies, in order, to the callers waiting for them, each due within ``time_limit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, time_limit: float) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        """Each caller's future and when its reply is due (loop time), in the order sent."""
         self._reader = hiredis.Reader()
         self.lost = False
         self._outgoing: list[bytes] = []
+        self._time_limit = time_limit
+        self._watch: asyncio.TimerHandle | None = None
 
-    def send(self, command: bytes) -> None:
-        """Queue a command: the commands of one turn of the event loop go out in one write (the
-        requests a read of the server's sockets started reach their limits in the same turn)."""
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        """Queue a command; the future its reply will complete. The commands of one turn of the event
+        loop go out in one write (the requests a read of the server's sockets started reach their limits
+        in the same turn)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        due = loop.time() + self._time_limit
+        self.waiting.append((waiter, due))
+        if self._watch is None:
+            self._watch = loop.call_at(due, self._check)
         if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._write)
+            loop.call_soon(self._write)
         self._outgoing.append(command)
+        return waiter
 
     def _write(self) -> None:
         outgoing, self._outgoing = self._outgoing, []
         if self.transport is not None and not self.lost:
             self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
+
+    def _check(self) -> None:
+        """The oldest reply is overdue: break the connection (replies could no longer be matched)."""
+        self._watch = None
+        if not self.waiting or self.lost:
+            return
+        loop = asyncio.get_running_loop()
+        due = self.waiting[0][1]
+        if due > loop.time():
+            self._watch = loop.call_at(due, self._check)
+            return
+        self._fail(redis.exceptions.TimeoutError(f"Redis did not answer within {self._time_limit:g} s"))
+        self.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -62,7 +87,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
-            waiter = self.waiting.popleft()
+            waiter = self.waiting.popleft()[0]
             if waiter.done():  # its caller left: the reply keeps the order, and is dropped
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -71,13 +96,20 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(redis.exceptions.ConnectionError("the Redis connection was lost"))
+
+    def _fail(self, error: redis.exceptions.RedisError) -> None:
         self.lost = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         while self.waiting:
-            waiter = self.waiting.popleft()
+            waiter = self.waiting.popleft()[0]
             if not waiter.done():
-                waiter.set_exception(redis.exceptions.ConnectionError("the Redis connection was lost"))
+                waiter.set_exception(error)
 
     def close(self) -> None:
+        self.lost = True
         if self.transport is not None:
             self.transport.close()
 
@@ -129,18 +161,10 @@ class ScriptLine:
 
     async def call(self, command: Sequence[Arg]) -> Any:
         """One command's reply."""
-        connection = await self._connected()
-        return await self._reply(connection, _send(connection, command))
-
-    async def _reply(self, connection: _Connection, waiter: asyncio.Future[Any]) -> Any:
-        try:
-            async with asyncio.timeout(self._time_limit):
-                return await waiter
-        except TimeoutError:
-            self._break(connection)
-            raise redis.exceptions.TimeoutError(
-                f"Redis did not answer within {self._time_limit:g} s"
-            ) from None
+        connection = self._connection
+        if connection is None or connection.lost:
+            connection = await self._connected()
+        return await connection.send(pack(command))
 
     async def close(self) -> None:
         """Close the connection (a later call opens another)."""
@@ -148,12 +172,10 @@ class ScriptLine:
             self._break(self._connection)
 
     async def _connected(self) -> _Connection:
-        connection = self._connection
-        if connection is not None and not connection.lost:
-            return connection
+        """A new connection for everyone waiting."""
         if self._opening is None:
             self._opening = asyncio.Lock()
-        async with self._opening:  # one new connection for everyone waiting
+        async with self._opening:
             if self._connection is not None and not self._connection.lost:
                 return self._connection
             self._connection = await self._open()
@@ -163,7 +185,9 @@ class ScriptLine:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._time_limit):
-                _, connection = await loop.create_connection(_Connection, *self._address)
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self._time_limit), *self._address
+                )
         except (OSError, TimeoutError) as error:
             raise redis.exceptions.ConnectionError(
                 f"Redis at {self._address[0]}:{self._address[1]}: {error}"
@@ -172,23 +196,14 @@ class ScriptLine:
         setup: list[list[Arg]] = [["AUTH", *self._login]] if self._login else []
         if self._db:
             setup.append(["SELECT", self._db])
-        for waiter in [_send(connection, command) for command in setup]:
-            await self._reply(connection, waiter)
+        for waiter in [connection.send(pack(command)) for command in setup]:
+            await waiter
         return connection
 
     def _break(self, connection: _Connection) -> None:
         connection.close()
-        connection.lost = True
         if self._connection is connection:
             self._connection = None
-
-
-def _send(connection: _Connection, command: Sequence[Arg]) -> asyncio.Future[Any]:
-    """Write a command; the future its reply will complete."""
-    waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    connection.waiting.append(waiter)
-    connection.send(pack(command))
-    return waiter
 
 
 def _reply_error(message: str) -> redis.exceptions.RedisError:
