@@ -107,6 +107,7 @@ SETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "keyed": {"keys+redis": {**SQLITE, **KEYED}},  # with --baseline: the shared-limits row, old vs new
     "shared": {"default": SQLITE, "keys+redis": {**SQLITE, **KEYED}},  # what the shared limits add
+    "features": {"keys+redis": {**SQLITE, **KEYED}, "+cache+metrics+logs": FULL},  # what the rest adds
     "full": {"+cache+metrics+logs": FULL},  # with --baseline: the row with every feature on, old vs new
     "translation": {
         "openai": SQLITE,
@@ -333,7 +334,9 @@ def start_targets(
         env.pop("LLMGATE_MASTER_KEY", None)
         if runs_from[name] is not None:
             env["PYTHONPATH"] = str(runs_from[name])
-        serve = [llmgate, "serve", "--config", str(path), "--port", str(port), "--log-level", "warning"]
+        serve = [llmgate, "serve", "--config", str(path), "--port", str(port)]
+        if "log" not in extra:  # quiet, unless the configuration's own log level is what is measured
+            serve += ["--log-level", "warning"]
         protocol = extra.get("_protocol", "chat")
         target = Target(f"http://127.0.0.1:{port}{PATHS[protocol]}", protocol)
         target.pid = procs.start(["taskset", "-c", "1", *serve], env=env).pid
