@@ -22,8 +22,13 @@ Sets:
 - ``default``: the default features with usage records in SQLite; with ``--baseline SRC`` the same
   configuration also runs from another checkout's source, for a regression check.
 - ``platform``: the rows of the performance table side by side: default features; + a master key, a
-  virtual key with rpm / tpm / budget and a global limit, exact in Redis (database 9); + the exact cache
-  at 0% hits, metrics and JSON request lines; the Anthropic and Gemini adapters; ``/v1/messages`` in.
+  virtual key with rpm / tpm / budget and a global limit, exact in Redis (database 9, a key prefix of
+  the run's own, deleted at its end; the model is priced, so every call reserves and settles a cost);
+  + the exact cache at 0% hits, metrics and JSON request lines; the Anthropic and Gemini adapters;
+  ``/v1/messages`` in.
+- ``keyed`` and ``full``: the Redis row and the full row alone (with ``--baseline``: old against new);
+  ``shared``: the default row beside the Redis row (what the shared limits add); ``features``: the Redis
+  row beside the full row (what the cache, metrics and request lines add).
 - ``translation``: the default features in front of the OpenAI mock, and of the Anthropic- and
   Gemini-format mocks (bench/vendor_mock.py): the translating adapters' cost.
 - ``protocols``: the default features, called as Chat Completions, Anthropic Messages
