@@ -69,6 +69,23 @@ async def test_at_every_zero_the_give_backs_of_one_turn_are_written_at_the_next(
     assert (counters.writes, await counters.value("a")) == (2, 94)
 
 
+async def test_closing_waits_for_a_write_under_way() -> None:
+    class SlowCounters(CountingCounters):
+        async def take_many(self, takes: Sequence[Take]) -> Taken:
+            await asyncio.sleep(0.05)  # the write is on its way to a remote store
+            return await super().take_many(takes)
+
+    counters = SlowCounters()
+    await counters.adjust("a", 100, ttl=None)
+    settlements = Settlements(counters, every=0.0)
+    assert settlements.correct("a", -40, None) is None
+    for _ in range(3):
+        await asyncio.sleep(0)  # the write has started, and waits on the store
+    assert await counters.value("a") == 100
+    await settlements.close()  # at shutdown: the give-back under way still lands
+    assert await counters.value("a") == 60
+
+
 async def test_an_overrun_is_written_at_once() -> None:
     counters = CountingCounters()
     settlements = Settlements(counters, every=60.0)

@@ -158,7 +158,8 @@ class Guard:
     async def close(self) -> None:
         """Write the gathered settlements."""
         await self.limits.settlements.close()
-        await self.budgets.settlements.close()
+        if self.budgets.settlements is not self.limits.settlements:
+            await self.budgets.settlements.close()
 
     async def open(self, caller: Caller, call: Call) -> Pass:
         """Admit a call (403 for a model the key may not use, 429 over a limit or budget)."""

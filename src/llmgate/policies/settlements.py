@@ -11,9 +11,12 @@ at once for the same reason.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 
 from llmgate.state.ports import Counters
+
+log = logging.getLogger("llmgate.limits")
 
 NO_LIMIT = 1e300
 """A limit no counter reaches: a take with it always succeeds."""
@@ -27,6 +30,9 @@ class Settlements:
         self.every = every
         self._gathered: dict[str, tuple[float, float | None]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        """The next write, while it waits for its moment (cancelling it then loses nothing)."""
+        self._writing: set[asyncio.Task[None]] = set()
+        """Every write not yet done, the one waiting included (``close`` waits for the others)."""
 
     def correct(self, bucket: str, delta: float, ttl: float | None) -> Awaitable[float] | None:
         """Add ``delta`` to a bucket: the write to await now, or ``None`` when there is none to wait for
@@ -39,12 +45,17 @@ class Settlements:
         self._gathered[bucket] = (delta + gathered[0] if gathered is not None else delta, ttl)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+            self._writing.add(self._flusher)
+            self._flusher.add_done_callback(self._writing.discard)
         return None
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.every or 0.0)
         self._flusher = None
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as error:  # a task of its own: nobody else would hear of it
+            log.warning("give-backs not written: %s: %s", type(error).__name__, error)
 
     async def flush(self) -> None:
         """Write the give-backs gathered so far, all in one call (a take without a limit is an add)."""
@@ -54,11 +65,13 @@ class Settlements:
             await self.counters.take_many(adds)
 
     async def close(self) -> None:
-        """Write what is gathered, and stop the pending write."""
+        """Write what is gathered, and let the writes under way end."""
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
-            flusher.cancel()
+            flusher.cancel()  # still waiting: what it would write is still gathered
         await self.flush()
+        for write in [task for task in self._writing if task is not flusher]:
+            await write
 
 
 async def in_order(writes: list[Awaitable[object]]) -> None:
