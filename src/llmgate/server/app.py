@@ -22,6 +22,7 @@ from llmgate.server.admin_routes import AdminRoutes
 from llmgate.server.api_routes import CatalogueRoutes, HealthRoutes, MetricsRoutes
 from llmgate.server.batch_routes import BatchRoutes
 from llmgate.server.context import ServerContext
+from llmgate.server.cycle import START_WITH_BODY
 from llmgate.server.disconnect import ClientGone
 from llmgate.server.errors import classify, encode_error, error_body, error_headers
 from llmgate.server.inbound_routes import InboundRoutes
@@ -135,6 +136,20 @@ class GatewayApp(Starlette):
             response = await call(request)
         except Exception as exc:
             response = await _handle(request, exc)
+        if (
+            type(response) is Response
+            and response.background is None
+            and START_WITH_BODY in scope.get("extensions", ())
+        ):  # whole: head and body in one write
+            await send(
+                {
+                    "type": START_WITH_BODY,
+                    "status": response.status_code,
+                    "headers": response.raw_headers,
+                    "body": response.body,
+                }
+            )
+            return
         await response(scope, receive, send)
 
 

@@ -18,6 +18,8 @@ from typing import Protocol, TypeVar
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from llmgate.server.cycle import START_WITH_BODY
+
 T = TypeVar("T")
 WATCH_AFTER = 0.02  # seconds
 
@@ -138,7 +140,17 @@ class EventStreamResponse(Response):
         watch = self.watch
         frames = self.body_source.frames()
         try:
-            await send(start)
+            if START_WITH_BODY in scope.get("extensions", ()):
+                # The head goes out with the first piece (start() has buffered the upstream's first
+                # content, so it is at hand), or with the whole stream if that came in one read.
+                first = await anext(frames, None)
+                more = first is not None
+                body = first if more else self.body_source.ending
+                await send({**start, "type": START_WITH_BODY, "body": body, "more_body": more})
+                if not more:
+                    return
+            else:
+                await send(start)
             async for piece in frames:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": self.body_source.ending, "more_body": False})

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -36,6 +37,7 @@ from uvicorn.protocols.utils import get_remote_addr
 from uvicorn.server import ServerState
 
 from llmgate.config.settings import ServerSettings
+from llmgate.server.cycle import GatewayCycle, extensions
 from llmgate.server.errors import encode_error
 
 log = logging.getLogger("llmgate.server.protocol")
@@ -184,15 +186,55 @@ class GatewayProtocol(HttpToolsProtocol):
         """A request starts."""
         self._phase = _HEAD
         HttpToolsProtocol.on_message_begin(self)
+        self.scope["extensions"] = extensions()
 
     def on_headers_complete(self) -> None:
-        """The head is in: stop its clock; the body's starts if the read ends before the body does."""
-        HttpToolsProtocol.on_headers_complete(self)  # may raise (a bad URL): the request stays in _HEAD
+        """The head is in: its request goes to the app; its clock stops, and the body's starts if the
+        read ends before the body does."""
+        self._start_cycle()  # may raise (a bad URL): the request stays in _HEAD
         self._phase = _BODY
         self._head_bytes = self._body_bytes = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _start_cycle(self) -> None:
+        """uvicorn's ``on_headers_complete``, but for the cycle's class (``GatewayCycle``) and the
+        ``limit_concurrency`` check (never set: ``max_connections`` replaces it)."""
+        parser, scope = self.parser, self.scope
+        http_version = parser.get_http_version()
+        scope["method"] = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        if parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed_url.query or b""
+        existing = self.cycle
+        self.cycle = GatewayCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(self.cycle, self.app)
+        else:  # pipelined: answered in turn
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, self.app))
 
     def on_message_complete(self) -> None:
         """The request is in: no clock of ours runs while the app answers."""
