@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import math
 import re
 import socket
 import ssl
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from llmgate.providers.connection import ClientError, Connection, ConnectTimeout
+from llmgate.providers.connection import AnswerTimeout, ClientError, Connection, ConnectTimeout
 
 __all__ = ["Answer", "ClientError", "ConnectTimeout", "HttpClient", "Origin"]
 
@@ -90,16 +91,17 @@ class Answer:
             raise ClientError(f"the server answered in an encoding llmgate does not read: {encoding}")
         self._decoder = zlib.decompressobj(_DECODERS[encoding]) if encoding in _DECODERS else None
 
-    async def chunk(self) -> bytes:
-        """The next piece of the body (decoded); ``b""`` at its end."""
+    async def chunk(self, deadline: float = math.inf) -> bytes:
+        """The next piece of the body (decoded); ``b""`` at its end; ``AnswerTimeout`` if it has to be
+        waited for past ``deadline`` (loop time)."""
         connection = self._connection
         if connection is None:
             return b""
         decoder = self._decoder
         if decoder is None:
-            return await connection.chunk()
+            return await connection.chunk(deadline)
         while True:
-            data = self._tail or await connection.chunk()
+            data = self._tail or await connection.chunk(deadline)
             try:
                 if not data:
                     if self._fed and not decoder.eof:
@@ -113,10 +115,10 @@ class Answer:
             if decoded:
                 return decoded
 
-    async def read(self) -> bytes:
-        """The whole body (at most ``MAX_BODY`` bytes)."""
+    async def read(self, deadline: float = math.inf) -> bytes:
+        """The whole body (at most ``MAX_BODY`` bytes), in by ``deadline`` or ``AnswerTimeout``."""
         parts, size = [], 0
-        while data := await self.chunk():
+        while data := await self.chunk(deadline):
             size += len(data)
             if size > MAX_BODY:
                 raise ClientError(f"the answer is larger than {MAX_BODY >> 20} MiB")
@@ -170,22 +172,46 @@ class HttpClient:
         body: bytes | None,
         *,
         connect_timeout: float,
+        deadline: float = math.inf,
     ) -> Answer:
-        """Send a request to ``origin`` (``path`` below its base path) and wait for the answer's head."""
+        """Send a request to ``origin`` (``path`` below its base path) and wait for the answer's head.
+
+        ``deadline`` (loop time) bounds it all, a wait for a free connection included: past it,
+        ``AnswerTimeout`` (a ``TimeoutError``); connecting is bounded by ``connect_timeout`` too.
+        """
         request = request_bytes(origin, method, path, headers, body)
-        await self._slots.acquire()
+        await self._take_slot(deadline)
         try:
-            connection = self._pooled(origin) or await self._connect(origin, connect_timeout)
+            connection = self._pooled(origin) or await self._open(origin, connect_timeout, deadline)
         except BaseException:
             self._slots.release()
             raise
         try:
-            await connection.begin(request)
+            await connection.begin(request, deadline)
         except BaseException:
             connection.close()
             self._slots.release()
             raise
         return Answer(self, origin, connection)
+
+    async def _open(self, origin: Origin, connect_timeout: float, deadline: float) -> Connection:
+        left = deadline - asyncio.get_running_loop().time()
+        if left >= connect_timeout:
+            return await self._connect(origin, connect_timeout)
+        try:  # the deadline comes first
+            return await self._connect(origin, max(left, 0.0))
+        except ConnectTimeout:
+            raise AnswerTimeout("no connection by the deadline") from None
+
+    async def _take_slot(self, deadline: float) -> None:
+        if not self._slots.locked() or deadline == math.inf:
+            await self._slots.acquire()
+            return
+        try:  # every connection is in use: wait for one, until the deadline
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise AnswerTimeout("no free connection by the deadline") from None
 
     def give_back(self, origin: Origin, connection: Connection) -> None:
         """An answer is done with its connection: pool it if it can serve another request."""

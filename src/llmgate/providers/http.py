@@ -83,21 +83,21 @@ class HttpProvider:
     async def send(self, call: HttpCall, target: Target) -> tuple[int, Mapping[str, str], bytes]:
         """Send a call and read the whole answer, translating transport failures."""
         timeouts = target.timeouts
+        deadline = asyncio.get_running_loop().time() + timeouts.total
         with self._translated(f"no answer within {timeouts.total:g}s"):
-            async with asyncio.timeout(timeouts.total):
-                async with await self._request(call, timeouts.connect) as answer:
-                    self.observe(answer.headers, target)
-                    return answer.status, answer.headers, await answer.read()
+            async with await self._request(call, timeouts.connect, deadline) as answer:
+                self.observe(answer.headers, target)
+                return answer.status, answer.headers, await answer.read(deadline)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[list[StreamItem]]:
         """Send a streaming call and translate its events as they arrive."""
         call = self.wire.chat_call(request, target, stream=True)
         timeouts = target.timeouts
-        deadline = asyncio.get_running_loop().time() + timeouts.total
+        now = asyncio.get_running_loop().time()
+        deadline = now + timeouts.total
         first = min(timeouts.first_token, timeouts.total)
         with self._translated(f"no response within {first:g}s"):
-            async with asyncio.timeout(first):
-                answer = await self._request(call, timeouts.connect)
+            answer = await self._request(call, timeouts.connect, now + first)
         async with answer:
             self.observe(answer.headers, target)
             if answer.status >= 300:
@@ -105,7 +105,7 @@ class HttpProvider:
             async for batch in self._events(answer, request, target, deadline):
                 yield batch
 
-    async def _request(self, call: HttpCall, connect_timeout: float) -> Answer:
+    async def _request(self, call: HttpCall, connect_timeout: float, deadline: float) -> Answer:
         return await self._transport.client.request(
             self._origin,
             call.method,
@@ -113,13 +113,13 @@ class HttpProvider:
             self._merge(call),
             call.body,
             connect_timeout=connect_timeout,
+            deadline=deadline,
         )
 
     async def _rest(self, answer: Answer, deadline: float) -> bytes:
         """The body of an error answer to a stream request, within the call's time limit."""
         with self._translated("the error answer did not end in time"):
-            async with asyncio.timeout_at(deadline):
-                return await answer.read()
+            return await answer.read(deadline)
 
     @contextmanager
     def _translated(self, timed_out: str) -> Iterator[None]:
@@ -145,8 +145,7 @@ class HttpProvider:
         while True:
             until = loop.time() + wait
             try:
-                async with asyncio.timeout_at(min(until, deadline)):  # per read: never across the yield below
-                    data = await answer.chunk()
+                data = await answer.chunk(min(until, deadline))  # per read: never across the yield below
             except TimeoutError as exc:
                 if until > deadline:
                     message = f"{self.name}: the stream did not end within {timeouts.total:g}s"
