@@ -644,14 +644,19 @@ async def test_idle_connections_are_closed_after_the_keepalive_time() -> None:
         await client.close()
 
 
-async def test_a_slow_connect_is_a_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+def slow_lookups(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.5) -> None:
+    """Every name takes ``seconds`` to resolve, to 127.0.0.1."""
     real = socket.getaddrinfo
 
     def slow(host: str, *args: object) -> object:
-        time.sleep(0.5)
+        time.sleep(seconds)
         return real("127.0.0.1", *args)  # type: ignore[call-overload]
 
     monkeypatch.setattr(socket, "getaddrinfo", slow)
+
+
+async def test_a_slow_connect_is_a_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_lookups(monkeypatch)
     client = HttpClient()
     with pytest.raises(ConnectTimeout, match=r"no connection to slow\.test within 0\.1s"):
         await client.request(Origin.parse("http://slow.test"), "GET", "/", {}, None, connect_timeout=0.1)

@@ -5,12 +5,11 @@ rather than a timer per call; waiting for a free connection and connecting are b
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import Any
 
 import pytest
-from tests.providers.test_client import answer, serving
+from tests.providers.test_client import answer, serving, slow_lookups
 
 from llmgate.providers.client import AnswerTimeout, ClientError, HttpClient, Origin
 
@@ -25,6 +24,16 @@ def late(body: bytes, *, head_after: float = 0.0, body_after: float = 0.0) -> An
         await asyncio.sleep(body_after)
         writer.write(body)
         await writer.drain()
+
+    return reply
+
+
+def in_turn(*replies: Any) -> Any:
+    """Each request gets the next of ``replies``."""
+    pending = iter(replies)
+
+    async def reply(request: bytes, writer: asyncio.StreamWriter) -> None:
+        await next(pending)(request, writer)
 
     return reply
 
@@ -108,12 +117,7 @@ async def test_a_deadline_passing_between_requests_leaves_the_pooled_connection_
 
 
 async def test_a_timer_armed_for_an_earlier_deadline_waits_on_for_the_later_one() -> None:
-    replies = iter([answer(b"first"), late(b"second", head_after=0.2)])
-
-    async def reply(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await next(replies)(request, writer)
-
-    async with serving(reply) as server:
+    async with serving(in_turn(answer(b"first"), late(b"second", head_after=0.2))) as server:
         client = HttpClient()
         assert await ask(client, server.origin(), soon(0.05)) == b"first"
         # The timer armed for +0.05 s fires while this waits: it must wait on, to +1 s.
@@ -123,12 +127,7 @@ async def test_a_timer_armed_for_an_earlier_deadline_waits_on_for_the_later_one(
 
 
 async def test_an_earlier_deadline_than_the_timer_is_kept() -> None:
-    replies = iter([answer(b"first"), late(b"second", head_after=0.5)])
-
-    async def reply(request: bytes, writer: asyncio.StreamWriter) -> None:
-        await next(replies)(request, writer)
-
-    async with serving(reply) as server:
+    async with serving(in_turn(answer(b"first"), late(b"second", head_after=0.5))) as server:
         client = HttpClient()
         assert await ask(client, server.origin(), soon(30)) == b"first"
         started = time.monotonic()
@@ -151,13 +150,7 @@ async def test_waiting_for_a_free_connection_ends_at_the_deadline() -> None:
 
 
 async def test_connecting_ends_at_the_deadline_when_it_comes_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = socket.getaddrinfo
-
-    def slow(host: str, *args: object) -> object:
-        time.sleep(0.5)
-        return real("127.0.0.1", *args)  # type: ignore[call-overload]
-
-    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    slow_lookups(monkeypatch)
     client = HttpClient()
     with pytest.raises(AnswerTimeout, match="no connection by the deadline"):
         await ask(client, Origin.parse("http://slow.test"), soon(0.1))

@@ -5,15 +5,19 @@ its writes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
-from tests.server.test_protocol import FakeTransport, ManualClockLoop, Server, responses
+from tests.server.test_protocol import (
+    FakeTransport,
+    ManualClockLoop,
+    Server,
+    responses,
+)
 
 from llmgate.server.app import GatewayApp
 from llmgate.server.cycle import START_WITH_BODY
@@ -32,19 +36,6 @@ class CountingTransport(FakeTransport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.writes.append(bytes(data))
         super().write(data)
-
-
-@pytest.fixture
-def loop() -> Iterator[ManualClockLoop]:
-    running = ManualClockLoop()
-    try:
-        yield running
-    finally:
-        running.settle()
-        for task in asyncio.all_tasks(running):
-            task.cancel()
-        running.settle()
-        running.close()
 
 
 def serve(loop: ManualClockLoop, app: Any, *requests: bytes) -> CountingTransport:

@@ -161,19 +161,6 @@ def only_error(transport: FakeTransport, status: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def loop() -> Iterator[ManualClockLoop]:
-    running = ManualClockLoop()
-    try:
-        yield running
-    finally:
-        running.settle()
-        for task in asyncio.all_tasks(running):
-            task.cancel()
-        running.settle()
-        running.close()
-
-
-@pytest.fixture
 def server(loop: ManualClockLoop) -> Iterator[Server]:
     serving = Server(loop, echo_app)
     yield serving
